@@ -1,0 +1,26 @@
+"""nima-rt: fast NIMA photo scoring (ONNX Runtime on CPU, TensorRT/CUDA on NVIDIA GPUs).
+
+Importing this package loads numpy, Pillow and onnxruntime only; torch and GPU libraries load
+lazily inside the backends and commands that need them.
+"""
+
+from .contract import ContractError, ModelMetadata, ResizeSpec
+from .model_file import ModelFile, ModelNotFound, bundled_models, load_model_file
+from .scorer import ModelScore, Scorer, ScorerConfig, ScoreResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ContractError",
+    "ModelFile",
+    "ModelMetadata",
+    "ModelNotFound",
+    "ModelScore",
+    "ResizeSpec",
+    "ScoreResult",
+    "Scorer",
+    "ScorerConfig",
+    "__version__",
+    "bundled_models",
+    "load_model_file",
+]

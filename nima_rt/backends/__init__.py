@@ -1,0 +1,17 @@
+"""Runtime backends: one module per runtime, imported only when probed or chosen."""
+
+from .base import Backend, BackendOptions, BackendOutput, BackendUnavailable
+from .select import BACKENDS, BackendChoice, BackendEntry, BackendStatus, choose_backend, probe_backends
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendChoice",
+    "BackendEntry",
+    "BackendOptions",
+    "BackendOutput",
+    "BackendStatus",
+    "BackendUnavailable",
+    "choose_backend",
+    "probe_backends",
+]

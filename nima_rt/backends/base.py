@@ -1,0 +1,45 @@
+"""The Backend protocol every runtime implements, and the errors shared by all of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+class BackendUnavailable(RuntimeError):
+    """This backend cannot run here; ``str()`` says why in one line."""
+
+
+@dataclass(frozen=True)
+class BackendOutput:
+    """One batch's results: ``dist`` [N, 10], ``mean`` [N], ``std`` [N], all float32."""
+
+    dist: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Settings a backend may use; each ignores what it does not need."""
+
+    threads: int | None = None  # CPU threads for inference (None: all cores)
+    cache_dir: str | None = None  # engine/compile caches (TensorRT EP)
+    max_batch: int = 256  # the largest batch the caller will send
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs a contract model on a uint8 batch [N, S, S, 3]."""
+
+    name: str
+
+    def run(self, images: np.ndarray) -> BackendOutput:
+        """Score one batch; raises on failure (the caller decides what a failed batch means)."""
+        ...
+
+    def close(self) -> None:
+        """Free sessions, engines and device memory."""
+        ...

@@ -1,0 +1,107 @@
+"""Choosing a backend: fastest available first, visible fallback, loud failure when asked for a GPU."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from ..model_file import ModelFile
+from .base import Backend, BackendOptions, BackendUnavailable
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """A backend known to nima-rt; its module exposes ``availability(model)`` and ``create(model, options)``."""
+
+    name: str
+    device: str  # "cuda" or "cpu"
+    module: str
+
+    def load(self) -> Any:
+        return importlib.import_module(self.module)
+
+
+# In the order `--device auto` tries them.
+BACKENDS: tuple[BackendEntry, ...] = (
+    BackendEntry("onnxruntime-cpu", "cpu", "nima_rt.backends.onnxruntime_backend"),
+)
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """One backend's standing for one model: available, or not and why."""
+
+    name: str
+    device: str
+    reason: str | None  # None when available
+
+    @property
+    def available(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
+class BackendChoice:
+    """The backend that runs, the ones passed over, and the line that says so."""
+
+    backend: Backend
+    statuses: list[BackendStatus]
+
+    @property
+    def summary(self) -> str:
+        skipped = [f"{s.name} ({s.reason})" for s in self.statuses if s.name != self.backend.name and s.reason]
+        line = f"backend: {self.backend.name}"
+        if skipped:
+            line += "; skipped " + "; ".join(skipped)
+        return line
+
+
+def _availability(entry: BackendEntry, model: ModelFile) -> str | None:
+    try:
+        module = entry.load()
+    except ImportError as exc:
+        return f"cannot import {exc.name or entry.module} ({' '.join(str(exc).split())})"
+    try:
+        return module.availability(model)
+    except Exception as exc:  # a probe must never take the run down
+        return f"probe failed ({' '.join(str(exc).split())})"
+
+
+def probe_backends(model: ModelFile, device: str = "auto", backend: str | None = None) -> list[BackendStatus]:
+    """Every backend allowed by ``device``/``backend``, in preference order, with its availability."""
+    if device not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    entries = [e for e in BACKENDS if device == "auto" or e.device == device]
+    if backend is not None:
+        names = [e.name for e in BACKENDS]
+        if backend not in names:
+            raise ValueError(f"--backend must be one of {', '.join(names)}, got {backend!r}")
+        entries = [e for e in entries if e.name == backend]
+        if not entries:
+            raise ValueError(f"backend {backend} does not run on --device {device}")
+    return [BackendStatus(e.name, e.device, _availability(e, model)) for e in entries]
+
+
+def choose_backend(
+    model: ModelFile, device: str = "auto", backend: str | None = None, options: BackendOptions = BackendOptions()
+) -> BackendChoice:
+    """Open the first usable backend; raise BackendUnavailable naming every reason when none is."""
+    statuses = probe_backends(model, device, backend)
+    failures: list[BackendStatus] = []
+    for index, status in enumerate(statuses):
+        if not status.available:
+            failures.append(status)
+            continue
+        entry = next(e for e in BACKENDS if e.name == status.name)
+        try:
+            opened = entry.load().create(model, options)
+        except BackendUnavailable as exc:
+            failures.append(BackendStatus(status.name, status.device, str(exc)))
+            continue
+        return BackendChoice(opened, failures + statuses[index:])
+    wanted = backend or (f"a {device} backend" if device != "auto" else "any backend")
+    reasons = "; ".join(f"{s.name}: {s.reason}" for s in failures) or "none registered"
+    raise BackendUnavailable(f"no usable {wanted} for {model.path.name}: {reasons}")

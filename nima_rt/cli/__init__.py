@@ -1,0 +1,27 @@
+"""The ``nima-rt`` command line: one typer app, one module per command.
+
+Command modules import only typer and the light runtime at top level; torch, GPU libraries and
+other heavy dependencies load inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import info, score
+
+app = typer.Typer(
+    name="nima-rt",
+    help="Score photos for aesthetic and technical quality (NIMA), train and export models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+score.register(app)
+info.register(app)
+
+
+def main() -> None:
+    """Entry point of the ``nima-rt`` script."""
+    app()

@@ -1,0 +1,69 @@
+"""Helpers shared by the CLI commands: one-line errors, exit codes, progress on stderr."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import NoReturn
+
+import typer
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the run could not proceed (bad model, unwritable output, missing extra)
+EXIT_USAGE = 2  # typer/click's own code for usage errors
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print ``error: message`` on stderr (one line) and exit with ``code``."""
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    raise typer.Exit(code)
+
+
+def note(message: str) -> None:
+    """A line for the person running the command (stderr, never mixed with data)."""
+    typer.echo(message, err=True)
+
+
+def require_extra(module: str, extra: str, purpose: str) -> None:
+    """Fail with a clear message when an optional dependency is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        fail(f"{purpose} needs the '{extra}' extra ({module} is not installed): pip install 'nima-rt[{extra}]'")
+
+
+class Progress:
+    """A one-line progress counter on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, total: int | None = None, enabled: bool | None = None, label: str = "files") -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.total, self.label = total, label
+        self.done = self.failed = 0
+        self.start = time.perf_counter()
+        self._last_draw = 0.0
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    def update(self, ok: bool) -> None:
+        self.done += 1
+        self.failed += not ok
+        if self.enabled and (time.perf_counter() - self._last_draw > 0.1):
+            self._draw()
+
+    def _draw(self) -> None:
+        self._last_draw = time.perf_counter()
+        total = f"/{self.total}" if self.total is not None else ""
+        sys.stderr.write(f"\r{self.done}{total} {self.label}, {self.failed} failed, {self.rate:.1f}/s ")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self._draw()
+            sys.stderr.write("\n")
+            sys.stderr.flush()

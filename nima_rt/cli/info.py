@@ -1,0 +1,77 @@
+"""``nima-rt info [MODEL]``: a model's metadata and which backends can run it here."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from ..backends import BackendUnavailable, choose_backend, probe_backends
+from ..contract import ContractError
+from ..model_file import bundled_models, load_model_file
+from .common import fail
+
+
+def info(
+    model: Optional[str] = typer.Argument(None, help="Bundled model name or model file (default: the bundled default)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Only this backend."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+) -> None:
+    """Print a model's contract metadata and every backend as available / unavailable / chosen."""
+    try:
+        model_file = load_model_file(model)
+        statuses = probe_backends(model_file, device, backend)
+    except (ContractError, ValueError) as exc:
+        fail(str(exc))
+    chosen: str | None = None
+    choose_error: str | None = None
+    try:
+        choice = choose_backend(model_file, device, backend)
+        chosen = choice.backend.name
+        choice.backend.close()
+    except (BackendUnavailable, ContractError) as exc:
+        choose_error = str(exc)
+    backends = [
+        {"name": s.name, "device": s.device, "available": s.available, "reason": s.reason, "chosen": s.name == chosen}
+        for s in statuses
+    ]
+    if as_json:
+        data = {
+            "path": str(model_file.path),
+            "format": model_file.format,
+            "sha256": model_file.sha256,
+            "metadata": model_file.metadata.to_dict(),
+            "backends": backends,
+            "bundled": sorted(bundled_models()),
+        }
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        meta = model_file.metadata
+        typer.echo(f"model:        {model_file.path}")
+        typer.echo(f"format:       {model_file.format}")
+        typer.echo(f"sha256:       {model_file.sha256}")
+        typer.echo(f"name:         {meta.name}")
+        typer.echo(f"kind:         {meta.kind}")
+        typer.echo(f"input:        {meta.input_size}x{meta.input_size} RGB uint8, resize {meta.resize.policy} "
+                   f"({meta.resize.interpolation}, jpeg draft {'on' if meta.resize.jpeg_draft else 'off'})")
+        typer.echo(f"backbone:     {meta.backbone or '-'}")
+        typer.echo(f"trained on:   {meta.trained_on or '-'}")
+        typer.echo(f"created:      {meta.created or '-'}")
+        if meta.metrics:
+            typer.echo("metrics:      " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                   for k, v in sorted(meta.metrics.items())))
+        if meta.licenses:
+            typer.echo("licenses:     " + "; ".join(meta.licenses))
+        typer.echo("backends:")
+        for entry in backends:
+            state = "chosen" if entry["chosen"] else ("available" if entry["available"] else "unavailable")
+            reason = f" ({entry['reason']})" if entry["reason"] else ""
+            typer.echo(f"  {entry['name']:<22} {entry['device']:<5} {state}{reason}")
+    if choose_error is not None:
+        fail(choose_error)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info)

@@ -1,0 +1,110 @@
+"""Find a model (bundled name or file) and read its contract metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .contract import METADATA_KEY, ContractError, ModelMetadata
+from .onnx_meta import read_metadata_props
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = "technical"
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+AESTHETIC_HELP = (
+    "no aesthetic model is bundled: nima-rt cannot ship one trained honestly (AVA's images are not "
+    "redistributable). Train one with `nima-rt train --preset aesthetic --labels AVA.txt --images DIR`, "
+    "export it with `nima-rt export runs/<run>/best.pt --output aesthetic.onnx`, then pass "
+    "`--model aesthetic.onnx` (docs/training.md)"
+)
+
+
+class ModelNotFound(ContractError):
+    """The model name or path does not lead to a model file."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file on disk with its parsed contract metadata."""
+
+    path: Path
+    metadata: ModelMetadata
+    sha256: str
+    format: str  # "onnx" or "engine"
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def bundled_models() -> dict[str, Path]:
+    """Names and paths of the models shipped inside the package."""
+    if not BUNDLED_DIR.is_dir():
+        return {}
+    return {path.stem: path for path in sorted(BUNDLED_DIR.glob("*.onnx"))}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_model_path(spec: str | os.PathLike[str] | None) -> Path:
+    """A bundled model name, or a path to an ``.onnx`` / ``.engine`` file, to a path on disk."""
+    bundled = bundled_models()
+    if spec is None:
+        if DEFAULT_MODEL in bundled:
+            return bundled[DEFAULT_MODEL]
+        raise ModelNotFound(
+            "no default model is bundled with this nima-rt install; pass --model FILE.onnx "
+            "(see docs/models.md)"
+        )
+    text = os.fspath(spec)
+    if text in bundled:
+        return bundled[text]
+    if text == "aesthetic":
+        raise ModelNotFound(AESTHETIC_HELP)
+    path = Path(text)
+    if path.is_dir():
+        raise ModelNotFound(f"{text}: is a directory, expected a model file (.onnx or .engine)")
+    if not path.exists():
+        names = ", ".join(bundled) or "none"
+        raise ModelNotFound(f"{text}: no such model file or bundled model name (bundled: {names})")
+    return path
+
+
+def read_engine_sidecar(path: Path) -> ModelMetadata:
+    """The contract metadata of a TensorRT engine, from its ``<engine>.json`` sidecar."""
+    sidecar = path.with_name(path.name + ".json")
+    if not sidecar.is_file():
+        raise ContractError(f"{path}: TensorRT engine has no sidecar {sidecar.name} (written by nima-rt export)")
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ContractError(f"{sidecar}: unreadable engine sidecar ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get(METADATA_KEY), dict):
+        raise ContractError(f"{sidecar}: engine sidecar has no '{METADATA_KEY}' object")
+    return ModelMetadata.from_dict(data[METADATA_KEY], str(sidecar))
+
+
+def load_model_file(spec: str | os.PathLike[str] | None) -> ModelFile:
+    """Resolve ``spec`` and read its metadata; raise ContractError with the file named on failure."""
+    path = resolve_model_path(spec)
+    if path.suffix.lower() in ENGINE_SUFFIXES:
+        metadata = read_engine_sidecar(path)
+        return ModelFile(path, metadata, file_sha256(path), "engine")
+    props = read_metadata_props(path)
+    if METADATA_KEY not in props:
+        raise ContractError(
+            f"{path}: ONNX model has no '{METADATA_KEY}' metadata; it was not exported by nima-rt "
+            "(use `nima-rt export`)"
+        )
+    metadata = ModelMetadata.from_json(props[METADATA_KEY], str(path))
+    return ModelFile(path, metadata, file_sha256(path), "onnx")

@@ -1,0 +1,1 @@
+"""Models bundled with the nima-rt wheel (package data), looked up by name."""

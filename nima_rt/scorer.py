@@ -1,0 +1,253 @@
+"""The Python API: score files, Pillow images or arrays with one or several contract models.
+
+    from nima_rt import Scorer
+    with Scorer() as scorer:                      # the bundled default model
+        for result in scorer.score_paths(["photos/"]):
+            print(result.path, result.error or result.scores["technical"].mean)
+
+Files are decoded by a pool of threads into bounded batches that overlap inference; results come
+back in input order, one at a time, so memory stays flat however many files there are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from .backends import Backend, BackendChoice, BackendOptions, choose_backend
+from .decode import DecodeError, DecodeOptions, Preprocess, decode_file, from_array, from_pil
+from .inputs import InputItem, iter_inputs
+from .model_file import ModelFile, load_model_file
+
+ModelSpec = str | os.PathLike[str] | None
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """One model's verdict on one image: mean and std over 1..10 and the 10-bin distribution."""
+
+    mean: float
+    std: float
+    dist: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One input's row: ``error`` is a one-line reason when it could not be scored."""
+
+    path: str
+    error: str | None = None
+    scores: dict[str, ModelScore] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """How a Scorer runs. ``workers``/``threads`` default to the machine's cores."""
+
+    batch_size: int = 32
+    workers: int | None = None  # decode threads
+    threads: int | None = None  # inference threads (CPU backends)
+    prefetch_batches: int = 2  # decoded batches allowed in flight ahead of inference
+    device: str = "auto"
+    backend: str | None = None
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.prefetch_batches < 1:
+            raise ValueError(f"prefetch_batches must be >= 1, got {self.prefetch_batches}")
+
+
+@dataclass
+class LoadedModel:
+    """A model file, the column name its scores go under, and the backend running it."""
+
+    column: str
+    file: ModelFile
+    choice: BackendChoice
+
+    @property
+    def backend(self) -> Backend:
+        return self.choice.backend
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess(self.file.metadata.input_size, self.file.metadata.resize)
+
+
+def _unique_columns(names: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    columns = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        columns.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return columns
+
+
+@dataclass
+class _Pending:
+    path: str
+    arrays: list[np.ndarray] | None
+    error: str | None
+
+
+class Scorer:
+    """Scores images with one or more models sharing one decode.
+
+    ``models``: bundled names or model files; ``None`` (default) is the bundled default model.
+    Raises ContractError/ModelNotFound for a bad model and BackendUnavailable when nothing can run it.
+    """
+
+    def __init__(self, models: Sequence[ModelSpec] | ModelSpec = (None,), config: ScorerConfig | None = None):
+        self.config = config or ScorerConfig()
+        specs = list(models) if isinstance(models, (list, tuple)) else [models]
+        if not specs:
+            specs = [None]
+        files = [load_model_file(spec) for spec in specs]
+        columns = _unique_columns([f.name for f in files])
+        options = BackendOptions(threads=self.config.threads, max_batch=self.config.batch_size)
+        self.models: list[LoadedModel] = []
+        try:
+            for column, model_file in zip(columns, files):
+                choice = choose_backend(model_file, self.config.device, self.config.backend, options)
+                self.models.append(LoadedModel(column, model_file, choice))
+        except Exception:
+            self.close()
+            raise
+        self.preprocess: list[Preprocess] = list(dict.fromkeys(m.preprocess for m in self.models))
+        self._spec_index = [self.preprocess.index(m.preprocess) for m in self.models]
+
+    # -- public API -----------------------------------------------------------------------------
+
+    @property
+    def columns(self) -> list[str]:
+        """The names the models' scores appear under, in order."""
+        return [m.column for m in self.models]
+
+    @property
+    def backend_summary(self) -> list[str]:
+        """One line per model naming the backend that runs it and what was skipped."""
+        return [f"{m.column}: {m.choice.summary}" for m in self.models]
+
+    def score_paths(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[ScoreResult]:
+        """Score files and folders (walked recursively); yields one result per file, in order."""
+        return self.score_items(iter_inputs(paths))
+
+    def score_items(self, items: Iterable[InputItem]) -> Iterator[ScoreResult]:
+        """Score already-expanded inputs (as from :func:`nima_rt.inputs.iter_inputs`)."""
+        workers = self.config.workers or os.cpu_count() or 1
+        window = self.config.batch_size * self.config.prefetch_batches
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nima-decode") as pool:
+            yield from self._batches(self._decoded(pool, items, window))
+
+    def score_images(
+        self, images: Iterable[Image.Image | np.ndarray], names: Iterable[str] | None = None
+    ) -> Iterator[ScoreResult]:
+        """Score in-memory Pillow images or uint8 arrays ([H, W], [H, W, 3] RGB, [H, W, 4] RGBA)."""
+        labels = iter(names) if names is not None else None
+
+        def decoded() -> Iterator[_Pending]:
+            for index, image in enumerate(images):
+                label = next(labels) if labels is not None else f"<image {index}>"
+                try:
+                    if isinstance(image, Image.Image):
+                        arrays = from_pil(image, self.preprocess, self.config.decode)
+                    else:
+                        arrays = from_array(image, self.preprocess)
+                    yield _Pending(label, arrays, None)
+                except DecodeError as exc:
+                    yield _Pending(label, None, str(exc))
+
+        return self._batches(decoded())
+
+    def close(self) -> None:
+        """Release every backend."""
+        for model in self.models:
+            model.backend.close()
+        self.models = []
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- pipeline -------------------------------------------------------------------------------
+
+    def _decode_one(self, path: str) -> list[np.ndarray]:
+        return decode_file(path, self.preprocess, self.config.decode)
+
+    def _decoded(self, pool: ThreadPoolExecutor, items: Iterable[InputItem], window: int) -> Iterator[_Pending]:
+        """Decode in the pool with at most ``window`` files in flight; yield in input order."""
+        in_flight: deque[tuple[str, Future[list[np.ndarray]] | None, str | None]] = deque()
+
+        def take() -> _Pending:
+            path, future, error = in_flight.popleft()
+            if future is None:
+                return _Pending(path, None, error)
+            try:
+                return _Pending(path, future.result(), None)
+            except DecodeError as exc:
+                return _Pending(path, None, str(exc))
+            except Exception as exc:  # a decoder bug must not end the run: the row says what happened
+                return _Pending(path, None, f"{path}: unexpected {type(exc).__name__} ({' '.join(str(exc).split())})")
+
+        for item in items:
+            if item.error is not None:
+                in_flight.append((item.path, None, item.error))
+            else:
+                in_flight.append((item.path, pool.submit(self._decode_one, item.path), None))
+            if len(in_flight) >= window:
+                yield take()
+        while in_flight:
+            yield take()
+
+    def _batches(self, pending: Iterable[_Pending]) -> Iterator[ScoreResult]:
+        """Group decoded inputs into batches, run every model, yield rows in order."""
+        chunk: list[_Pending] = []
+        ready = 0
+        for item in pending:
+            chunk.append(item)
+            ready += item.arrays is not None
+            if ready >= self.config.batch_size:
+                yield from self._infer(chunk)
+                chunk, ready = [], 0
+        if chunk:
+            yield from self._infer(chunk)
+
+    def _infer(self, chunk: list[_Pending]) -> Iterator[ScoreResult]:
+        good = [item for item in chunk if item.arrays is not None]
+        per_item: list[dict[str, ModelScore]] = [{} for _ in good]
+        batch_error: str | None = None
+        if good:
+            try:
+                for model, spec_index in zip(self.models, self._spec_index):
+                    batch = np.stack([item.arrays[spec_index] for item in good])  # type: ignore[index]
+                    out = model.backend.run(batch)
+                    for row, scores in enumerate(per_item):
+                        scores[model.column] = ModelScore(
+                            float(out.mean[row]), float(out.std[row]), tuple(float(p) for p in out.dist[row])
+                        )
+            except Exception as exc:  # keep going: this batch's rows carry the reason
+                batch_error = f"inference failed ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        scored = iter(per_item)
+        for item in chunk:
+            if item.arrays is None:
+                yield ScoreResult(item.path, item.error)
+            elif batch_error is not None:
+                yield ScoreResult(item.path, f"{item.path}: {batch_error}")
+            else:
+                yield ScoreResult(item.path, None, next(scored))
