@@ -145,6 +145,52 @@ class ModelMetadata:
         return cls.from_dict(data, source)
 
 
+ENGINE_SIDECAR_KEY = "engine"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class EngineInfo:
+    """What a TensorRT engine was built for; stored beside the metadata in ``<engine>.json``.
+
+    The runtime refuses an engine whose TensorRT version, GPU or compute capability differ from
+    the machine's, with a message naming both.
+    """
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # e.g. "9.0"
+    precision: str  # fp32 | fp16 | int8
+    min_batch: int
+    opt_batch: int
+    max_batch: int
+    source_onnx_sha256: str
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ContractError(f"engine precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ContractError(
+                f"engine batch profile must satisfy 1 <= min <= opt <= max, got "
+                f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> EngineInfo:
+        try:
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ContractError(f"{source}: malformed '{ENGINE_SIDECAR_KEY}' section ({exc})") from None
+
+
+def engine_sidecar_json(metadata: ModelMetadata, engine: EngineInfo) -> str:
+    """The text of ``<engine>.json``: the model's metadata and what the engine was built for."""
+    return json.dumps({METADATA_KEY: metadata.to_dict(), ENGINE_SIDECAR_KEY: dataclasses.asdict(engine)},
+                      indent=2, sort_keys=True)
+
+
 def resize_image(image: Image.Image, size: int, spec: ResizeSpec) -> Image.Image:
     """Resize an RGB image to ``size`` x ``size`` following ``spec`` (the contract's only resize)."""
     resample = INTERPOLATIONS[spec.interpolation]

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import METADATA_KEY, ContractError, ModelMetadata
+from .contract import ENGINE_SIDECAR_KEY, METADATA_KEY, ContractError, EngineInfo, ModelMetadata
 from .onnx_meta import read_metadata_props
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
@@ -35,6 +35,7 @@ class ModelFile:
     metadata: ModelMetadata
     sha256: str
     format: str  # "onnx" or "engine"
+    engine: EngineInfo | None = None  # engines only: what it was built for (from the sidecar)
 
     @property
     def name(self) -> str:
@@ -80,9 +81,13 @@ def resolve_model_path(spec: str | os.PathLike[str] | None) -> Path:
     return path
 
 
-def read_engine_sidecar(path: Path) -> ModelMetadata:
-    """The contract metadata of a TensorRT engine, from its ``<engine>.json`` sidecar."""
-    sidecar = path.with_name(path.name + ".json")
+def sidecar_path(engine_path: Path) -> Path:
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def read_engine_sidecar(path: Path) -> tuple[ModelMetadata, EngineInfo]:
+    """The contract metadata of a TensorRT engine and its build info, from ``<engine>.json``."""
+    sidecar = sidecar_path(path)
     if not sidecar.is_file():
         raise ContractError(f"{path}: TensorRT engine has no sidecar {sidecar.name} (written by nima-rt export)")
     try:
@@ -91,15 +96,18 @@ def read_engine_sidecar(path: Path) -> ModelMetadata:
         raise ContractError(f"{sidecar}: unreadable engine sidecar ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get(METADATA_KEY), dict):
         raise ContractError(f"{sidecar}: engine sidecar has no '{METADATA_KEY}' object")
-    return ModelMetadata.from_dict(data[METADATA_KEY], str(sidecar))
+    if not isinstance(data.get(ENGINE_SIDECAR_KEY), dict):
+        raise ContractError(f"{sidecar}: engine sidecar has no '{ENGINE_SIDECAR_KEY}' object")
+    metadata = ModelMetadata.from_dict(data[METADATA_KEY], str(sidecar))
+    return metadata, EngineInfo.from_dict(data[ENGINE_SIDECAR_KEY], str(sidecar))
 
 
 def load_model_file(spec: str | os.PathLike[str] | None) -> ModelFile:
     """Resolve ``spec`` and read its metadata; raise ContractError with the file named on failure."""
     path = resolve_model_path(spec)
     if path.suffix.lower() in ENGINE_SUFFIXES:
-        metadata = read_engine_sidecar(path)
-        return ModelFile(path, metadata, file_sha256(path), "engine")
+        metadata, engine = read_engine_sidecar(path)
+        return ModelFile(path, metadata, file_sha256(path), "engine", engine)
     props = read_metadata_props(path)
     if METADATA_KEY not in props:
         raise ContractError(

@@ -6,9 +6,9 @@ other heavy dependencies load inside the command that needs them.
 
 from __future__ import annotations
 
-import typer
+import importlib
 
-from . import info, score
+import typer
 
 app = typer.Typer(
     name="nima-rt",
@@ -18,8 +18,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-score.register(app)
-info.register(app)
+# Each module defines ``register(app)``; add a module here to add its commands.
+COMMAND_MODULES = (
+    "nima_rt.cli.score",
+    "nima_rt.cli.info",
+)
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
 
 
 def main() -> None:
