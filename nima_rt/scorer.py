@@ -121,7 +121,7 @@ class Scorer:
         options = BackendOptions(threads=self.config.threads, max_batch=self.config.batch_size)
         self.models: list[LoadedModel] = []
         try:
-            for column, model_file in zip(columns, files):
+            for column, model_file in zip(columns, files, strict=True):
                 choice = choose_backend(model_file, self.config.device, self.config.backend, options)
                 self.models.append(LoadedModel(column, model_file, choice))
         except Exception:
@@ -234,7 +234,7 @@ class Scorer:
         batch_error: str | None = None
         if good:
             try:
-                for model, spec_index in zip(self.models, self._spec_index):
+                for model, spec_index in zip(self.models, self._spec_index, strict=True):
                     batch = np.stack([item.arrays[spec_index] for item in good])  # type: ignore[index]
                     out = model.backend.run(batch)
                     for row, scores in enumerate(per_item):

@@ -102,6 +102,6 @@ def choose_backend(
             failures.append(BackendStatus(status.name, status.device, str(exc)))
             continue
         return BackendChoice(opened, failures + statuses[index:])
-    wanted = backend or (f"a {device} backend" if device != "auto" else "any backend")
+    wanted = backend or (f"{device} backend" if device != "auto" else "backend")
     reasons = "; ".join(f"{s.name}: {s.reason}" for s in failures) or "none registered"
     raise BackendUnavailable(f"no usable {wanted} for {model.path.name}: {reasons}")

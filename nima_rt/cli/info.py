@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -14,9 +13,9 @@ from .common import fail
 
 
 def info(
-    model: Optional[str] = typer.Argument(None, help="Bundled model name or model file (default: the bundled default)."),
+    model: str | None = typer.Argument(None, help="Bundled model name or model file (default: the bundled default)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Only this backend."),
+    backend: str | None = typer.Option(None, "--backend", help="Only this backend."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Print a model's contract metadata and every backend as available / unavailable / chosen."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -38,7 +37,7 @@ def _counted(results: Iterable[ScoreResult], progress: Progress) -> Iterator[Sco
         yield result
 
 
-def _make_writer(fmt: str, output: Optional[str], columns: list[str], extra: tuple[str, ...], append: bool) -> RowWriter:
+def _make_writer(fmt: str, output: str | None, columns: list[str], extra: tuple[str, ...], append: bool) -> RowWriter:
     if fmt == "parquet":
         if output is None or output == "-":
             raise OutputError("--format parquet needs --output FILE")
@@ -55,20 +54,22 @@ def _make_writer(fmt: str, output: Optional[str], columns: list[str], extra: tup
 
 def score(
     paths: list[Path] = typer.Argument(..., help="Image files and folders (folders are walked recursively)."),
-    model: Optional[list[str]] = typer.Option(
+    model: list[str] | None = typer.Option(
         None, "--model", "-m", help="Bundled model name or model file (.onnx/.engine); repeat for several."
     ),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Output file (default: stdout)."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv | jsonl | parquet (default: from --output, else csv)."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Output file (default: stdout)."),
+    fmt: str | None = typer.Option(
+        None, "--format", "-f", help="csv | jsonl | parquet (default: from --output, else csv)."
+    ),
     sort: bool = typer.Option(False, "--sort", help="Best first by the first model's mean (holds rows in memory)."),
-    sort_by: Optional[str] = typer.Option(None, "--sort-by", help="Model column to sort/rank by."),
-    top: Optional[int] = typer.Option(None, "--top", min=1, help="Keep only the K best (per group with --group-by)."),
-    group_by: Optional[str] = typer.Option(None, "--group-by", help="'parent': rank within each folder, mark the best."),
+    sort_by: str | None = typer.Option(None, "--sort-by", help="Model column to sort/rank by."),
+    top: int | None = typer.Option(None, "--top", min=1, help="Keep only the K best (per group with --group-by)."),
+    group_by: str | None = typer.Option(None, "--group-by", help="'parent': rank within each folder, mark the best."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=4096, help="Images per inference call."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Decode threads (default: all cores)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads on CPU (default: all cores)."),
+    workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Decode threads (default: all cores)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Inference threads on CPU (default: all cores)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Force one backend (see `nima-rt info`)."),
+    backend: str | None = typer.Option(None, "--backend", help="Force one backend (see `nima-rt info`)."),
     resume: bool = typer.Option(False, "--resume", help="Append to --output and skip paths already in it."),
     strict: bool = typer.Option(False, "--strict", help="Stop with exit code 1 at the first file that fails."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No backend line and no summary on stderr."),

@@ -1,0 +1,185 @@
+"""`nima-rt score` and `nima-rt info` through the CLI: schemas, exit codes, resume, ranking."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from nima_rt.cli import app
+
+runner = CliRunner()
+PROBS = [f"tiny_p{k}" for k in range(1, 11)]
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_default_output_is_csv_on_stdout_with_messages_on_stderr(tiny_model: Path, photo_dir: Path) -> None:
+    result = run("score", photo_dir, "--model", tiny_model)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["path", "error", "tiny_mean", "tiny_std"] + PROBS
+    assert len(rows) == 7
+    assert all(float(r[2]) > 1 for r in rows[1:])
+    assert sum(float(p) for p in rows[1][4:]) == pytest.approx(1.0, abs=1e-4)
+    assert result.stderr.splitlines()[0] == "tiny: backend: onnxruntime-cpu"
+    assert result.stderr.splitlines()[-1].startswith("scored 6, failed 0 in ")
+    assert "photos" not in result.stderr  # data never mixed into stderr
+
+
+def test_jsonl_schema(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
+    (photo_dir / "listing_a" / "broken.JPG").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "scores.jsonl"
+    result = run("score", photo_dir, "-m", tiny_model, "--output", out)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 7
+    good = rows[1]
+    assert set(good) == {"path", "error", "tiny"}
+    assert good["error"] is None and set(good["tiny"]) == {"mean", "std", "dist"} and len(good["tiny"]["dist"]) == 10
+    broken = next(r for r in rows if r["path"].endswith("broken.JPG"))  # extensions match case-insensitively
+    assert broken["tiny"] is None and broken["error"].startswith(str(photo_dir / "listing_a" / "broken.JPG") + ": ")
+    assert "failed 1" in result.stderr
+
+
+def test_parquet_output(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "scores.parquet"
+    assert run("score", photo_dir, "-m", tiny_model, "-o", out).exit_code == 0
+    table = pq.read_table(out)
+    assert table.column_names == ["path", "error", "tiny_mean", "tiny_std", "tiny_dist"]
+    assert table.num_rows == 6 and len(table.column("tiny_dist")[0].as_py()) == 10
+
+
+def test_group_by_parent_marks_one_best_per_listing(tiny_model: Path, photo_dir: Path) -> None:
+    result = run("score", photo_dir, "-m", tiny_model, "--group-by", "parent", "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    for group in ("listing_a", "listing_b"):
+        members = [r for r in rows if r["group"].endswith(group)]
+        assert [r["rank"] for r in members] == [1, 2, 3]
+        assert [r["best"] for r in members] == [True, False, False]
+        means = [r["tiny"]["mean"] for r in members]
+        assert means == sorted(means, reverse=True)
+
+
+def test_sort_and_top(tiny_model: Path, photo_dir: Path) -> None:
+    result = run("score", photo_dir, "-m", tiny_model, "--top", "2", "-f", "jsonl")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    sorted_run = run("score", photo_dir, "-m", tiny_model, "--sort", "-f", "jsonl")
+    everything = [json.loads(line) for line in sorted_run.stdout.splitlines()]
+    assert [r["path"] for r in rows] == [r["path"] for r in everything[:2]]
+    assert everything[0]["tiny"]["mean"] >= everything[-1]["tiny"]["mean"]
+
+
+def test_exit_codes(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
+    bad_model = run("score", photo_dir, "--model", tmp_path / "missing.onnx")
+    assert bad_model.exit_code == 1
+    assert bad_model.stderr.strip().startswith(f"error: {tmp_path / 'missing.onnx'}: no such model file")
+    unwritable = run("score", photo_dir, "-m", tiny_model, "-o", tmp_path / "no" / "such" / "dir.csv")
+    assert unwritable.exit_code == 1
+    target = tmp_path / "no" / "such" / "dir.csv"
+    assert f"error: {target}: cannot write output (No such file or directory)" in unwritable.stderr
+    assert run("score", photo_dir, "-m", tiny_model, "--group-by", "colour").exit_code == 2
+    assert run("score", photo_dir, "-m", tiny_model, "--resume").exit_code == 2
+    assert run("score", "-m", tiny_model).exit_code == 2  # no PATH
+
+
+def test_no_default_model_message(photo_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("nima_rt.model_file.BUNDLED_DIR", tmp_path / "empty")
+    result = run("score", photo_dir)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: no default model is bundled with this nima-rt install; pass --model FILE.onnx (see docs/models.md)"
+    )
+
+
+def test_strict_stops_at_the_first_failure(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
+    (photo_dir / "listing_a" / "img_1a.png").write_text("oops")
+    out = tmp_path / "s.csv"
+    result = run("score", photo_dir, "-m", tiny_model, "--strict", "-o", out)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --strict: {photo_dir / 'listing_a' / 'img_1a.png'}: not an image file Pillow can read"
+    )
+    rows = list(csv.reader(out.open()))
+    assert [Path(r[0]).name for r in rows[1:]] == ["img_0.jpg", "img_1.png", "img_1a.png"]
+
+
+def test_resume_repairs_a_torn_line_and_skips_done_paths(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
+    for fmt in ("csv", "jsonl"):
+        out = tmp_path / f"r.{fmt}"
+        assert run("score", photo_dir, "-m", tiny_model, "-o", out).exit_code == 0
+        complete = out.read_text()
+        lines = complete.splitlines(keepends=True)
+        keep = 3 if fmt == "csv" else 2  # the header counts in CSV
+        out.write_text("".join(lines[:keep]) + lines[keep][:17])  # a killed run's torn last line
+        result = run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume")
+        assert result.exit_code == 0, result.output
+        assert "resuming" in result.stderr and "2 paths already scored" in result.stderr
+        assert out.read_text() == complete  # nothing lost, nothing repeated, same bytes
+
+
+def test_resume_refuses_another_models_output(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "other.csv"
+    out.write_text("path,error,other_mean\n")
+    result = run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume")
+    assert result.exit_code == 1
+    assert "cannot resume, its columns (path, error, other_mean...) are not this run's" in result.stderr
+
+
+def test_resume_after_a_real_kill(tiny_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(400):
+        Image.new("RGB", (24, 24), (index % 256, 40, 90)).save(folder / f"{index:04d}.png")
+    out = tmp_path / "killed.jsonl"
+    command = [sys.executable, "-m", "nima_rt", "score", str(folder), "-m", str(tiny_model), "-o", str(out),
+               "--batch-size", "1", "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 20):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = out.read_text().count("\n")
+    assert 20 <= written < 400, "the run must be killed part way"
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    paths = [json.loads(line)["path"] for line in out.read_text().splitlines()]
+    assert sorted(paths) == sorted(str(p) for p in folder.iterdir())
+    assert len(paths) == len(set(paths)) == 400
+
+
+def test_info_prints_metadata_and_backends(tiny_model: Path) -> None:
+    result = run("info", tiny_model, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["metadata"]["name"] == "tiny" and data["metadata"]["input_size"] == 32
+    chosen = [b["name"] for b in data["backends"] if b["chosen"]]
+    assert chosen == ["onnxruntime-cpu"]
+    text = run("info", tiny_model)
+    assert "kind:         technical" in text.stdout and "onnxruntime-cpu" in text.stdout
+
+
+def test_unicode_and_multi_dot_names_in_rows(tiny_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "séjour"
+    folder.mkdir()
+    Image.new("RGB", (10, 10)).save(folder / "chambre.vue.mer.Webp", format="WEBP")
+    (folder / "x.jpg").mkdir()  # a directory named like an image is walked, not scored
+    result = run("score", folder, "-m", tiny_model, "-f", "jsonl")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in rows] == [os.path.join(str(folder), "chambre.vue.mer.Webp")]
+    assert rows[0]["error"] is None
