@@ -22,6 +22,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "nima_rt.cli.score",
     "nima_rt.cli.info",
+    "nima_rt.report.cli",
 )
 
 for _module in COMMAND_MODULES:
