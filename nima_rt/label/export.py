@@ -1,0 +1,248 @@
+"""Turn a ratings database into training labels (vote counts per image) and measure rater agreement.
+
+The CSV has one row per image: ``path`` and the ten vote-count columns the generic CSV reader of
+``nima-rt train`` takes (:data:`COUNT_COLUMNS`). Skips are not votes. Agreement is summarised as
+
+- the mean over images (with two or more ratings) of the per-image standard deviation of the scores
+  (population std, like the ``std`` a NIMA model predicts);
+- Spearman's rank correlation between every two raters over the images both rated (ties get their
+  average rank; pairs with fewer than ``min_overlap`` shared images, or a constant side, are left out).
+
+Only the standard library is used, so the export runs where only the runtime is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import TextIO
+
+from .store import LabelError, Store
+
+COUNT_COLUMNS = tuple(f"votes_{score}" for score in range(1, 11))
+CSV_COLUMNS = ("path", *COUNT_COLUMNS)
+DEFAULT_MIN_OVERLAP = 3
+
+
+@dataclass(frozen=True)
+class ImageVotes:
+    """Vote counts for one image; ``path`` as written to the CSV."""
+
+    path: str
+    counts: tuple[int, ...]  # votes for scores 1..10
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass(frozen=True)
+class PairAgreement:
+    rater_a: str
+    rater_b: str
+    overlap: int  # images both rated
+    spearman: float
+
+
+@dataclass(frozen=True)
+class RaterSummary:
+    name: str
+    ratings: int
+    skips: int
+    mean_score: float | None
+    mean_spearman: float | None  # over this rater's pairs in ``pairs``
+
+
+@dataclass(frozen=True)
+class AgreementSummary:
+    """What :func:`summarise` measured; ``None`` where there was nothing to measure."""
+
+    images: int  # images exported (at least min_ratings ratings)
+    dropped: int  # images with some ratings but fewer than min_ratings
+    ratings: int  # ratings in the exported images
+    raters: int
+    mean_ratings_per_image: float | None
+    mean_image_std: float | None  # over exported images with >= 2 ratings
+    mean_pairwise_spearman: float | None
+    pairs: list[PairAgreement] = field(default_factory=list)
+    per_rater: list[RaterSummary] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """A short human summary (for stderr)."""
+
+        def number(value: float | None, digits: int = 3) -> str:
+            return "n/a" if value is None else f"{value:.{digits}f}"
+
+        out = [
+            f"exported {self.images} images ({self.ratings} ratings from {self.raters} raters, "
+            f"{number(self.mean_ratings_per_image, 2)} per image); dropped {self.dropped} with too few ratings",
+            f"agreement: mean per-image std {number(self.mean_image_std)} (scores 1-10); "
+            f"mean pairwise Spearman {number(self.mean_pairwise_spearman)} over {len(self.pairs)} rater pairs",
+        ]
+        for rater in self.per_rater:
+            out.append(
+                f"  {rater.name}: {rater.ratings} ratings, {rater.skips} skips, mean score "
+                f"{number(rater.mean_score, 2)}, mean Spearman with others {number(rater.mean_spearman)}"
+            )
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda index: values[index])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman's rho with average ranks for ties; None when undefined (fewer than 2, or a constant side)."""
+    if len(a) != len(b):
+        raise ValueError(f"spearman needs equal lengths, got {len(a)} and {len(b)}")
+    if len(a) < 2:
+        return None
+    ra, rb = _ranks(a), _ranks(b)
+    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb, strict=True))
+    var_a = sum((x - mean_a) ** 2 for x in ra)
+    var_b = sum((y - mean_b) ** 2 for y in rb)
+    if var_a == 0 or var_b == 0:
+        return None
+    return cov / math.sqrt(var_a * var_b)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _std(scores: Sequence[int]) -> float:
+    mean = sum(scores) / len(scores)
+    return math.sqrt(sum((score - mean) ** 2 for score in scores) / len(scores))
+
+
+def collect(
+    store: Store, min_ratings: int = 1, min_overlap: int = DEFAULT_MIN_OVERLAP, absolute: bool = True
+) -> tuple[list[ImageVotes], AgreementSummary]:
+    """Vote counts for every image with at least ``min_ratings`` ratings, and the agreement summary.
+
+    ``absolute``: write paths joined to the images folder the database was served from (default),
+    else relative to it.
+    """
+    if min_ratings < 1:
+        raise LabelError(f"--min-ratings must be at least 1, got {min_ratings}")
+    images_dir = store.meta("images_dir")
+    if absolute and images_dir is None:
+        raise LabelError(f"{store.path}: the database has no images folder recorded (was it ever served?)")
+    rows = store.query(
+        "SELECT i.path, ra.name, r.score FROM ratings AS r "
+        "JOIN images AS i ON i.id = r.image_id JOIN raters AS ra ON ra.id = r.rater_id "
+        "ORDER BY i.path, r.id"
+    )
+    by_image: dict[str, list[int]] = defaultdict(list)
+    by_rater: dict[str, dict[str, int]] = defaultdict(dict)
+    skips: dict[str, int] = defaultdict(int)
+    for path, name, score in rows:
+        if score is None:
+            skips[str(name)] += 1
+            by_rater.setdefault(str(name), {})
+            continue
+        by_image[str(path)].append(int(score))  # type: ignore[call-overload]
+        by_rater[str(name)][str(path)] = int(score)  # type: ignore[call-overload]
+
+    kept = {path: scores for path, scores in by_image.items() if len(scores) >= min_ratings}
+    votes = []
+    for path in sorted(kept):
+        counts = [0] * 10
+        for score in kept[path]:
+            counts[score - 1] += 1
+        shown = os.path.join(images_dir, *path.split("/")) if absolute and images_dir else path
+        votes.append(ImageVotes(shown, tuple(counts)))
+
+    pairs = []
+    for name_a, name_b in combinations(sorted(by_rater), 2):
+        shared = sorted(set(by_rater[name_a]) & set(by_rater[name_b]) & set(kept))
+        if len(shared) < min_overlap:
+            continue
+        rho = spearman([by_rater[name_a][p] for p in shared], [by_rater[name_b][p] for p in shared])
+        if rho is not None:
+            pairs.append(PairAgreement(name_a, name_b, len(shared), rho))
+    per_rater = []
+    for name in sorted(by_rater):
+        scores = list(by_rater[name].values())
+        own = [pair.spearman for pair in pairs if name in (pair.rater_a, pair.rater_b)]
+        per_rater.append(RaterSummary(name, len(scores), skips[name], _mean(scores), _mean(own)))
+
+    summary = AgreementSummary(
+        images=len(kept),
+        dropped=len(by_image) - len(kept),
+        ratings=sum(len(scores) for scores in kept.values()),
+        raters=len(by_rater),
+        mean_ratings_per_image=_mean([len(scores) for scores in kept.values()]),
+        mean_image_std=_mean([_std(scores) for scores in kept.values() if len(scores) >= 2]),
+        mean_pairwise_spearman=_mean([pair.spearman for pair in pairs]),
+        pairs=pairs,
+        per_rater=per_rater,
+    )
+    return votes, summary
+
+
+def write_csv(votes: Sequence[ImageVotes], stream: TextIO) -> None:
+    """Write ``path`` and the ten vote counts, one row per image."""
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for item in votes:
+        writer.writerow([item.path, *item.counts])
+
+
+def export_labels(
+    db: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    min_ratings: int = 1,
+    min_overlap: int = DEFAULT_MIN_OVERLAP,
+    absolute: bool = True,
+) -> AgreementSummary:
+    """Export ``db`` to the CSV ``out`` (``-`` for stdout); return the agreement summary."""
+    with Store.open(db, create=False) as store:
+        votes, summary = collect(store, min_ratings, min_overlap, absolute)
+    if str(out) == "-":
+        write_csv(votes, sys.stdout)
+        sys.stdout.flush()
+        return summary
+    target = Path(out)
+    try:
+        with target.open("w", newline="", encoding="utf-8") as stream:
+            write_csv(votes, stream)
+    except OSError as exc:
+        raise LabelError(f"{out}: cannot write the labels CSV ({exc.strerror or exc})") from None
+    return summary
+
+
+__all__ = [
+    "COUNT_COLUMNS",
+    "CSV_COLUMNS",
+    "AgreementSummary",
+    "ImageVotes",
+    "PairAgreement",
+    "RaterSummary",
+    "collect",
+    "export_labels",
+    "spearman",
+    "write_csv",
+]
