@@ -1,0 +1,101 @@
+"""``nima-rt report PATH... --output report.html``: a page of photos ranked per listing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..backends import BackendUnavailable
+from ..cli.common import Progress, fail, note
+from ..contract import ContractError
+from ..output import OutputError
+from ..scorer import Scorer, ScorerConfig, ScoreResult
+from .build import GROUP_BY, ReportConfig, ReportError, build_report
+from .score_file import read_score_file
+
+
+def report(
+    paths: list[Path] | None = typer.Argument(None, help="Image files and folders (walked recursively)."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="The HTML page to write."),
+    scores: Path | None = typer.Option(
+        None, "--scores", help="Use a CSV/JSONL/Parquet file written by `nima-rt score` instead of scoring."
+    ),
+    model: list[str] | None = typer.Option(
+        None, "--model", "-m", help="Bundled model name or model file (.onnx/.engine); repeat for several."
+    ),
+    sort_by: str | None = typer.Option(None, "--sort-by", help="Model column to rank by (default: the first)."),
+    group_by: str = typer.Option("parent", "--group-by", help="parent: one listing per folder; none: one ranking."),
+    top: int | None = typer.Option(None, "--top", min=1, help="Show only the K best photos of each listing."),
+    title: str = typer.Option("nima-rt report", "--title", help="Page title."),
+    thumb_size: int = typer.Option(200, "--thumb-size", min=32, max=1024, help="Thumbnail size in pixels."),
+    embed: bool = typer.Option(
+        False, "--embed", help="Put thumbnails inside the HTML (one file; heavier for thousands of photos)."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=4096, help="Images per inference call."),
+    workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Decode/thumbnail threads."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Inference threads on CPU."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    backend: str | None = typer.Option(None, "--backend", help="Force one backend (see `nima-rt info`)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No backend line and no summary on stderr."),
+) -> None:
+    """Write an HTML page: photos ranked best first within each listing folder, best one marked,
+    scores and distributions shown, failed files listed. Opens offline; no JavaScript."""
+    if group_by not in GROUP_BY:
+        raise typer.BadParameter(f"must be one of {', '.join(GROUP_BY)}", param_hint="--group-by")
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
+    if bool(paths) == (scores is not None):
+        raise typer.BadParameter("give image PATHs to score, or --scores FILE, not both", param_hint="PATH")
+    if scores is not None and model:
+        raise typer.BadParameter("--model scores images; with --scores the file has the scores", param_hint="--model")
+    config = ReportConfig(title=title, rank_column=sort_by, group_by=group_by, top=top, thumb_size=thumb_size,
+                          embed=embed, workers=workers)
+    progress = Progress()
+    try:
+        if scores is not None:
+            try:
+                columns, rows = read_score_file(scores)
+            except OutputError as exc:
+                fail(str(exc))
+            summary = build_report(rows, columns, output, config)
+        else:
+            scorer_config = ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, device=device,
+                                         backend=backend)
+            try:
+                scorer = Scorer(list(model) if model else [None], scorer_config)
+            except (ContractError, BackendUnavailable, ValueError) as exc:
+                fail(str(exc))
+            with scorer:
+                if sort_by is not None and sort_by not in scorer.columns:
+                    fail(f"--sort-by {sort_by}: no such model column (have {', '.join(scorer.columns)})")
+                if not quiet:
+                    for line in scorer.backend_summary:
+                        note(line)
+
+                def counted() -> list[ScoreResult]:
+                    collected = []
+                    for result in scorer.score_paths(paths or []):
+                        progress.update(result.ok)
+                        collected.append(result)
+                    return collected
+
+                rows = counted()
+                progress.finish()
+                summary = build_report(rows, scorer.columns, output, config)
+    except ReportError as exc:
+        fail(str(exc))
+    if not quiet:
+        where = f" (thumbnails in {summary.thumbnails_dir})" if summary.thumbnails_dir else ""
+        note(
+            f"wrote {summary.output}{where}: {summary.scored} photos in {summary.listings} listing(s), "
+            f"{summary.failed} failed"
+            + (f", {summary.thumbnail_failures} without preview" if summary.thumbnail_failures else "")
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+
+
+__all__ = ["register", "report"]
