@@ -27,6 +27,7 @@ IMAGE_EXTENSIONS = frozenset(
 )
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 WHITE = (255, 255, 255)
+ORIENTATION_TAG = 0x0112
 
 
 class DecodeError(Exception):
@@ -109,7 +110,8 @@ def prepare(
         side = _largest_size(specs)
         # DCT-domain downscaling by 1/2, 1/4 or 1/8 while both sides stay >= the model input.
         image.draft("RGB", (side, side))
-    image = ImageOps.exif_transpose(image) or image
+    if image.getexif().get(ORIENTATION_TAG, 1) != 1:  # exif_transpose copies even when nothing turns
+        image = ImageOps.exif_transpose(image) or image
     rgb = to_rgb(image)
     arrays = []
     for spec in specs:

@@ -20,12 +20,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .backends import Backend, BackendChoice, BackendOptions, choose_backend
+from .backends import BACKENDS, Backend, BackendChoice, BackendOptions, choose_backend
 from .decode import DecodeError, DecodeOptions, Preprocess, decode_file, from_array, from_pil
 from .inputs import InputItem, iter_inputs
 from .model_file import ModelFile, load_model_file
 
 ModelSpec = str | os.PathLike[str] | None
+
+# Measured on 2 cores (docs/runtime.md): ONNX Runtime on CPU gains nothing past 16 while its memory
+# grows with the batch (~200 MB at 8, ~300 MB at 16, ~550 MB at 32 for MobileNetV2); GPUs want large batches.
+DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 128}
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class ScoreResult:
 class ScorerConfig:
     """How a Scorer runs. ``workers``/``threads`` default to the machine's cores."""
 
-    batch_size: int = 32
+    batch_size: int | None = None  # None: 16 on CPU backends, 128 when every model runs on a GPU
     workers: int | None = None  # decode threads
     threads: int | None = None  # inference threads (CPU backends)
     prefetch_batches: int = 2  # decoded batches allowed in flight ahead of inference
@@ -63,7 +67,7 @@ class ScorerConfig:
     decode: DecodeOptions = field(default_factory=DecodeOptions)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
@@ -86,6 +90,10 @@ class LoadedModel:
     @property
     def preprocess(self) -> Preprocess:
         return Preprocess(self.file.metadata.input_size, self.file.metadata.resize)
+
+
+def _backend_device(name: str) -> str:
+    return next((entry.device for entry in BACKENDS if entry.name == name), "cpu")
 
 
 def _unique_columns(names: Sequence[str]) -> list[str]:
@@ -118,7 +126,7 @@ class Scorer:
             specs = [None]
         files = [load_model_file(spec) for spec in specs]
         columns = _unique_columns([f.name for f in files])
-        options = BackendOptions(threads=self.config.threads, max_batch=self.config.batch_size)
+        options = BackendOptions(threads=self.config.threads, max_batch=self.config.batch_size or 256)
         self.models: list[LoadedModel] = []
         try:
             for column, model_file in zip(columns, files, strict=True):
@@ -127,6 +135,8 @@ class Scorer:
         except Exception:
             self.close()
             raise
+        devices = {_backend_device(m.backend.name) for m in self.models}
+        self.batch_size = self.config.batch_size or min(DEFAULT_BATCH_SIZE[d] for d in devices)
         self.preprocess: list[Preprocess] = list(dict.fromkeys(m.preprocess for m in self.models))
         self._spec_index = [self.preprocess.index(m.preprocess) for m in self.models]
 
@@ -149,7 +159,7 @@ class Scorer:
     def score_items(self, items: Iterable[InputItem]) -> Iterator[ScoreResult]:
         """Score already-expanded inputs (as from :func:`nima_rt.inputs.iter_inputs`)."""
         workers = self.config.workers or os.cpu_count() or 1
-        window = self.config.batch_size * self.config.prefetch_batches
+        window = self.batch_size * self.config.prefetch_batches
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nima-decode") as pool:
             yield from self._batches(self._decoded(pool, items, window))
 
@@ -222,7 +232,7 @@ class Scorer:
         for item in pending:
             chunk.append(item)
             ready += item.arrays is not None
-            if ready >= self.config.batch_size:
+            if ready >= self.batch_size:
                 yield from self._infer(chunk)
                 chunk, ready = [], 0
         if chunk:

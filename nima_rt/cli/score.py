@@ -53,7 +53,10 @@ def _make_writer(fmt: str, output: str | None, columns: list[str], extra: tuple[
 
 
 def score(
-    paths: list[Path] = typer.Argument(..., help="Image files and folders (folders are walked recursively)."),
+    paths: list[str] = typer.Argument(
+        ..., help="Image files and folders (walked recursively); with --engine ray also CSV/Parquet manifests "
+        "with a 'path' column, local or URIs (s3://...)."
+    ),
     model: list[str] | None = typer.Option(
         None, "--model", "-m", help="Bundled model name or model file (.onnx/.engine); repeat for several."
     ),
@@ -65,7 +68,9 @@ def score(
     sort_by: str | None = typer.Option(None, "--sort-by", help="Model column to sort/rank by."),
     top: int | None = typer.Option(None, "--top", min=1, help="Keep only the K best (per group with --group-by)."),
     group_by: str | None = typer.Option(None, "--group-by", help="'parent': rank within each folder, mark the best."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=4096, help="Images per inference call."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", "-b", min=1, max=4096, help="Images per inference call (default: 16 on CPU, 128 on GPU)."
+    ),
     workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Decode threads (default: all cores)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="Inference threads on CPU (default: all cores)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
@@ -73,6 +78,13 @@ def score(
     resume: bool = typer.Option(False, "--resume", help="Append to --output and skip paths already in it."),
     strict: bool = typer.Option(False, "--strict", help="Stop with exit code 1 at the first file that fails."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No backend line and no summary on stderr."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (this machine) | ray (a Ray cluster; --output is a folder of Parquet "
+        "shards, re-runs resume; docs/scale.md)."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="--engine ray: 'auto' or ray://HOST:10001 to join a cluster (default: a local Ray)."
+    ),
 ) -> None:
     """Score images; one row per file, in input order, flushed as it finishes."""
     if group_by not in (None, "parent"):
@@ -80,6 +92,15 @@ def score(
     if device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
     ranking = sort or top is not None or group_by is not None
+    if engine != "local" or address is not None:
+        from ..distributed.cli import score_ray
+
+        single = {"--sort": sort, "--sort-by": sort_by is not None, "--top": top is not None,
+                  "--group-by": group_by is not None, "--strict": strict, "--workers": workers is not None}
+        score_ray(engine=engine, paths=paths, models=model, output=output, fmt=fmt, address=address,
+                  batch_size=batch_size, threads=threads, device=device, backend=backend,
+                  single_machine_options=single, quiet=quiet)
+        return
     if resume and (output is None or output == "-"):
         raise typer.BadParameter("--resume needs --output FILE", param_hint="--resume")
     if resume and ranking:
