@@ -28,6 +28,7 @@ class BackendOptions:
     threads: int | None = None  # CPU threads for inference (None: all cores)
     cache_dir: str | None = None  # engine/compile caches (TensorRT EP)
     max_batch: int = 256  # the largest batch the caller will send
+    precision: str | None = None  # GPU backends: "fp16" | "fp32" (None: the backend's default, fp16 where it can)
 
 
 @runtime_checkable
