@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model_file import ModelFile
+from . import cuda_driver
 from .base import Backend, BackendOptions, BackendUnavailable
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -14,18 +15,32 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class BackendEntry:
-    """A backend known to nima-rt; its module exposes ``availability(model)`` and ``create(model, options)``."""
+    """A backend known to nima-rt: its module exposes ``availability(model) -> reason | None`` and
+    ``create(model, options) -> Backend`` (under other names when one module holds several backends)."""
 
     name: str
     device: str  # "cuda" or "cpu"
     module: str
+    availability_function: str = "availability"
+    create_function: str = "create"
 
     def load(self) -> Any:
         return importlib.import_module(self.module)
 
+    def availability(self, model: ModelFile) -> str | None:
+        return getattr(self.load(), self.availability_function)(model)
 
-# In the order `--device auto` tries them.
+    def create(self, model: ModelFile, options: BackendOptions) -> Backend:
+        return getattr(self.load(), self.create_function)(model, options)
+
+
+# In the order `--device auto` tries them: fastest first, the CPU last.
 BACKENDS: tuple[BackendEntry, ...] = (
+    BackendEntry("tensorrt", "cuda", "nima_rt.backends.tensorrt_engine"),
+    BackendEntry("onnxruntime-tensorrt", "cuda", "nima_rt.backends.onnxruntime_gpu",
+                 "tensorrt_availability", "create_tensorrt"),
+    BackendEntry("onnxruntime-cuda", "cuda", "nima_rt.backends.onnxruntime_gpu", "cuda_availability", "create_cuda"),
+    BackendEntry("torch-cuda", "cuda", "nima_rt.backends.torch_cuda"),
     BackendEntry("onnxruntime-cpu", "cpu", "nima_rt.backends.onnxruntime_backend"),
 )
 
@@ -52,20 +67,24 @@ class BackendChoice:
 
     @property
     def summary(self) -> str:
-        skipped = [f"{s.name} ({s.reason})" for s in self.statuses if s.name != self.backend.name and s.reason]
+        """``backend: NAME; skipped A (why); B, C (the reason they share)``: one line, preference order."""
+        reasons: dict[str, list[str]] = {}
+        for status in self.statuses:
+            if status.name != self.backend.name and status.reason:
+                reasons.setdefault(status.reason, []).append(status.name)
         line = f"backend: {self.backend.name}"
-        if skipped:
-            line += "; skipped " + "; ".join(skipped)
+        if reasons:
+            line += "; skipped " + "; ".join(f"{', '.join(names)} ({reason})" for reason, names in reasons.items())
         return line
 
 
 def _availability(entry: BackendEntry, model: ModelFile) -> str | None:
     try:
-        module = entry.load()
+        entry.load()
     except ImportError as exc:
         return f"cannot import {exc.name or entry.module} ({' '.join(str(exc).split())})"
     try:
-        return module.availability(model)
+        return entry.availability(model)
     except Exception as exc:  # a probe must never take the run down
         return f"probe failed ({' '.join(str(exc).split())})"
 
@@ -88,7 +107,17 @@ def probe_backends(model: ModelFile, device: str = "auto", backend: str | None =
 def choose_backend(
     model: ModelFile, device: str = "auto", backend: str | None = None, options: BackendOptions = BackendOptions()
 ) -> BackendChoice:
-    """Open the first usable backend; raise BackendUnavailable naming every reason when none is."""
+    """Open the first usable backend; raise BackendUnavailable naming every reason when none is.
+
+    ``device="cuda"`` on a machine without a usable NVIDIA GPU fails at once with one short line.
+    """
+    if device == "cuda":
+        try:
+            cuda_driver.probe_gpu()
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(
+                f"--device cuda: no usable NVIDIA GPU ({exc}); use --device auto or --device cpu"
+            ) from None
     statuses = probe_backends(model, device, backend)
     failures: list[BackendStatus] = []
     for index, status in enumerate(statuses):
@@ -97,7 +126,7 @@ def choose_backend(
             continue
         entry = next(e for e in BACKENDS if e.name == status.name)
         try:
-            opened = entry.load().create(model, options)
+            opened = entry.create(model, options)
         except BackendUnavailable as exc:
             failures.append(BackendStatus(status.name, status.device, str(exc)))
             continue
