@@ -289,9 +289,11 @@ class LabelApp:
 class _Handler(BaseHTTPRequestHandler):
     server: LabelHTTPServer
     server_version = "nima-rt-label"
-    sys_version = ""
     error_content_type = "text/plain; charset=utf-8"
     error_message_format = "%(code)d %(message)s\n"
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def _dispatch(self, method: str) -> None:
         try:
