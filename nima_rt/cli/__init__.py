@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "nima_rt.cli.score",
     "nima_rt.cli.info",
     "nima_rt.report.cli",
+    "nima_rt.train.visualize_cli",
     "nima_rt.label.cli",
 )
 
