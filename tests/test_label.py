@@ -458,6 +458,32 @@ def test_export_to_stdout(rated_db: tuple[Path, Path]) -> None:
     assert len(result.stdout.splitlines()) == 1 + 4
 
 
+def test_the_trainers_csv_reader_loads_the_export(rated_db: tuple[Path, Path], tmp_path: Path) -> None:
+    from nima_rt.train.datasets import load_label_set, split_by_group
+
+    root, db = rated_db
+    out = tmp_path / "labels.csv"
+    args = ["label", "export", "--db", str(db), "--out", str(out), "--relative", "--group-by", "parent"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    labels = load_label_set(out, images=root)
+    assert (len(labels), labels.missing, labels.invalid) == (4, 0, 0)
+    assert [path.relative_to(root).as_posix() for path in labels.paths] == [
+        "set_a/photo_00.jpg",
+        "set_a/photo_02.jpg",
+        "set_b/photo_01.jpg",
+        "set_b/photo_03.jpg",
+    ]
+    assert labels.groups == ["set_a", "set_a", "set_b", "set_b"]
+    first = np.zeros(10, dtype=np.float32)
+    first[[1, 2, 8]] = 1 / 3  # ann 2, bob 3, cy 9
+    np.testing.assert_allclose(labels.dists[0], first, atol=1e-7)
+    train, val = split_by_group(labels, 0.5, seed=0)
+    assert {tuple(train.groups), tuple(val.groups)} == {("set_a", "set_a"), ("set_b", "set_b")}
+    # the default export (absolute paths) needs no images folder beyond the CSV's own
+    assert CliRunner().invoke(app, ["label", "export", "--db", str(db), "--out", str(out)]).exit_code == 0
+    assert len(load_label_set(out)) == 4
+
+
 # -- CLI failures and warnings --------------------------------------------------------------------
 
 

@@ -72,14 +72,21 @@ def export(
     min_ratings: int = typer.Option(1, "--min-ratings", min=1, help="Drop images with fewer ratings."),
     min_overlap: int = typer.Option(3, "--min-overlap", min=2, help="Shared images a rater pair needs for Spearman."),
     relative: bool = typer.Option(False, "--relative", help="Paths relative to the images folder (default absolute)."),
+    group_by: str | None = typer.Option(
+        None, "--group-by", help="'parent': add a group column (the photo's folder) so splits keep folders whole."
+    ),
     summary: Path | None = typer.Option(None, "--summary", help="Also write the agreement summary as JSON."),
 ) -> None:
     """Write one row per image (path + 10 vote counts) for `nima-rt train`, and report rater agreement."""
     from .export import export_labels
     from .store import LabelError
 
+    if group_by not in (None, "parent"):
+        raise typer.BadParameter("only 'parent' is supported", param_hint="--group-by")
     try:
-        result = export_labels(db, out, min_ratings=min_ratings, min_overlap=min_overlap, absolute=not relative)
+        result = export_labels(
+            db, out, min_ratings=min_ratings, min_overlap=min_overlap, absolute=not relative, group_by=group_by
+        )
     except LabelError as exc:
         fail(str(exc))
     if summary is not None:

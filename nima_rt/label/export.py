@@ -1,7 +1,9 @@
 """Turn a ratings database into training labels (vote counts per image) and measure rater agreement.
 
 The CSV has one row per image: ``path`` and the ten vote-count columns the generic CSV reader of
-``nima-rt train`` takes (:data:`COUNT_COLUMNS`). Skips are not votes. Agreement is summarised as
+``nima-rt train`` takes (:data:`COUNT_COLUMNS`), plus ``group`` (the photo's folder) when asked, which
+that reader uses to keep a folder's photos (one hotel, one shoot) on one side of a train/validation
+split. Skips are not votes. Agreement is summarised as
 
 - the mean over images (with two or more ratings) of the per-image standard deviation of the scores
   (population std, like the ``std`` a NIMA model predicts);
@@ -38,6 +40,7 @@ class ImageVotes:
 
     path: str
     counts: tuple[int, ...]  # votes for scores 1..10
+    group: str | None = None  # the photo's folder relative to the images folder ('.' at the top)
 
     @property
     def total(self) -> int:
@@ -138,13 +141,19 @@ def _std(scores: Sequence[int]) -> float:
 
 
 def collect(
-    store: Store, min_ratings: int = 1, min_overlap: int = DEFAULT_MIN_OVERLAP, absolute: bool = True
+    store: Store,
+    min_ratings: int = 1,
+    min_overlap: int = DEFAULT_MIN_OVERLAP,
+    absolute: bool = True,
+    group_by: str | None = None,
 ) -> tuple[list[ImageVotes], AgreementSummary]:
     """Vote counts for every image with at least ``min_ratings`` ratings, and the agreement summary.
 
     ``absolute``: write paths joined to the images folder the database was served from (default),
-    else relative to it.
+    else relative to it. ``group_by="parent"``: fill :attr:`ImageVotes.group` with the photo's folder.
     """
+    if group_by not in (None, "parent"):
+        raise LabelError(f"--group-by must be 'parent', got {group_by!r}")
     if min_ratings < 1:
         raise LabelError(f"--min-ratings must be at least 1, got {min_ratings}")
     images_dir = store.meta("images_dir")
@@ -173,7 +182,8 @@ def collect(
         for score in kept[path]:
             counts[score - 1] += 1
         shown = os.path.join(images_dir, *path.split("/")) if absolute and images_dir else path
-        votes.append(ImageVotes(shown, tuple(counts)))
+        group = (path.rpartition("/")[0] or ".") if group_by == "parent" else None
+        votes.append(ImageVotes(shown, tuple(counts), group))
 
     pairs = []
     for name_a, name_b in combinations(sorted(by_rater), 2):
@@ -204,11 +214,12 @@ def collect(
 
 
 def write_csv(votes: Sequence[ImageVotes], stream: TextIO) -> None:
-    """Write ``path`` and the ten vote counts, one row per image."""
+    """Write ``path`` and the ten vote counts (and ``group`` when the votes carry one), one row per image."""
+    grouped = any(item.group is not None for item in votes)
     writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow([*CSV_COLUMNS, "group"] if grouped else CSV_COLUMNS)
     for item in votes:
-        writer.writerow([item.path, *item.counts])
+        writer.writerow([item.path, *item.counts, item.group] if grouped else [item.path, *item.counts])
 
 
 def export_labels(
@@ -217,10 +228,11 @@ def export_labels(
     min_ratings: int = 1,
     min_overlap: int = DEFAULT_MIN_OVERLAP,
     absolute: bool = True,
+    group_by: str | None = None,
 ) -> AgreementSummary:
     """Export ``db`` to the CSV ``out`` (``-`` for stdout); return the agreement summary."""
     with Store.open(db, create=False) as store:
-        votes, summary = collect(store, min_ratings, min_overlap, absolute)
+        votes, summary = collect(store, min_ratings, min_overlap, absolute, group_by)
     if str(out) == "-":
         write_csv(votes, sys.stdout)
         sys.stdout.flush()
