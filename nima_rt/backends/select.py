@@ -67,10 +67,13 @@ class BackendChoice:
 
     @property
     def summary(self) -> str:
-        """``backend: NAME; skipped A (why); B, C (the reason they share)``: one line, preference order."""
+        """``backend: NAME; skipped A (why); B, C (the reason they share)``: one line naming the backends
+        preferred over the one that runs, in preference order (those after it were never wanted)."""
         reasons: dict[str, list[str]] = {}
         for status in self.statuses:
-            if status.name != self.backend.name and status.reason:
+            if status.name == self.backend.name:
+                break
+            if status.reason:
                 reasons.setdefault(status.reason, []).append(status.name)
         line = f"backend: {self.backend.name}"
         if reasons:
