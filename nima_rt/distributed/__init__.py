@@ -1,0 +1,37 @@
+"""Scale-out scoring with Ray Data (extra ``ray``): ``nima-rt score ... --engine ray``.
+
+The pipeline (docs/scale.md)::
+
+    inputs (folder walk or CSV/Parquet manifest with a ``path`` column)
+      -> shards of ``shard_size`` inputs (the unit of resume)
+      -> Ray Data: CPU decode tasks (the runtime's decode on each file's bytes; bad files -> error rows)
+      -> map_batches into :class:`~nima_rt.distributed.stages.ScoreActor` (an actor pool holding the
+         same Scorer/Backend as the single-machine runner; one actor per GPU, fractional CPUs otherwise)
+      -> one Parquet file per shard, written atomically (temp name + rename); a re-run skips
+         every shard whose file exists.
+
+Importing this package does not import ray; :func:`score_with_ray` does.
+"""
+
+from __future__ import annotations
+
+from .inputs import InputError, InputList, collect_inputs, read_manifest
+from .pipeline import RunSummary, ShardDone, score_with_ray
+from .plan import RayScoreConfig, ResourcePlan, plan_resources
+from .shards import RunRecord, ShardStore, read_output
+
+__all__ = [
+    "InputError",
+    "InputList",
+    "RayScoreConfig",
+    "ResourcePlan",
+    "RunRecord",
+    "RunSummary",
+    "ShardDone",
+    "ShardStore",
+    "collect_inputs",
+    "plan_resources",
+    "read_manifest",
+    "read_output",
+    "score_with_ray",
+]

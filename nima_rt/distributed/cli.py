@@ -1,0 +1,77 @@
+"""``nima-rt score ... --engine ray``: the command-line side of the Ray Data pipeline.
+
+Called from :mod:`nima_rt.cli.score`; checks the options that mean something on one machine only,
+runs :func:`~nima_rt.distributed.pipeline.score_with_ray` and reports in the CLI's style.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import typer
+
+from ..cli.common import fail, note, require_extra
+
+ENGINES = ("local", "ray")
+
+
+def score_ray(
+    *,
+    engine: str,
+    paths: Sequence[str],
+    models: Sequence[str] | None,
+    output: str | None,
+    fmt: str | None,
+    address: str | None,
+    batch_size: int,
+    threads: int | None,
+    device: str,
+    backend: str | None,
+    single_machine_options: dict[str, bool],
+    quiet: bool,
+) -> None:
+    """Run ``nima-rt score`` on Ray; ``single_machine_options`` maps option names to whether they were given."""
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"must be one of {', '.join(ENGINES)}, got {engine!r}", param_hint="--engine")
+    if engine != "ray":
+        raise typer.BadParameter("--address needs --engine ray", param_hint="--address")
+    given = [name for name, used in single_machine_options.items() if used]
+    if given:
+        raise typer.BadParameter(
+            f"{', '.join(given)} work(s) with --engine local only (Ray scores rows out of order across the "
+            "cluster; rank or filter the Parquet output afterwards)",
+            param_hint="--engine",
+        )
+    if output is None or output == "-":
+        raise typer.BadParameter("--engine ray needs --output DIR (a folder of Parquet shards)", param_hint="--output")
+    if fmt not in (None, "parquet"):
+        raise typer.BadParameter("--engine ray writes Parquet only", param_hint="--format")
+    require_extra("ray", "ray", "--engine ray")
+
+    import ray.exceptions
+
+    from ..backends import BackendUnavailable
+    from ..contract import ContractError
+    from ..output import OutputError
+    from .inputs import InputError
+    from .pipeline import score_with_ray
+    from .plan import PlanError, RayScoreConfig
+
+    try:
+        config = RayScoreConfig(
+            output=output, models=tuple(models) if models else (None,), address=address,
+            batch_size=batch_size, threads=threads, device=device, backend=backend,
+        )
+        summary = score_with_ray(list(paths), config, log=None if quiet else note)
+    except (ContractError, BackendUnavailable, InputError, OutputError, PlanError, ValueError, ImportError) as exc:
+        fail(str(exc))
+    except ray.exceptions.RayError as exc:  # e.g. an actor that cannot open the model: its first line says why
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        fail(f"ray: {lines[-1] if lines else type(exc).__name__}")
+    if not quiet:
+        rate = summary.rows / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+        note(
+            f"scored {summary.rows - summary.failed}, failed {summary.failed} in {summary.elapsed_s:.1f} s "
+            f"({rate:.1f} images/s); {summary.written_shards} shard(s) written, {summary.skipped_shards} "
+            f"already complete, in {summary.output}"
+        )

@@ -1,0 +1,194 @@
+"""Run a distributed scoring job: inputs -> shards -> Ray Data decode + actor pool -> Parquet shards.
+
+The driver lists the inputs, skips the shards whose part file already exists, streams the scored
+rows back (a few hundred bytes each) and writes each shard atomically as soon as all its rows have
+arrived. Killing the driver at any moment loses only the shards not yet written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..decode import Preprocess
+from ..model_file import load_model_file
+from ..scorer import ModelScore, ScorerConfig, ScoreResult, _unique_columns
+from .inputs import InputList, collect_inputs
+from .plan import RayScoreConfig, ResourcePlan, plan_resources
+from .shards import ModelRecord, RunRecord, ShardStore
+from .stages import NO_ERROR, ModelPayload, ScoreActor, decode_batch
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ShardDone:
+    """A shard that has just been written."""
+
+    shard: int
+    rows: int
+    failed: int
+    location: str
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did. ``rows``/``failed`` count only the shards written by this run."""
+
+    output: str
+    inputs: int
+    shards: int
+    skipped_shards: int  # complete before this run started
+    written_shards: int
+    rows: int
+    failed: int
+    elapsed_s: float
+    plan: ResourcePlan | None  # None when nothing was left to score (Ray was not started)
+
+
+def _require_ray() -> None:
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"--engine ray needs the 'ray' extra ({exc.name or 'ray'} is not installed): pip install 'nima-rt[ray]'"
+        ) from None
+
+
+def _pending_tables(inputs: InputList, shard_size: int, shards: Sequence[int]) -> list:
+    """One Arrow table (one Ray block) per pending shard, with each row's global index and shard."""
+    import pyarrow as pa
+
+    tables = []
+    for shard in shards:
+        start = shard * shard_size
+        part = inputs.table.slice(start, shard_size)
+        index = pa.array(np.arange(start, start + part.num_rows, dtype=np.int64))
+        shard_column = pa.array(np.full(part.num_rows, shard, dtype=np.int64))
+        tables.append(part.append_column("index", index).append_column("shard", shard_column))
+    return tables
+
+
+def _rows(batch: dict[str, np.ndarray], columns: Sequence[str]) -> Iterator[tuple[int, int, ScoreResult]]:
+    """(shard, index, ScoreResult) for every row of a scored batch."""
+    for row in range(len(batch["index"])):
+        error = str(batch["error"][row])
+        scores: dict[str, ModelScore] = {}
+        if error == NO_ERROR:
+            for column in columns:
+                scores[column] = ModelScore(
+                    float(batch[f"{column}_mean"][row]),
+                    float(batch[f"{column}_std"][row]),
+                    tuple(float(p) for p in batch[f"{column}_dist"][row]),
+                )
+        result = ScoreResult(str(batch["path"][row]), None if error == NO_ERROR else error, scores)
+        yield int(batch["shard"][row]), int(batch["index"][row]), result
+
+
+def _connect(address: str | None) -> bool:
+    """Join (or start) Ray unless this process already did; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    return True
+
+
+def score_with_ray(
+    given: Sequence[str],
+    config: RayScoreConfig,
+    on_shard: Callable[[ShardDone], None] | None = None,
+    log: Log | None = None,
+) -> RunSummary:
+    """Score folders, files and manifests on a Ray cluster into ``config.output`` (a folder of shards).
+
+    Re-running with the same inputs, shard size and models resumes: complete shards are skipped.
+    ``on_shard`` is called after each shard is written (an exception there stops the run, as a
+    crash would; the shards written so far stay). Raises ContractError/ModelNotFound for a bad
+    model, InputError for a bad manifest, OutputError for an unusable output folder, PlanError when
+    the cluster cannot hold the actor pool, BackendUnavailable when actors cannot open the model.
+    """
+    say = log or (lambda message: None)
+    started = time.perf_counter()
+    files = [load_model_file(spec) for spec in config.models]
+    columns = _unique_columns([f.name for f in files])
+    records = tuple(ModelRecord(column, f.name, f.sha256) for column, f in zip(columns, files, strict=True))
+    specs = list(dict.fromkeys(Preprocess(f.metadata.input_size, f.metadata.resize) for f in files))
+    inputs = collect_inputs(given)
+    record = RunRecord(len(inputs), inputs.fingerprint, config.shard_size, records)
+    store = ShardStore(config.output)
+    done = store.open_run(record)
+    pending = [shard for shard in range(record.shards) if shard not in done]
+    if done:
+        say(f"resuming {config.output}: {len(done)} of {record.shards} shards already complete")
+    if not pending:
+        return RunSummary(config.output, len(inputs), record.shards, len(done), 0, 0, 0,
+                          time.perf_counter() - started, None)
+
+    _require_ray()
+    import ray
+    import ray.data
+
+    owns_ray = _connect(config.address)
+    context = ray.data.DataContext.get_current()
+    saved = (context.enable_progress_bars, context.print_on_execution_start)
+    context.enable_progress_bars, context.print_on_execution_start = False, False
+    try:
+        resources = ray.cluster_resources()
+        plan = plan_resources(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), config)
+        say(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; {plan.describe()}")
+        payloads = [ModelPayload.load(spec) for spec in config.models]
+        scorer_config = ScorerConfig(batch_size=plan.batch_size, workers=1, threads=plan.threads,
+                                     device=plan.device, backend=config.backend)
+        dataset = ray.data.from_arrow(_pending_tables(inputs, config.shard_size, pending))
+        dataset = dataset.map_batches(
+            decode_batch, fn_kwargs={"specs": specs}, batch_size=config.decode_batch, batch_format="numpy",
+            num_cpus=plan.decode_cpus,
+        )
+        dataset = dataset.map_batches(
+            ScoreActor, fn_constructor_kwargs={"models": payloads, "config": scorer_config},
+            batch_size=plan.batch_size, batch_format="numpy", num_cpus=plan.actor_cpus,
+            num_gpus=plan.actor_gpus or None, memory=plan.actor_memory,
+            compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        )  # its own memory request also keeps Ray Data from fusing decode into the actors (see plan.py)
+        expected = {s: min(config.shard_size, len(inputs) - s * config.shard_size) for s in pending}
+        waiting: dict[int, list[tuple[int, ScoreResult]]] = {}
+        rows = failed = written = 0
+        finished: set[int] = set()
+        last_note = time.perf_counter()
+        batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+        try:
+            for batch in batches:
+                for shard, index, result in _rows(batch, columns):
+                    waiting.setdefault(shard, []).append((index, result))
+                    if len(waiting[shard]) < expected[shard]:
+                        continue
+                    ordered = [r for _, r in sorted(waiting.pop(shard), key=lambda pair: pair[0])]
+                    location = store.write_shard(shard, ordered, records)
+                    finished.add(shard)
+                    bad = sum(not r.ok for r in ordered)
+                    rows, failed, written = rows + len(ordered), failed + bad, written + 1
+                    if time.perf_counter() - last_note > 10 or written == len(pending):
+                        last_note = time.perf_counter()
+                        say(f"{written}/{len(pending)} shards written ({rows} rows, {failed} failed)")
+                    if on_shard is not None:
+                        on_shard(ShardDone(shard, len(ordered), bad, location))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+        if waiting or written != len(pending):
+            missing = sorted(set(pending) - finished)
+            raise RuntimeError(f"Ray Data returned incomplete shards {missing[:10]}; rerun to resume")
+        return RunSummary(config.output, len(inputs), record.shards, len(done), written, rows, failed,
+                          time.perf_counter() - started, plan)
+    finally:
+        context.enable_progress_bars, context.print_on_execution_start = saved
+        if owns_ray:
+            ray.shutdown()
