@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "nima_rt.report.cli",
     "nima_rt.train.visualize_cli",
     "nima_rt.label.cli",
+    "nima_rt.train.cli",
 )
 
 for _module in COMMAND_MODULES:
