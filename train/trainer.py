@@ -1,0 +1,490 @@
+"""Two-stage NIMA training: the head alone on a frozen backbone, then (some or) all layers.
+
+Epochs are numbered across stages (head epochs 1..H, then full epochs H+1..H+F). After every
+epoch the run folder gets a ``metrics.jsonl`` record and ``last.pt`` (weights, optimizer,
+scheduler, grad scaler and RNG state); ``best.pt`` is rewritten when the validation EMD improves.
+``--resume`` restarts after the last finished epoch and reaches the same weights as an
+uninterrupted run: shuffling and augmentation are seeded from (seed, epoch, index), and the global
+torch RNG (dropout) is saved and restored.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nima_rt.contract import ModelMetadata
+
+from .checkpoint import read_checkpoint_dict, save_checkpoint
+from .config import ConfigError, StageConfig, TrainConfig, frozen_blocks
+from .datasets import ImageDataset, LabelSet, collate_samples, load_label_set, split_by_group
+from .evaluate import compute_metrics, format_metrics
+from .labels import parse_scale
+from .losses import emd_loss
+from .model import NimaNetwork, build_network, normalization_for
+from .runs import Run, create_run, open_run
+
+CACHE_KEY_BASE = 1_000_000  # augmentation keys of cached views, apart from epoch numbers
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best: Path
+    last: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_emd: float = math.inf
+
+
+@dataclass
+class StagePlan:
+    name: str  # "head" or "full"
+    config: StageConfig
+    first_epoch: int
+    last_epoch: int
+
+
+def stage_plan(config: TrainConfig) -> list[StagePlan]:
+    plans, epoch = [], 0
+    for name, stage in (("head", config.head), ("full", config.full)):
+        if stage.epochs:
+            plans.append(StagePlan(name, stage, epoch + 1, epoch + stage.epochs))
+            epoch += stage.epochs
+    return plans
+
+
+# --- devices, data ---------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available here")
+    return device
+
+
+def resolve_workers(requested: int, device: torch.device) -> int:
+    if requested >= 0:
+        return requested
+    cpus = os.cpu_count() or 1
+    if device.type == "cuda":
+        return min(8, cpus)
+    return 0 if cpus <= 2 else min(4, cpus // 2)
+
+
+def load_data(config: TrainConfig, log: Any) -> tuple[LabelSet, LabelSet]:
+    data = config.data
+    scale = parse_scale(data.scale) if data.scale else None
+    train = load_label_set(data.labels, data.images, data.format, scale)
+    log(train.summary())
+    if data.val_labels:
+        val = load_label_set(data.val_labels, data.val_images or data.images, data.format, scale)
+        log(val.summary())
+    else:
+        train, val = split_by_group(train, data.val_fraction, config.seed)
+        log(f"validation: {len(val)} images split off by group ({data.val_fraction:.0%} of groups, "
+            f"seed {config.seed}); training: {len(train)}")
+    return train, val
+
+
+# --- network helpers -------------------------------------------------------------------------------
+
+
+def apply_freeze(network: NimaNetwork, frozen: str) -> list[nn.Module]:
+    """Set ``requires_grad`` for a stage; return the modules to keep in eval mode (frozen BN)."""
+    network.requires_grad_(True)
+    count = frozen_blocks(frozen)
+    if count is None:
+        return []
+    if count == -1:
+        modules: list[nn.Module] = [network.backbone]
+    else:
+        blocks = getattr(network.backbone, "blocks", None)
+        if blocks is None:
+            raise ConfigError(f"frozen 'blocks:N' needs a backbone with .blocks ({network.config.backbone} has none)")
+        modules = []
+        for name, child in network.backbone.named_children():
+            if name == "blocks":
+                break
+            modules.append(child)
+        modules.extend(list(blocks)[:count])
+    for module in modules:
+        module.requires_grad_(False)
+    return modules
+
+
+def set_train_mode(network: nn.Module, frozen_modules: list[nn.Module]) -> None:
+    network.train()
+    for module in frozen_modules:
+        module.eval()
+
+
+def make_optimizer(stage: StageConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ConfigError("the stage has no trainable parameters")
+    if stage.optimizer == "adam":
+        return torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    if stage.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    return torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay)
+
+
+class InverseTimeDecay:
+    """Keras' ``decay``: factor ``1 / (1 + decay * step)`` (a picklable LambdaLR function)."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+
+    def __call__(self, step: int) -> float:
+        return 1.0 / (1.0 + self.decay * step)
+
+
+class Normalize(nn.Module):
+    """uint8 NHWC -> normalised float NCHW (the same arithmetic as ContractModule)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float()
+        return (x - self.mean) / self.std
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+
+class EpochProgress:
+    """A one-line progress bar on stderr while an epoch runs (only when stderr is a terminal)."""
+
+    def __init__(self, label: str, total: int, enabled: bool | None = None) -> None:
+        self.label, self.total = label, max(total, 1)
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.start = time.perf_counter()
+        self.last_draw = 0.0
+
+    def update(self, done: int, loss: float) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now - self.last_draw < 0.2 and done < self.total):
+            return
+        self.last_draw = now
+        width = 24
+        filled = int(width * done / self.total)
+        rate = done / max(now - self.start, 1e-9)
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
+                         f"loss {loss:.4f} {rate:.1f} batch/s ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+# --- the trainer -----------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Runs a :class:`TrainConfig` into a run folder (``train()`` below is the entry point)."""
+
+    def __init__(self, config: TrainConfig, run: Run, device: torch.device, progress: bool | None = None) -> None:
+        self.config = config
+        self.run = run
+        self.device = device
+        self.progress = progress
+        self.workers = resolve_workers(config.data.workers, device)
+        self.amp = bool(config.amp and device.type == "cuda")
+        self.normalization = normalization_for(config.model)
+        self.normalize = Normalize(self.normalization.mean, self.normalization.std).to(device)
+        self.history: list[dict[str, Any]] = []
+        self.best_val_emd = math.inf
+
+    # data ------------------------------------------------------------------------------------------
+
+    def loader(self, dataset: ImageDataset, shuffle: bool, epoch_seed: int) -> DataLoader:
+        generator = torch.Generator()
+        generator.manual_seed(epoch_seed)
+        drop_last = shuffle and len(dataset) % self.config.batch_size == 1 and len(dataset) > 1
+        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=shuffle, generator=generator,
+                          num_workers=self.workers, collate_fn=collate_samples, drop_last=drop_last,
+                          pin_memory=self.device.type == "cuda")
+
+    def to_input(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(images.to(self.device, non_blocking=True))
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def autocast(self) -> Any:
+        return torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp)
+
+    # building blocks -------------------------------------------------------------------------------
+
+    def features(self, network: NimaNetwork, dataset: ImageDataset, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone features (eval mode) of every image -> (``[N, F]`` float32 on CPU, ok mask)."""
+        dataset.set_augmentation_key(key)
+        out = torch.zeros((len(dataset), network.feature_dim), dtype=torch.float32)
+        ok = torch.zeros(len(dataset), dtype=torch.bool)
+        network.eval()
+        with torch.inference_mode():
+            for batch in self.loader(dataset, shuffle=False, epoch_seed=0):
+                self.report_failures(batch.failed)
+                if batch.indices.numel() == 0:
+                    continue
+                with self.autocast():
+                    feats = network.features(self.to_input(batch.images))
+                out[batch.indices] = feats.float().cpu()
+                ok[batch.indices] = True
+        return out, ok
+
+    def report_failures(self, failed: list[str]) -> None:
+        for reason in failed:
+            if reason not in self.failures:
+                self.failures.add(reason)
+                self.run.log(f"skipped unreadable image: {reason}")
+
+    def predict(self, network: NimaNetwork, dataset: ImageDataset) -> tuple[np.ndarray, list[int]]:
+        """Distributions for every decodable image of an (eval) dataset."""
+        network.eval()
+        preds: list[np.ndarray] = []
+        kept: list[int] = []
+        with torch.inference_mode():
+            for batch in self.loader(dataset, shuffle=False, epoch_seed=0):
+                self.report_failures(batch.failed)
+                if batch.indices.numel() == 0:
+                    continue
+                with self.autocast():
+                    dist = network(self.to_input(batch.images))
+                preds.append(dist.float().cpu().numpy())
+                kept.extend(int(i) for i in batch.indices)
+        return (np.concatenate(preds) if preds else np.zeros((0, 10), np.float32)), kept
+
+    def step(self, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+
+    # epochs ----------------------------------------------------------------------------------------
+
+    def train_epoch_images(self, network: NimaNetwork, dataset: ImageDataset, targets: torch.Tensor,
+                           frozen: list[nn.Module], head_only: bool, epoch: int, optimizer: Any, scheduler: Any,
+                           scaler: Any) -> tuple[np.ndarray, np.ndarray, int]:
+        dataset.set_augmentation_key(epoch)
+        set_train_mode(network, frozen)
+        loader = self.loader(dataset, shuffle=True, epoch_seed=self.config.seed * 100_003 + epoch)
+        bar = EpochProgress(f"epoch {epoch}", len(loader), self.progress)
+        preds, trues, skipped = [], [], 0
+        for done, batch in enumerate(loader, start=1):
+            skipped += len(batch.failed)
+            self.report_failures(batch.failed)
+            if batch.indices.numel() == 0:
+                continue
+            target = targets[batch.indices].to(self.device)
+            with self.autocast():
+                x = self.to_input(batch.images)
+                if head_only:
+                    with torch.no_grad():
+                        feats = network.features(x)
+                    dist = network.head(feats.float())
+                else:
+                    dist = network(x)
+            loss = emd_loss(dist.float(), target)
+            self.step(optimizer, scheduler, scaler, loss)
+            preds.append(dist.detach().float().cpu().numpy())
+            trues.append(target.cpu().numpy())
+            bar.update(done, float(loss.detach()))
+        bar.close()
+        return np.concatenate(preds), np.concatenate(trues), skipped
+
+    def train_epoch_cached(self, network: NimaNetwork, cache: torch.Tensor, ok: torch.Tensor,
+                           targets: torch.Tensor, epoch: int, optimizer: Any, scheduler: Any,
+                           scaler: Any) -> tuple[np.ndarray, np.ndarray, int]:
+        views, count = cache.shape[0], cache.shape[1]
+        generator = torch.Generator()
+        generator.manual_seed(self.config.seed * 100_003 + epoch)
+        order = torch.randperm(count, generator=generator)
+        view_of = torch.randint(views, (count,), generator=generator)
+        order = order[ok[order]]
+        network.head.train()
+        batch_size = self.config.batch_size
+        if order.numel() % batch_size == 1 and order.numel() > 1:
+            order = order[:-1]
+        batches = max(1, math.ceil(order.numel() / batch_size))
+        bar = EpochProgress(f"epoch {epoch} (cached)", batches, self.progress)
+        preds, trues = [], []
+        for done, start in enumerate(range(0, order.numel(), batch_size), start=1):
+            idx = order[start:start + batch_size]
+            feats = cache[view_of[idx], idx].to(self.device)
+            target = targets[idx].to(self.device)
+            with self.autocast():
+                dist = network.head(feats)
+            loss = emd_loss(dist.float(), target)
+            self.step(optimizer, scheduler, scaler, loss)
+            preds.append(dist.detach().float().cpu().numpy())
+            trues.append(target.cpu().numpy())
+            bar.update(done, float(loss.detach()))
+        bar.close()
+        return np.concatenate(preds), np.concatenate(trues), int((~ok).sum())
+
+    # checkpoints -----------------------------------------------------------------------------------
+
+    def metadata(self, val_metrics: dict[str, float], epoch: int) -> ModelMetadata:
+        trained_on = self.config.trained_on or Path(self.config.data.labels).name
+        metrics = {f"val_{k}": float(v) for k, v in val_metrics.items()
+                   if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        metrics["epoch"] = float(epoch)
+        return ModelMetadata(
+            name=self.config.name, kind=self.config.kind, input_size=self.config.model.image_size,
+            backbone=self.config.model.backbone, trained_on=trained_on, metrics=metrics,
+            created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            notes=f"run {self.run.path.name}, epoch {epoch}",
+        )
+
+    def save_last(self, network: NimaNetwork, metadata: ModelMetadata, epoch: int, stage: str,
+                  optimizer: Any, scheduler: Any, scaler: Any) -> None:
+        save_checkpoint(
+            self.run.last, network, self.config.model, metadata,
+            epoch=epoch, stage=stage, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(), best_val_emd=self.best_val_emd,
+            rng_torch=torch.get_rng_state(),
+            rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        )
+
+    # the whole run ---------------------------------------------------------------------------------
+
+    def fit(self, network: NimaNetwork, train_set: LabelSet, val_set: LabelSet,
+            resume_state: dict[str, Any] | None = None) -> None:
+        config = self.config
+        size = config.model.image_size
+        self.failures: set[str] = set()
+        network.to(self.device)
+        if config.channels_last:
+            network.to(memory_format=torch.channels_last)
+        train_images = ImageDataset(train_set, size, train=True, seed=config.seed)
+        val_images = ImageDataset(val_set, size, train=False, seed=config.seed)
+        targets = torch.from_numpy(train_set.dists.astype(np.float32))
+        start_epoch = int(resume_state["epoch"]) + 1 if resume_state else 1
+        if resume_state:
+            self.best_val_emd = float(resume_state.get("best_val_emd", math.inf))
+
+        for plan in stage_plan(config):
+            if plan.last_epoch < start_epoch:
+                continue
+            stage = plan.config
+            frozen = apply_freeze(network, stage.frozen)
+            optimizer = make_optimizer(stage, network.parameters())
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, InverseTimeDecay(stage.decay))
+            scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+            if resume_state and resume_state.get("stage") == plan.name and start_epoch > plan.first_epoch:
+                optimizer.load_state_dict(resume_state["optimizer"])
+                scheduler.load_state_dict(resume_state["scheduler"])
+                scaler.load_state_dict(resume_state["scaler"])
+            cached = None
+            if stage.cache_views:
+                self.run.log(f"stage {plan.name}: caching backbone features of {stage.cache_views} augmented "
+                             f"view(s) of {len(train_set)} training images")
+                t0 = time.perf_counter()
+                views = [self.features(network, train_images, CACHE_KEY_BASE + v) for v in range(stage.cache_views)]
+                cache = torch.stack([v[0] for v in views])
+                ok = views[0][1]
+                for _feats, mask in views[1:]:
+                    ok &= mask
+                val_feats, val_ok = self.features(network, val_images, 0)
+                cached = (cache, ok, val_feats, val_ok)
+                self.run.log(f"feature cache ready: {tuple(cache.shape)} in {time.perf_counter() - t0:.1f} s")
+            if resume_state is not None:
+                # Restore the global RNG (dropout) exactly where the interrupted run left it.
+                torch.set_rng_state(resume_state["rng_torch"])
+                if torch.cuda.is_available() and resume_state.get("rng_cuda"):
+                    torch.cuda.set_rng_state_all(resume_state["rng_cuda"])
+                resume_state = None
+            for epoch in range(max(plan.first_epoch, start_epoch), plan.last_epoch + 1):
+                t0 = time.perf_counter()
+                if cached is not None:
+                    cache, ok, val_feats, val_ok = cached
+                    pred, true, skipped = self.train_epoch_cached(network, cache, ok, targets, epoch,
+                                                                  optimizer, scheduler, scaler)
+                    network.eval()
+                    with torch.inference_mode():
+                        val_pred = network.head(val_feats[val_ok].to(self.device)).float().cpu().numpy()
+                    val_kept = torch.nonzero(val_ok).flatten().tolist()
+                else:
+                    pred, true, skipped = self.train_epoch_images(network, train_images, targets, frozen,
+                                                                  plan.name == "head" and stage.frozen == "backbone",
+                                                                  epoch, optimizer, scheduler, scaler)
+                    val_pred, val_kept = self.predict(network, val_images)
+                train_metrics = compute_metrics(true, pred)
+                val_metrics = compute_metrics(val_set.dists[val_kept], val_pred)
+                record: dict[str, Any] = {
+                    "epoch": epoch, "stage": plan.name, "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": round(time.perf_counter() - t0, 3), "skipped_images": skipped,
+                    **{f"train_{k}": v for k, v in train_metrics.items()},
+                    **{f"val_{k}": v for k, v in val_metrics.items()},
+                }
+                record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+                self.history.append(record)
+                self.run.append_metrics(record)
+                self.run.log(f"epoch {epoch}/{stage_plan(config)[-1].last_epoch} [{plan.name}] "
+                             f"train emd {train_metrics['emd']:.4f} | val {format_metrics(val_metrics)} "
+                             f"({record['seconds']:.1f} s)")
+                metadata = self.metadata(val_metrics, epoch)
+                if val_metrics["emd"] < self.best_val_emd:
+                    self.best_val_emd = val_metrics["emd"]
+                    save_checkpoint(self.run.best, network, config.model, metadata, epoch=epoch)
+                    self.run.log(f"new best val emd {self.best_val_emd:.4f}: {self.run.best}")
+                self.save_last(network, metadata, epoch, plan.name, optimizer, scheduler, scaler)
+
+
+def train(config: TrainConfig | None, resume: str | os.PathLike[str] | None = None, echo: bool = True,
+          progress: bool | None = None) -> TrainResult:
+    """Train ``config`` into a new run folder, or continue the run ``resume`` (with its own config)."""
+    if resume is not None:
+        run, config = open_run(resume, echo)
+        state = read_checkpoint_dict(run.last)
+        missing = [k for k in ("epoch", "optimizer", "scheduler", "scaler", "rng_torch") if k not in state]
+        if missing:
+            raise ConfigError(f"{run.last}: cannot resume, training state missing ({', '.join(missing)})")
+        run.truncate_metrics(int(state["epoch"]))
+        run.log(f"resuming {run.path} after epoch {state['epoch']}")
+    else:
+        if config is None:
+            raise ConfigError("train() needs a config or a run to resume")
+        config.validate()
+        run = create_run(config, echo)
+        state = None
+        run.log(f"run folder {run.path}")
+    try:
+        device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        train_set, val_set = load_data(config, run.log)
+        if state is not None:
+            network = build_network(config.model, pretrained=None)
+            network.load_state_dict(state["network"], strict=True)
+        else:
+            network = build_network(config.model, pretrained=config.pretrained)
+            run.log(f"model {config.model.backbone} ({config.model.head} head, {network.feature_dim} features), "
+                    f"weights {config.pretrained}, device {device}")
+        trainer = Trainer(config, run, device, progress)
+        if state is not None:
+            trainer.history = run.read_metrics()
+        trainer.fit(network, train_set, val_set, state)
+        run.log(f"done: best val emd {trainer.best_val_emd:.4f} in {run.best}")
+        return TrainResult(run.path, run.best, run.last, trainer.history, trainer.best_val_emd)
+    finally:
+        run.close()
