@@ -16,7 +16,9 @@ profile). Two slots, each with a pinned host input, device input, device outputs
 outputs, alternate: chunk k+1 is copied host->device on a copy stream while chunk k executes on
 the compute stream; events order the streams (a slot's device input is overwritten only after the
 execution reading it finished; its pinned input only after its upload finished). A chunk smaller
-than the profile's ``min`` batch is padded with zeros and the padding rows are dropped.
+than the profile's ``min`` batch is padded with zeros and the padding rows are dropped. (Reading
+chunk k-1's results before queueing chunk k+1 already implies both slot rules; the explicit event
+waits keep each rule local to the slot, so a change of the reading order cannot break them.)
 
 Not yet run on a GPU: the pipeline logic is tested on CPU against fakes of ``tensorrt`` and
 ``cuda.bindings.runtime`` (tests/test_gpu_tensorrt.py); real runs are in benchmarks/gpu_check.py.
