@@ -1,4 +1,4 @@
-"""End to end in real headless Chromium: rate photos with the keyboard, then export.
+"""End to end in real headless Chromium: rate photos with the keyboard, export, train one epoch.
 
 Uses Debian's ``chromium`` and ``chromium-driver`` through selenium, with the driver path given
 explicitly so selenium-manager never downloads anything. Skipped when they are absent.
@@ -7,6 +7,8 @@ explicitly so selenium-manager never downloads anything. Skipped when they are a
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
 import shutil
 import sqlite3
@@ -117,7 +119,7 @@ def _login(driver: object, name: str) -> None:
     field.send_keys(name + Keys.ENTER)
 
 
-def test_rate_with_the_keyboard_and_export(browser: object, tmp_path: Path) -> None:
+def test_rate_with_the_keyboard_export_and_train(browser: object, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     photos = tmp_path / "photos"
@@ -168,3 +170,29 @@ def test_rate_with_the_keyboard_and_export(browser: object, tmp_path: Path) -> N
             if score is not None:
                 assert int(rows[str(photos.resolve() / path)][COUNT_COLUMNS[score - 1]]) >= 1
     assert sum(int(row[c]) for row in rows.values() for c in COUNT_COLUMNS) == 15
+
+    # one epoch of the project's trainer on the export (tiny backbone, 32 px, CPU: a few seconds)
+    pytest.importorskip("torch", reason="training needs the 'train' extra")
+    runs = tmp_path / "runs"
+    train_args = ["train", "--labels", str(out), "--backbone", "mobilenetv3_small_050", "--pretrained", "none"]
+    train_args += ["--image-size", "32", "--head-epochs", "1", "--full-epochs", "0", "--batch-size", "4"]
+    train_args += ["--workers", "0", "--device", "cpu", "--out", str(runs), "--name", "labelled"]
+    result = CliRunner().invoke(app, train_args)
+    assert result.exit_code == 0, result.output
+    (run,) = runs.iterdir()
+    assert (run / "best.pt").is_file()
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epoch = metrics[-1]
+    assert (epoch["epoch"], epoch["stage"], epoch["skipped_images"]) == (1, "head", 0)
+    assert epoch["train_count"] + epoch["val_count"] == 8 and math.isfinite(epoch["train_emd"])
+    # the trainer's targets are the ratings given in the browser: same mean score over all photos
+    scores: dict[str, list[int]] = {}
+    for rater in ("ann", "bob"):
+        for path, score in answers[rater]:
+            if score is not None:
+                scores.setdefault(path, []).append(score)
+    expected = sum(sum(values) / len(values) for values in scores.values()) / len(scores)
+    trained = (
+        epoch["train_true_mean_mean"] * epoch["train_count"] + epoch["val_true_mean_mean"] * epoch["val_count"]
+    ) / 8
+    assert trained == pytest.approx(expected, abs=1e-4)
