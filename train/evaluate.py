@@ -166,11 +166,7 @@ def write_evaluation(result: EvalResult, out_dir: str | os.PathLike[str], title:
 
 
 def _write_plots(result: EvalResult, out: Path, title: str) -> list[Path]:
-    """The one place evaluation plots are made (train/plots.py, owned by the report work)."""
-    import importlib.util
-
-    if importlib.util.find_spec(f"{__package__}.plots") is None:  # not written yet
-        return []
+    """The one place evaluation plots are made (train/plots.py; matplotlib is in the train extra)."""
     from .plots import write_evaluation_plots
 
     return list(write_evaluation_plots(result.true_dist, result.pred_dist, out, title))
