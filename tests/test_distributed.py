@@ -73,12 +73,15 @@ def test_manifests_keep_paths_as_written_and_resolve_them_next_to_the_manifest(t
     assert inputs.table.column("path").to_pylist() == [
         "a/x.jpg", "/abs/y.png", "s3://bucket/z.jpg", "b.jpg", "file:///data/c.jpg"
     ]
-    assert inputs.table.column("source").to_pylist() == [
-        str(tmp_path / "lists" / "a" / "x.jpg"), "/abs/y.png", "s3://bucket/z.jpg", str(tmp_path / "b.jpg"),
-        "file:///data/c.jpg",
+    assert inputs.table.column("source").to_pylist() == [  # None: read as written
+        str(tmp_path / "lists" / "a" / "x.jpg"), None, None, str(tmp_path / "b.jpg"), None
     ]
     assert collect_inputs([str(csv), str(tmp_path / "m2.parquet")]).fingerprint == inputs.fingerprint
     assert collect_inputs([str(tmp_path / "m2.parquet")]).fingerprint != inputs.fingerprint
+    (tmp_path / "same.csv").write_text("path\na/x.jpg\n/abs/y.png\ns3://bucket/z.jpg\nb.jpg\nfile:///data/c.jpg\n")
+    assert collect_inputs([str(tmp_path / "same.csv")]).fingerprint == inputs.fingerprint  # content, not files
+    (tmp_path / "shifted.csv").write_text("path\na/x.jp\ng/abs/y.png\ns3://bucket/z.jpg\nb.jpg\nfile:///data/c.jpg\n")
+    assert collect_inputs([str(tmp_path / "shifted.csv")]).fingerprint != inputs.fingerprint  # boundaries count
     bad = tmp_path / "bad.csv"
     bad.write_text("file\nx.jpg\n", encoding="utf-8")
     with pytest.raises(InputError) as caught:

@@ -21,11 +21,12 @@ from .sources import SourceError, is_uri, join_location, open_filesystem, parent
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 PATH_COLUMN = "path"
+URI_PATTERN = r"^[A-Za-z][A-Za-z0-9+.\-]*://"
 INPUT_SCHEMA = pa.schema(
     [
-        pa.field("path", pa.string(), nullable=False),  # as the user wrote it: the output's `path`
-        pa.field("source", pa.string(), nullable=False),  # what the decode tasks read
-        pa.field("error", pa.string()),  # set when the input could not even be listed
+        pa.field("path", pa.large_string()),  # as the user wrote it: the output's `path`
+        pa.field("source", pa.large_string()),  # what the decode tasks read; null: read `path` as written
+        pa.field("error", pa.large_string()),  # set when the input could not even be listed
     ]
 )
 
@@ -50,8 +51,9 @@ def is_manifest(text: str) -> bool:
     return text.lower().endswith(MANIFEST_SUFFIXES)
 
 
-def read_manifest(location: str) -> list[str]:
-    """The ``path`` column of a CSV/Parquet manifest (local file or URI), empty rows dropped."""
+def read_manifest(location: str) -> pa.ChunkedArray:
+    """The ``path`` column of a CSV/Parquet manifest (local file or URI), empty and null entries dropped."""
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -70,7 +72,7 @@ def read_manifest(location: str) -> list[str]:
                 with fs.open_input_stream(inner) as stream:
                     table = pacsv.read_csv(stream, convert_options=options)
         else:
-            table = pq.read_table(inner, filesystem=fs)
+            table = pq.read_table(inner, filesystem=fs, columns=None)
     except InputError:
         raise
     except SourceError as exc:
@@ -83,7 +85,8 @@ def read_manifest(location: str) -> list[str]:
     column = table.column(PATH_COLUMN)
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
         raise InputError(f"{location}: manifest column '{PATH_COLUMN}' must hold strings, found {column.type}")
-    return [value for value in column.to_pylist() if value]
+    column = column.cast(pa.large_string())  # 100M paths are more than the 2 GiB a `string` array holds
+    return column.filter(pc.fill_null(pc.greater(pc.utf8_length(column), 0), False))
 
 
 def _source_for(path: str, base_dir: str | None) -> str:
@@ -94,46 +97,78 @@ def _source_for(path: str, base_dir: str | None) -> str:
     return located if is_uri(located) else os.path.abspath(located)
 
 
-def collect_inputs(given: Sequence[str]) -> InputList:
-    """Expand folders, files and manifests into the run's ordered input list."""
+def _manifest_sources(paths: pa.ChunkedArray, base: str) -> pa.ChunkedArray:
+    """Sources for manifest entries, vectorised: null where the entry is a URI or an absolute path
+    (read as written), ``base/entry`` for relative entries."""
+    import pyarrow.compute as pc
+
+    as_written = pc.or_(pc.match_substring_regex(paths, URI_PATTERN), pc.starts_with(paths, "/"))
+    if pc.all(as_written).as_py() is not False:
+        return pa.chunked_array([pa.nulls(len(paths), pa.large_string())])
+    joined = pc.binary_join_element_wise(
+        pa.scalar(base.rstrip("/") or "/", pa.large_string()), paths, pa.scalar("/", pa.large_string())
+    )
+    return pc.if_else(as_written, pa.scalar(None, pa.large_string()), joined)
+
+
+def _local_items(given: Sequence[str]) -> tuple[list[str], list[str], list[str | None]]:
+    """Folders and files walked like the single-machine runner: (paths, sources, errors)."""
     paths: list[str] = []
     sources: list[str] = []
     errors: list[str | None] = []
+    for item in iter_inputs(given):
+        path, error = item.path, item.error
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # a name with bytes that are not UTF-8 cannot go into Arrow/Parquet
+            path = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            error = f"{path}: file name is not valid UTF-8 (rename it to score it with --engine ray)"
+        paths.append(path)
+        sources.append(_source_for(path, None))
+        errors.append(error)
+    return paths, sources, errors
+
+
+def _fingerprint(paths: pa.ChunkedArray) -> str:
+    """sha256 over the paths' lengths and bytes, in order; the same whatever the array's chunking."""
+    import numpy as np
+
+    lengths, data = hashlib.sha256(), hashlib.sha256()
+    for chunk in paths.cast(pa.large_string()).chunks:
+        if len(chunk) == 0:
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset: chunk.offset + len(chunk) + 1]
+        lengths.update(np.diff(offsets).astype("<i8").tobytes())
+        data.update(memoryview(chunk.buffers()[2])[offsets[0]: offsets[-1]])
+    return hashlib.sha256(lengths.digest() + data.digest()).hexdigest()
+
+
+def collect_inputs(given: Sequence[str]) -> InputList:
+    """Expand folders, files and manifests into the run's ordered input list.
+
+    Manifests stay in Arrow end to end (no Python object per entry): 100M entries cost about
+    10 GB of driver memory for the path column (measured: 104 MB per million 45-character URIs).
+    """
+    tables: list[pa.Table] = []
     plain: list[str] = []
 
     def flush_plain() -> None:
-        for item in iter_inputs(plain):
-            path, error = item.path, item.error
-            try:
-                path.encode("utf-8")
-            except UnicodeEncodeError:  # a name with bytes that are not UTF-8 cannot go into Arrow/Parquet
-                path = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                error = f"{path}: file name is not valid UTF-8 (rename it to score it with --engine ray)"
-            paths.append(path)
-            sources.append(_source_for(path, None))
-            errors.append(error)
-        plain.clear()
+        if plain:
+            paths, sources, errors = _local_items(plain)
+            tables.append(pa.table({"path": pa.array(paths, pa.large_string()),
+                                    "source": pa.array(sources, pa.large_string()),
+                                    "error": pa.array(errors, pa.large_string())}, schema=INPUT_SCHEMA))
+            plain.clear()
 
     for text in given:
         if is_manifest(text):
             flush_plain()
-            base = parent_location(text)
-            for path in read_manifest(text):
-                paths.append(path)
-                sources.append(_source_for(path, base))
-                errors.append(None)
+            paths = read_manifest(text)
+            sources = _manifest_sources(paths, parent_location(text))
+            errors = pa.chunked_array([pa.nulls(len(paths), pa.large_string())])
+            tables.append(pa.Table.from_arrays([paths, sources, errors], schema=INPUT_SCHEMA))
         else:
             plain.append(text)
     flush_plain()
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.encode("utf-8") + b"\n")
-    table = pa.table(
-        {
-            "path": pa.array(paths, pa.string()),
-            "source": pa.array(sources, pa.string()),
-            "error": pa.array(errors, pa.string()),
-        },
-        schema=INPUT_SCHEMA,
-    )
-    return InputList(table, digest.hexdigest())
+    table = pa.concat_tables(tables) if tables else INPUT_SCHEMA.empty_table()
+    return InputList(table, _fingerprint(table.column("path")))

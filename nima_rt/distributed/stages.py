@@ -57,7 +57,8 @@ def decode_batch(
         if errors[row]:
             continue
         try:
-            arrays = decode_bytes(reader.read(str(source), path), path, specs, options)
+            location = path if source is None else str(source)
+            arrays = decode_bytes(reader.read(location, path), path, specs, options)
         except (SourceError, DecodeError) as exc:
             errors[row] = str(exc)
             continue
