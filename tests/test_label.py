@@ -484,6 +484,36 @@ def test_the_trainers_csv_reader_loads_the_export(rated_db: tuple[Path, Path], t
     assert len(load_label_set(out)) == 4
 
 
+def test_export_holds_out_whole_groups_for_testing(rated_db: tuple[Path, Path], tmp_path: Path) -> None:
+    _, db = rated_db
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    base = ["label", "export", "--db", str(db), "--out", str(train), "--relative", "--test-out", str(test)]
+    result = CliRunner().invoke(app, [*base, "--group-by", "parent", "--test-fraction", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[-1] == f"{train}: 2 images; {test}: 2 images"  # a folder is never cut
+    sides = []
+    for path in (train, test):
+        with path.open(newline="") as stream:
+            sides.append([(row["path"], row["group"]) for row in csv.DictReader(stream)])
+    assert {group for _, group in sides[0]}.isdisjoint({group for _, group in sides[1]})
+    assert sorted(sides[0] + sides[1]) == [
+        ("set_a/photo_00.jpg", "set_a"),
+        ("set_a/photo_02.jpg", "set_a"),
+        ("set_b/photo_01.jpg", "set_b"),
+        ("set_b/photo_03.jpg", "set_b"),
+    ]
+    # the same seed draws the same split; without groups each photo is its own group
+    again = CliRunner().invoke(app, [*base, "--group-by", "parent", "--test-fraction", "0.25"])
+    assert again.exit_code == 0
+    with test.open(newline="") as stream:
+        assert [(row["path"], row["group"]) for row in csv.DictReader(stream)] == sides[1]
+    result = CliRunner().invoke(app, [*base, "--test-fraction", "0.25", "--seed", "3"])
+    assert result.stderr.splitlines()[-1] == f"{train}: 3 images; {test}: 1 images"
+    result = CliRunner().invoke(app, [*base, "--group-by", "parent", "--test-fraction", "0.9"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: cannot hold out 90% of 4 images in 2 group(s) and keep any for training"
+
+
 # -- CLI failures and warnings --------------------------------------------------------------------
 
 

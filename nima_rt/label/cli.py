@@ -76,6 +76,11 @@ def export(
         None, "--group-by", help="'parent': add a group column (the photo's folder) so splits keep folders whole."
     ),
     summary: Path | None = typer.Option(None, "--summary", help="Also write the agreement summary as JSON."),
+    test_out: str | None = typer.Option(
+        None, "--test-out", help="Hold out images (whole groups) into this CSV for a final evaluation."
+    ),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=1.0, help="Share held out."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the held-out draw."),
 ) -> None:
     """Write one row per image (path + 10 vote counts) for `nima-rt train`, and report rater agreement."""
     from .export import export_labels
@@ -85,17 +90,27 @@ def export(
         raise typer.BadParameter("only 'parent' is supported", param_hint="--group-by")
     try:
         result = export_labels(
-            db, out, min_ratings=min_ratings, min_overlap=min_overlap, absolute=not relative, group_by=group_by
+            db,
+            out,
+            min_ratings=min_ratings,
+            min_overlap=min_overlap,
+            absolute=not relative,
+            group_by=group_by,
+            test_out=test_out,
+            test_fraction=test_fraction,
+            seed=seed,
         )
     except LabelError as exc:
         fail(str(exc))
     if summary is not None:
         try:
-            summary.write_text(result.to_json() + "\n", encoding="utf-8")
+            summary.write_text(result.summary.to_json() + "\n", encoding="utf-8")
         except OSError as exc:
             fail(f"{summary}: cannot write the summary ({exc.strerror or exc})")
-    for line in result.lines():
+    for line in result.summary.lines():
         note(line)
+    if test_out is not None:
+        note("; ".join(f"{path}: {count} images" for path, count in result.written))
 
 
 def register(app: typer.Typer) -> None:

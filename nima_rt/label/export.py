@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+import random
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -222,6 +223,54 @@ def write_csv(votes: Sequence[ImageVotes], stream: TextIO) -> None:
         writer.writerow([item.path, *item.counts, item.group] if grouped else [item.path, *item.counts])
 
 
+def split_holdout(
+    votes: Sequence[ImageVotes], fraction: float, seed: int = 0
+) -> tuple[list[ImageVotes], list[ImageVotes]]:
+    """Hold out about ``fraction`` of the images for testing, whole groups at a time.
+
+    Images without a group are their own group. Groups are drawn in a seeded shuffle until the test
+    side has at least ``round(fraction * N)`` images; both sides keep the input order.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise LabelError(f"--test-fraction must be between 0 and 1, got {fraction}")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, item in enumerate(votes):
+        groups[item.group if item.group is not None else item.path].append(index)
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)
+    target = max(1, round(fraction * len(votes)))
+    test: set[int] = set()
+    for name in order:
+        if len(test) >= target:
+            break
+        test.update(groups[name])
+    if len(test) == len(votes) or not test:
+        raise LabelError(
+            f"cannot hold out {fraction:.0%} of {len(votes)} images in {len(groups)} group(s) and keep any for training"
+        )
+    return [v for i, v in enumerate(votes) if i not in test], [v for i, v in enumerate(votes) if i in test]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_labels` wrote."""
+
+    summary: AgreementSummary
+    written: list[tuple[str, int]]  # (file, images) per CSV written
+
+
+def _write_file(votes: Sequence[ImageVotes], out: str | os.PathLike[str]) -> None:
+    if str(out) == "-":
+        write_csv(votes, sys.stdout)
+        sys.stdout.flush()
+        return
+    try:
+        with Path(out).open("w", newline="", encoding="utf-8") as stream:
+            write_csv(votes, stream)
+    except OSError as exc:
+        raise LabelError(f"{out}: cannot write the labels CSV ({exc.strerror or exc})") from None
+
+
 def export_labels(
     db: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -229,32 +278,41 @@ def export_labels(
     min_overlap: int = DEFAULT_MIN_OVERLAP,
     absolute: bool = True,
     group_by: str | None = None,
-) -> AgreementSummary:
-    """Export ``db`` to the CSV ``out`` (``-`` for stdout); return the agreement summary."""
+    test_out: str | os.PathLike[str] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> ExportResult:
+    """Export ``db`` to the CSV ``out`` (``-`` for stdout) and report agreement over everything exported.
+
+    With ``test_out``, about ``test_fraction`` of the images (whole groups) go to that CSV instead,
+    held out from training for a final evaluation.
+    """
     with Store.open(db, create=False) as store:
         votes, summary = collect(store, min_ratings, min_overlap, absolute, group_by)
-    if str(out) == "-":
-        write_csv(votes, sys.stdout)
-        sys.stdout.flush()
-        return summary
-    target = Path(out)
-    try:
-        with target.open("w", newline="", encoding="utf-8") as stream:
-            write_csv(votes, stream)
-    except OSError as exc:
-        raise LabelError(f"{out}: cannot write the labels CSV ({exc.strerror or exc})") from None
-    return summary
+    if test_out is None:
+        _write_file(votes, out)
+        return ExportResult(summary, [(str(out), len(votes))])
+    if str(test_out) == "-" or str(out) == "-":
+        raise LabelError("with --test-out, both --out and --test-out must be files")
+    if Path(test_out).resolve() == Path(out).resolve():
+        raise LabelError(f"--test-out {test_out} is the same file as --out")
+    train, test = split_holdout(votes, test_fraction, seed)
+    _write_file(train, out)
+    _write_file(test, test_out)
+    return ExportResult(summary, [(str(out), len(train)), (str(test_out), len(test))])
 
 
 __all__ = [
     "COUNT_COLUMNS",
     "CSV_COLUMNS",
     "AgreementSummary",
+    "ExportResult",
     "ImageVotes",
     "PairAgreement",
     "RaterSummary",
     "collect",
     "export_labels",
     "spearman",
+    "split_holdout",
     "write_csv",
 ]
