@@ -73,7 +73,7 @@ def _state(driver: object) -> dict[str, str]:
         "const d = document.body.dataset;"
         "const img = document.getElementById('photo');"
         "return {state: d.state || '', image: d.imageId || '', rated: d.rated || '',"
-        " shown: String(img.complete && img.naturalWidth > 0), path: document.getElementById('path').textContent};"
+        " shown: String(img.complete && img.naturalWidth > 0), path: img.alt};"
     )
 
 
@@ -132,6 +132,9 @@ def test_rate_with_the_keyboard_export_and_train(browser: object, tmp_path: Path
 
         # undo: rate, take it back (the same photo returns), rate it again differently
         first = _wait(browser, lambda s: s["state"] == "ready", "the first photo")
+        assert not browser.find_element(By.ID, "login").is_displayed()  # type: ignore[attr-defined]
+        photo = browser.find_element(By.ID, "photo")  # type: ignore[attr-defined]
+        assert photo.is_displayed() and photo.size["width"] > 96  # shown large: scaled up to the window
         _press(browser, "3")
         _wait(browser, lambda s: s["image"] != first["image"] and s["state"] == "ready", "the second photo")
         _press(browser, "u")

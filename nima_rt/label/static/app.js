@@ -58,13 +58,11 @@ function show(data) {
     photo.hidden = true;
     photo.removeAttribute("src");
     $("done").hidden = false;
-    $("path").textContent = "";
     setState("done");
     return;
   }
   $("done").hidden = true;
-  $("path").textContent = current.path;
-  photo.alt = current.path;
+  photo.alt = current.path; // file names stay out of sight: they can bias a rating
   photo.hidden = false;
   setState("loading");
   photo.src = current.url;
@@ -88,19 +86,19 @@ async function send(method, path, body, doneText) {
 
 function rate(score) {
   if (document.body.dataset.state !== "ready" || !current) return;
-  send("POST", "/api/rate", { rater, image_id: current.id, score }, () => `saved ${score} for ${current.path}`);
+  send("POST", "/api/rate", { rater, image_id: current.id, score }, () => `saved ${score}`);
 }
 
 function skip() {
   const state = document.body.dataset.state;
   if ((state !== "ready" && state !== "broken") || !current) return;
-  send("POST", "/api/skip", { rater, image_id: current.id }, () => `skipped ${current.path}`);
+  send("POST", "/api/skip", { rater, image_id: current.id }, () => "skipped");
 }
 
 function undo() {
   const state = document.body.dataset.state;
   if (state === "busy" || state === "loading" || state === "login") return;
-  send("POST", "/api/undo", { rater }, (data) => `undone: ${data.undone.path}`);
+  send("POST", "/api/undo", { rater }, () => "undone: rate this photo again");
 }
 
 async function load() {
@@ -172,7 +170,7 @@ async function start() {
   });
   $("photo").addEventListener("error", () => {
     if (!current) return;
-    say(`the browser cannot show ${current.path}: press S to skip it`);
+    say(`the browser cannot show this file (${current.path}): press S to skip it`);
     setState("broken");
   });
   for (const button of document.querySelectorAll("#scores button")) {
