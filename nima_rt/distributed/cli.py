@@ -65,6 +65,8 @@ def score_ray(
         summary = score_with_ray(list(paths), config, log=None if quiet else note)
     except (ContractError, BackendUnavailable, InputError, OutputError, PlanError, ValueError, ImportError) as exc:
         fail(str(exc))
+    except ConnectionError as exc:  # --address names no reachable cluster
+        fail(f"--address {address}: {' '.join(str(exc).split())}")
     except ray.exceptions.RayError as exc:  # e.g. an actor that cannot open the model: its first line says why
         lines = [line for line in str(exc).splitlines() if line.strip()]
         fail(f"ray: {lines[-1] if lines else type(exc).__name__}")

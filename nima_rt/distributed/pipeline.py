@@ -96,7 +96,10 @@ def _connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    if address is None:  # a local Ray for this run only
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    else:  # "auto", "HOST:6379" or "ray://HOST:10001" (Ray Client): the cluster's own settings apply
+        ray.init(address=address, logging_level=logging.WARNING)
     return True
 
 
