@@ -10,8 +10,8 @@ an ONNX file, so this backend runs the checkpoint the ONNX was exported from, wr
   checkpoint can never score under the ONNX model's name. No model_file change was needed.
 - **Speed**: the network in half precision (``precision="fp16"``, the default; normalisation and
   the mean/std over the 10 bins stay float32), channels-last memory, uploads from a pinned buffer,
-  and a CUDA graph captured for the fixed batch size (``BackendOptions.max_batch``, the Scorer's
-  batch); other sizes (a run's last, smaller batch) run eagerly.
+  and a CUDA graph captured for the fixed batch size (the first batch size it is given: the Scorer
+  sends fixed batches); other sizes (a run's last, smaller batch) run eagerly.
 
 Not yet run on a GPU: CPU tests run the same class on ``device="cpu"`` (no graphs, no pinning).
 """
@@ -136,7 +136,8 @@ class TorchCudaBackend:
         else:
             module.network = module.network.to(memory_format=torch.channels_last)
         self.module = module.to(self.device)
-        self.graph_batch = max_batch if graphs and on_cuda else None
+        self.graphs = graphs and on_cuda
+        self.graph_batch: int | None = None  # set by the first batch when graphs are on
         self._graph: Any = None
         self._static_in: Any = None
         self._static_out: Any = None
@@ -156,6 +157,8 @@ class TorchCudaBackend:
     def _run_part(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         torch = self.torch
         count = images.shape[0]
+        if self.graphs and self.graph_batch is None:
+            self.graph_batch = count
         staged = self._staging[:count]
         staged.copy_(torch.from_numpy(images))  # the previous run's .cpu() synchronised: buffer is free
         with torch.no_grad():
