@@ -22,6 +22,7 @@ from PIL import Image
 
 from .backends import BACKENDS, Backend, BackendChoice, BackendOptions, choose_backend
 from .decode import DecodeError, DecodeOptions, Preprocess, decode_file, from_array, from_pil
+from .gpu_decode import GPU_DECODE_MODES, choose_gpu_decode
 from .inputs import InputItem, iter_inputs
 from .model_file import ModelFile, load_model_file
 
@@ -65,8 +66,11 @@ class ScorerConfig:
     device: str = "auto"
     backend: str | None = None
     decode: DecodeOptions = field(default_factory=DecodeOptions)
+    gpu_decode: str = "auto"  # JPEGs on the GPU (nvJPEG): "auto" when a model runs on CUDA, "on", "off"
 
     def __post_init__(self) -> None:
+        if self.gpu_decode not in GPU_DECODE_MODES:
+            raise ValueError(f"gpu_decode must be one of {', '.join(GPU_DECODE_MODES)}, got {self.gpu_decode!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 1:
@@ -139,6 +143,12 @@ class Scorer:
         self.batch_size = self.config.batch_size or min(DEFAULT_BATCH_SIZE[d] for d in devices)
         self.preprocess: list[Preprocess] = list(dict.fromkeys(m.preprocess for m in self.models))
         self._spec_index = [self.preprocess.index(m.preprocess) for m in self.models]
+        try:
+            self._gpu_decode = choose_gpu_decode(self.config.gpu_decode, self.preprocess, self.config.decode,
+                                                 on_gpu="cuda" in devices)
+        except Exception:
+            self.close()
+            raise
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -149,8 +159,10 @@ class Scorer:
 
     @property
     def backend_summary(self) -> list[str]:
-        """One line per model naming the backend that runs it and what was skipped."""
-        return [f"{m.column}: {m.choice.summary}" for m in self.models]
+        """One line per model naming the backend that runs it and what was skipped (then one ``decode:``
+        line when GPU decoding was in question: on, or auto with a model on a CUDA backend)."""
+        lines = [f"{m.column}: {m.choice.summary}" for m in self.models]
+        return lines + ([self._gpu_decode.summary] if self._gpu_decode.summary else [])
 
     def score_paths(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[ScoreResult]:
         """Score files and folders (walked recursively); yields one result per file, in order."""
@@ -161,7 +173,11 @@ class Scorer:
         workers = self.config.workers or os.cpu_count() or 1
         window = self.batch_size * self.config.prefetch_batches
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nima-decode") as pool:
-            yield from self._batches(self._decoded(pool, items, window))
+            gpu = self._gpu_decode.decoder
+            if gpu is not None:  # nvJPEG batches; other formats and failures use the CPU decoder
+                yield from self._batches(_Pending(*row) for row in gpu.iter_decoded(items, pool, self.batch_size))
+            else:
+                yield from self._batches(self._decoded(pool, items, window))
 
     def score_images(
         self, images: Iterable[Image.Image | np.ndarray], names: Iterable[str] | None = None
