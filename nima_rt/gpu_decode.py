@@ -257,7 +257,7 @@ def _filter(interpolation: str, x: np.ndarray) -> np.ndarray:
     """Pillow's resampling filters (libImaging/Resample.c), vectorised."""
     ax = np.abs(x)
     if interpolation == "box":
-        return ((x >= -0.5) & (x < 0.5)).astype(np.float64)
+        return ((x > -0.5) & (x <= 0.5)).astype(np.float64)
     if interpolation == "bilinear":
         return np.where(ax < 1.0, 1.0 - ax, 0.0)
     if interpolation == "bicubic":
