@@ -203,6 +203,9 @@ def test_bad_requests_get_4xx_json_and_no_traceback(photos: Path, tmp_path: Path
         assert client.get("/api/nothing").error(404) == "no such page: /api/nothing"
         assert client.post("/api/nothing", {}).error(404) == "no such endpoint: /api/nothing"
         assert client.request("PUT", "/api/rate", b"{}", json_type).error(405) == "method PUT not allowed"
+        assert client.request("OPTIONS", "/api/rate").error(405) == "method OPTIONS not allowed"
+        head = client.request("HEAD", "/")
+        assert head.status == 405 and head.body == b""
         assert db_rows(tmp_path / "r.sqlite") == []
 
 

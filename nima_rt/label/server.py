@@ -289,6 +289,7 @@ class LabelApp:
 class _Handler(BaseHTTPRequestHandler):
     server: LabelHTTPServer
     server_version = "nima-rt-label"
+    timeout = 60  # seconds a silent connection may hold its thread
     error_content_type = "text/plain; charset=utf-8"
     error_message_format = "%(code)d %(message)s\n"
 
@@ -329,7 +330,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(key, value)
             self.send_header("Content-Length", str(response.length or 0))
             self.end_headers()
-            if isinstance(response.body, bytes):
+            if self.command == "HEAD":
+                if not isinstance(response.body, bytes):
+                    response.body.close()
+            elif isinstance(response.body, bytes):
                 self.wfile.write(response.body)
             else:
                 with response.body as handle:
@@ -352,6 +356,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:  # noqa: N802
         self._dispatch("PATCH")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._dispatch("HEAD")
+
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        self._dispatch("OPTIONS")
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         if self.server.verbose:
