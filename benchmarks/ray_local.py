@@ -81,7 +81,7 @@ def main() -> None:
             count = sum(1 for _ in scorer.score_paths([work / "photos"]))
         rows.append(("local engine (in-process Scorer)", count / (time.perf_counter() - start)))
         start = time.perf_counter()
-        ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING)
         init_s = time.perf_counter() - start
         try:
             config = RayScoreConfig(output=str(work / "out"), models=(model,), shard_size=args.shard_size)

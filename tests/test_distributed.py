@@ -163,7 +163,7 @@ def ray_session():
     pytest.importorskip("ray.data", reason="ray[data] is not installed")
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield ray
     if started:
         ray.shutdown()

@@ -96,7 +96,7 @@ def _connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    if address is None:  # a local Ray for this run only
+    if address is None:  # Ray's default: RAY_ADDRESS (set by `ray job submit`), a `ray start` cluster, else local
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
     else:  # "auto", "HOST:6379" or "ray://HOST:10001" (Ray Client): the cluster's own settings apply
         ray.init(address=address, logging_level=logging.WARNING)
