@@ -145,9 +145,8 @@ def test_scorer_config_refuses_an_unknown_mode() -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs torch with a usable CUDA GPU")
 def test_nvjpeg_against_the_cpu_decoder(tmp_path: Path) -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("needs torch with a usable CUDA GPU")
     paths = [save_jpeg(tmp_path / f"{i}.jpg", photo_like(i, 1024, 768)) for i in range(8)]
     spec = Preprocess(224, ResizeSpec("squash", "bilinear", jpeg_draft=False))
     decoder = gpu_decode.GpuDecoder([spec], device="cuda")

@@ -10,8 +10,9 @@ an ONNX file, so this backend runs the checkpoint the ONNX was exported from, wr
   checkpoint can never score under the ONNX model's name. No model_file change was needed.
 - **Speed**: the network in half precision (``precision="fp16"``, the default; normalisation and
   the mean/std over the 10 bins stay float32), channels-last memory, uploads from a pinned buffer,
-  and a CUDA graph captured for the fixed batch size (the first batch size it is given: the Scorer
-  sends fixed batches); other sizes (a run's last, smaller batch) run eagerly.
+  and CUDA graphs for fixed batches: a batch size seen a second time is captured once and replayed
+  from then on (up to MAX_GRAPHS sizes), so the Scorer's fixed batch runs as a graph while a run's
+  last, smaller batch runs eagerly instead of paying for a capture it would use once.
 
 Not yet run on a GPU: CPU tests run the same class on ``device="cpu"`` (no graphs, no pinning).
 """
@@ -34,6 +35,7 @@ NAME = "torch-cuda"
 CHECKPOINT_SUFFIX = ".pt"
 PRECISIONS = ("fp16", "fp32")
 WARMUP_RUNS = 3  # eager runs on a side stream before capture, as PyTorch's CUDA graph docs ask
+MAX_GRAPHS = 4  # batch sizes kept as captured graphs
 
 
 def checkpoint_for(model: ModelFile) -> Path:
@@ -137,10 +139,8 @@ class TorchCudaBackend:
             module.network = module.network.to(memory_format=torch.channels_last)
         self.module = module.to(self.device)
         self.graphs = graphs and on_cuda
-        self.graph_batch: int | None = None  # set by the first batch when graphs are on
-        self._graph: Any = None
-        self._static_in: Any = None
-        self._static_out: Any = None
+        self._seen: set[int] = set()  # batch sizes run once (eagerly)
+        self._graphs: dict[int, tuple[Any, Any, Any]] = {}  # batch size -> (graph, static input, outputs)
         self._staging = torch.empty((max_batch, *self.image_shape), dtype=torch.uint8, pin_memory=on_cuda)
 
     def run(self, images: np.ndarray) -> BackendOutput:
@@ -157,12 +157,13 @@ class TorchCudaBackend:
     def _run_part(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         torch = self.torch
         count = images.shape[0]
-        if self.graphs and self.graph_batch is None:
-            self.graph_batch = count
         staged = self._staging[:count]
         staged.copy_(torch.from_numpy(images))  # the previous run's .cpu() synchronised: buffer is free
         with torch.no_grad():
-            if count == self.graph_batch:
+            use_graph = self.graphs and (count in self._graphs or
+                                         (count in self._seen and len(self._graphs) < MAX_GRAPHS))
+            self._seen.add(count)
+            if use_graph:
                 outputs = self._replay(staged)
             else:
                 outputs = self.module(staged.to(self.device, non_blocking=True))
@@ -170,24 +171,26 @@ class TorchCudaBackend:
 
     def _replay(self, staged: Any) -> Any:
         torch = self.torch
-        if self._graph is None:
-            self._static_in = torch.zeros_like(staged, device=self.device)
+        count = staged.shape[0]
+        if count not in self._graphs:
+            static_in = torch.zeros_like(staged, device=self.device)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(WARMUP_RUNS):
-                    self.module(self._static_in)
+                    self.module(static_in)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                self._static_out = self.module(self._static_in)
-            self._graph = graph
-        self._static_in.copy_(staged, non_blocking=True)
-        self._graph.replay()
-        return self._static_out
+                static_out = self.module(static_in)
+            self._graphs[count] = (graph, static_in, static_out)
+        graph, static_in, static_out = self._graphs[count]
+        static_in.copy_(staged, non_blocking=True)
+        graph.replay()
+        return static_out
 
     def close(self) -> None:
-        self._graph = self._static_in = self._static_out = None
+        self._graphs = {}
         self.module = None
         if self.device.type == "cuda":
             self.torch.cuda.empty_cache()
