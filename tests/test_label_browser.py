@@ -21,21 +21,11 @@ from typer.testing import CliRunner
 
 from nima_rt.cli import app
 from nima_rt.label.export import COUNT_COLUMNS
+from nima_rt.report.screenshot import HEADLESS_FLAGS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1000,800",
-)
+FLAGS = (*HEADLESS_FLAGS, "--window-size=1000,800")  # the report helper's offline, quiet Chromium flags
 
 pytestmark = [
     pytest.mark.browser,
