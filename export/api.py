@@ -1,0 +1,294 @@
+"""One export: a checkpoint or contract ONNX in, a verified ONNX model or TensorRT engine out.
+
+``run_export`` is what ``nima-rt export`` calls; tests call it directly. Every path checks its
+result against float32 on decoded images before it reports success:
+
+- fp32 / fp16 ONNX: max |Δ mean score| against the PyTorch checkpoint (or the source ONNX);
+- INT8 (ONNX QDQ or TensorRT): Spearman and mean |Δ| against float32 on images disjoint from
+  the calibration set; below :data:`~.verify.INT8_MIN_SPEARMAN` nothing is written unless forced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from nima_rt.contract import PRECISIONS, ContractError, ModelMetadata
+from nima_rt.model_file import ENGINE_SUFFIXES, load_model_file
+
+from .tensorrt_build import TensorRTSettings
+
+FORMATS = ("onnx", "tensorrt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+Log = Callable[[str], None]
+
+
+class ExportFailed(ContractError):
+    """The export could not proceed; ``str()`` is one line naming the file and the reason."""
+
+
+@dataclass
+class ExportRequest:
+    """What ``nima-rt export`` was asked to do."""
+
+    source: Path
+    output: Path | None = None
+    format: str = "onnx"
+    precision: str = "fp32"
+    verify: bool = True
+    verify_images: Path | None = None
+    verify_count: int = 64
+    calibration_images: Path | None = None
+    calibration_count: int = 128
+    calibration_method: str = "minmax"
+    simplify: bool = True
+    force: bool = False
+    tensorrt: TensorRTSettings = field(default_factory=TensorRTSettings)
+
+
+@dataclass
+class ExportResult:
+    """What was written and how close it is to float32."""
+
+    output: Path
+    metadata: ModelMetadata
+    drift: object | None = None  # verify.Drift, when measured
+    onnx_path: Path | None = None  # the float32 ONNX a TensorRT engine was built from
+    warnings: list[str] = field(default_factory=list)
+
+
+def _need(module: str, extra: str, purpose: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ExportFailed(
+            f"{purpose} needs the '{extra}' extra ({module} is not installed): pip install 'nima-rt[{extra}]'"
+        )
+
+
+def default_output(source: Path, fmt: str, precision: str) -> Path:
+    """``best.pt`` -> ``best.onnx`` / ``best.fp16.onnx`` / ``best.int8.engine`` beside the source."""
+    stem = source.stem
+    for suffix in (".fp16", ".int8", ".fp32"):
+        stem = stem.removesuffix(suffix)
+    tag = "" if precision == "fp32" and fmt == "onnx" else f".{precision}"
+    return source.with_name(f"{stem}{tag}{'.engine' if fmt == 'tensorrt' else '.onnx'}")
+
+
+def _validate(request: ExportRequest) -> tuple[str, Path]:
+    if request.format not in FORMATS:
+        raise ExportFailed(f"--format must be one of {', '.join(FORMATS)}, got {request.format!r}")
+    if request.precision not in PRECISIONS:
+        raise ExportFailed(f"--precision must be one of {', '.join(PRECISIONS)}, got {request.precision!r}")
+    source = request.source
+    if not source.is_file():
+        raise ExportFailed(f"{source}: no such checkpoint or ONNX file")
+    kind = "onnx" if source.suffix.lower() == ".onnx" else "checkpoint"
+    output = request.output or default_output(source, request.format, request.precision)
+    suffix = output.suffix.lower()
+    if request.format == "onnx" and suffix != ".onnx":
+        raise ExportFailed(f"{output}: an ONNX export must be written to a .onnx file (or pass --format tensorrt)")
+    if request.format == "tensorrt" and suffix not in ENGINE_SUFFIXES:
+        raise ExportFailed(f"{output}: a TensorRT engine must be written to a {'/'.join(ENGINE_SUFFIXES)} file")
+    if output.resolve() == source.resolve():
+        raise ExportFailed(f"{output}: the output would overwrite the source")
+    if kind == "onnx" and request.format == "onnx" and request.precision == "fp32":
+        raise ExportFailed(
+            f"{source}: already a float32 ONNX model; export a checkpoint, or ask for --precision fp16|int8 "
+            "or --format tensorrt"
+        )
+    for name, count in (("--verify-count", request.verify_count), ("--calibration-count", request.calibration_count)):
+        if count < 2:
+            raise ExportFailed(f"{name} must be at least 2, got {count}")
+    return kind, output
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _with_note(metadata: ModelMetadata, note: str) -> ModelMetadata:
+    notes = f"{metadata.notes}; {note}" if metadata.notes else note
+    return dataclasses.replace(metadata, notes=notes, created=_now())
+
+
+def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportResult:
+    """Carry out ``request``; raise :class:`ExportFailed`/ContractError with one line on failure."""
+    kind, output = _validate(request)
+    _need("onnx", "train", "export")
+    if kind == "onnx":
+        source_model = load_model_file(request.source)  # refuses corrupt and foreign files
+        if source_model.format != "onnx":
+            raise ExportFailed(f"{request.source}: not an ONNX model")
+    if request.format == "tensorrt":
+        from .tensorrt_build import require_tensorrt
+
+        require_tensorrt()
+    with tempfile.TemporaryDirectory(prefix="nima-rt-export-") as scratch:
+        if kind == "checkpoint":
+            fp32_path, metadata, reference = _from_checkpoint(request, output, Path(scratch), log)
+        else:
+            from .verify import onnx_scores
+
+            fp32_path, metadata = request.source, source_model.metadata
+            reference, _ = onnx_scores(fp32_path)
+        if request.format == "tensorrt":
+            return _tensorrt(request, fp32_path, metadata, output, log)
+        if request.precision == "fp32":
+            return ExportResult(output, metadata, _verify_fp(request, output, reference, metadata, log))
+        if request.precision == "fp16":
+            return _fp16(request, fp32_path, metadata, output, reference, log)
+        return _int8_onnx(request, fp32_path, metadata, output, log)
+
+
+def _from_checkpoint(request: ExportRequest, output: Path, scratch: Path, log: Log):
+    """Trace the checkpoint to a float32 ONNX: ``output`` itself for fp32, else a scratch/sibling file."""
+    _need("torch", "train", "exporting a checkpoint")
+    from nima_rt.train.checkpoint import load_checkpoint
+
+    from .onnx_export import finish_model, save_model, trace_to_onnx
+    from .verify import torch_scores
+
+    checkpoint = load_checkpoint(request.source)
+    metadata = dataclasses.replace(checkpoint.metadata, source_checkpoint_sha256=checkpoint.sha256, created=_now())
+    module = checkpoint.contract_module()
+    if request.format == "tensorrt":
+        fp32_path = output.with_suffix(".onnx")
+    elif request.precision == "fp32":
+        fp32_path = output
+    else:
+        fp32_path = scratch / "fp32.onnx"
+    model, report = finish_model(trace_to_onnx(module, metadata.input_size), metadata, str(fp32_path),
+                                 simplify_graph=request.simplify)
+    log(f"traced {request.source} (opset {_opset(model)}): {report.simplify_note}")
+    save_model(model, fp32_path)
+    if fp32_path != output:
+        log(f"wrote {fp32_path}")
+        if request.format == "tensorrt" and request.verify:
+            _verify_fp(dataclasses.replace(request, precision="fp32"), fp32_path, torch_scores(module), metadata, log)
+    return fp32_path, metadata, torch_scores(module)
+
+
+def _opset(model) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _verify_fp(request: ExportRequest, path: Path, reference, metadata: ModelMetadata, log: Log):
+    """fp32/fp16 parity against the reference; raises VerificationFailed beyond tolerance."""
+    if not request.verify:
+        return None
+    from .images import verification_set
+    from .verify import TOLERANCES, check_tolerance, measure, onnx_scores
+
+    images = verification_set(request.verify_images, metadata, request.verify_count)
+    _log_skipped(images, log)
+    candidate, close = onnx_scores(path)
+    try:
+        drift = measure(reference, candidate, images)
+    finally:
+        close()
+    log(drift.line(f"verify {request.precision} {path.name} vs float32 ({images.source})"))
+    try:
+        check_tolerance(drift, request.precision, str(path))
+    except ContractError:
+        path.unlink(missing_ok=True)
+        raise
+    log(f"verify {request.precision}: within tolerance {TOLERANCES[request.precision]:g}")
+    return drift
+
+
+def _log_skipped(images, log: Log) -> None:
+    if images.skipped:
+        log(f"skipped {len(images.skipped)} undecodable file(s), e.g. {images.skipped[0]}")
+
+
+def _fp16(request, fp32_path: Path, metadata: ModelMetadata, output: Path, reference, log: Log) -> ExportResult:
+    import onnx
+
+    from .onnx_export import check_contract_graph, save_model, set_metadata, to_fp16
+
+    metadata = _with_note(metadata, "fp16 weights and compute; uint8 input and float32 outputs as ever")
+    half = to_fp16(onnx.load(str(fp32_path)))
+    set_metadata(half, metadata)
+    check_contract_graph(half, metadata.input_size, str(output))
+    save_model(half, output)
+    return ExportResult(output, metadata, _verify_fp(request, output, reference, metadata, log))
+
+
+def _int8_onnx(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata, output: Path,
+               log: Log) -> ExportResult:
+    from .images import calibration_set, evaluation_set, plan_split
+    from .quantize import QuantizeSettings, quantize_qdq
+    from .verify import check_int8, measure, onnx_scores
+
+    plan = plan_split(request.calibration_images, request.verify_images, request.calibration_count,
+                      request.verify_count)
+    calibration = calibration_set(plan, metadata, request.calibration_count)
+    evaluation = evaluation_set(plan, metadata, request.verify_count)
+    _log_skipped(calibration, log)
+    _log_skipped(evaluation, log)
+    log(f"INT8 calibration: {len(calibration.paths)} images from {calibration.source}; "
+        f"evaluation: {len(evaluation.paths)} held-out images from {evaluation.source}")
+    staged = output.with_name(output.name + ".staged")
+    try:
+        settings = QuantizeSettings(method=request.calibration_method)
+        quantize_qdq(fp32_path, staged, calibration.images, metadata, settings)
+        reference, close_ref = onnx_scores(fp32_path)
+        candidate, close = onnx_scores(staged)
+        try:
+            drift = measure(reference, candidate, evaluation)
+        finally:
+            close(), close_ref()
+        log(drift.line(f"INT8 {output.name} vs float32"))
+        warning = check_int8(drift, str(output), request.force)
+        note = (f"INT8 static QDQ ({request.calibration_method}, {len(calibration.paths)} calibration images); "
+                f"Spearman {drift.spearman:.4f}, mean |Δ mean| {drift.mean_abs_mean:.3g} vs float32 on "
+                f"{drift.count} held-out images")
+        final = _with_note(metadata, note)
+        import onnx
+
+        from .onnx_export import save_model, set_metadata
+
+        model = onnx.load(str(staged))
+        set_metadata(model, final)
+        save_model(model, output)
+    finally:
+        staged.unlink(missing_ok=True)
+    result = ExportResult(output, final, drift)
+    if warning:
+        result.warnings.append(warning)
+    return result
+
+
+def _tensorrt(request: ExportRequest, onnx_path: Path, metadata: ModelMetadata, output: Path,
+              log: Log) -> ExportResult:
+    from .images import calibration_set, evaluation_set, plan_split, verification_set
+    from .tensorrt_build import build_engine
+
+    calibration = None
+    if request.precision == "int8":
+        plan = plan_split(request.calibration_images, request.verify_images, request.calibration_count,
+                          request.verify_count)
+        calibration = calibration_set(plan, metadata, request.calibration_count)
+        evaluation = evaluation_set(plan, metadata, request.verify_count)
+        log(f"INT8 calibration: {len(calibration.paths)} images from {calibration.source}; "
+            f"evaluation: {len(evaluation.paths)} held-out images from {evaluation.source}")
+    else:
+        evaluation = verification_set(request.verify_images, metadata, request.verify_count)
+    engine = build_engine(onnx_path, output, metadata, request.precision, request.tensorrt,
+                          calibration.images if calibration is not None else None, log)
+    result = ExportResult(output, metadata, onnx_path=onnx_path)
+    if not request.verify and request.precision != "int8":  # INT8 is always checked
+        engine.write()
+        log(f"wrote {output} (not verified: --no-verify)")
+        return result
+    drift, warning = engine.check_against_onnx(onnx_path, evaluation, request.force, log)
+    result.drift = drift
+    if warning:
+        result.warnings.append(warning)
+    return result
+

@@ -1,0 +1,88 @@
+"""CPU INT8: static QDQ quantisation with ONNX Runtime, offered only when it keeps the ranking.
+
+Weights are quantised per channel (int8, symmetric), activations per tensor (uint8) from ranges
+observed on calibration images decoded like the runtime decodes them. ``reduce_range`` keeps 7-bit
+weights, which avoids int16 saturation on CPUs without VNNI (this one: AVX2 only). The contract's
+own nodes (input normalisation, the logits layer, softmax, mean/std) stay float32.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from nima_rt.contract import INPUT_NAME, ModelMetadata
+
+from .images import batches
+from .onnx_export import ExportError, check_contract_graph, contract_nodes, set_metadata
+
+CALIBRATION_BATCH = 8
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class QuantizeSettings:
+    """How to quantise; the defaults are what docs/export.md measured."""
+
+    per_channel: bool = True
+    reduce_range: bool = True
+    method: str = "minmax"
+
+
+class _Reader(CalibrationDataReader):
+    """ONNX Runtime CalibrationDataReader over decoded uint8 batches."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self._batches = iter(list(batches(images, CALIBRATION_BATCH)))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+    def rewind(self) -> None:  # part of the reader protocol; calibration reads once
+        pass
+
+
+def quantize_qdq(fp32_model: Path, output: Path, calibration: np.ndarray, metadata: ModelMetadata,
+                 settings: QuantizeSettings = QuantizeSettings()) -> onnx.ModelProto:
+    """Write a static-QDQ INT8 copy of ``fp32_model`` to ``output`` and return it (checked, with metadata)."""
+    if settings.method not in CALIBRATION_METHODS:
+        raise ExportError(f"calibration method {settings.method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    reader = _Reader(calibration)
+    with tempfile.TemporaryDirectory(prefix="nima-rt-int8-") as folder:
+        prepared = Path(folder) / "prepared.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(fp32_model), str(prepared), skip_symbolic_shape=True)
+            model = onnx.load(str(prepared))
+            keep = contract_nodes(model)  # also names unnamed nodes, so save the named graph
+            onnx.save(model, str(prepared))
+            quantize_static(
+                str(prepared),
+                str(output),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=QUANTIZED_OPS,
+                per_channel=settings.per_channel,
+                reduce_range=settings.reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=keep,
+                calibrate_method=methods[settings.method],
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )
+    quantized = onnx.load(str(output))
+    set_metadata(quantized, metadata)
+    check_contract_graph(quantized, metadata.input_size, str(output))
+    onnx.save(quantized, str(output))
+    return quantized
