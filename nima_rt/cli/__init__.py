@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "nima_rt.train.visualize_cli",
     "nima_rt.label.cli",
     "nima_rt.train.cli",
+    "nima_rt.export.cli",
 )
 
 for _module in COMMAND_MODULES:
