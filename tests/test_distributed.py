@@ -216,6 +216,8 @@ def test_ray_scores_match_the_in_process_scorer_row_for_row(
     summary = score_with(config, [str(corpus)])
     assert (summary.inputs, summary.shards, summary.written_shards, summary.skipped_shards) == (202, 5, 5, 0)
     assert (summary.rows, summary.failed) == (202, 2)
+    # decode ran as its own task stage, not fused into the scoring actors
+    assert "MapBatches(decode_batch):" in summary.stats and "MapBatches(ScoreActor):" in summary.stats
     table = read_output(str(output))
     assert_rows_match(table, in_process)
     errors = {Path(e.path).name: e.error for e in in_process if not e.ok}

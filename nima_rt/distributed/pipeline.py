@@ -48,6 +48,7 @@ class RunSummary:
     failed: int
     elapsed_s: float
     plan: ResourcePlan | None  # None when nothing was left to score (Ray was not started)
+    stats: str = ""  # Ray Data's per-operator execution statistics of this run
 
 
 def _require_ray() -> None:
@@ -190,7 +191,7 @@ def score_with_ray(
             missing = sorted(set(pending) - finished)
             raise RuntimeError(f"Ray Data returned incomplete shards {missing[:10]}; rerun to resume")
         return RunSummary(config.output, len(inputs), record.shards, len(done), written, rows, failed,
-                          time.perf_counter() - started, plan)
+                          time.perf_counter() - started, plan, dataset.stats())
     finally:
         context.enable_progress_bars, context.print_on_execution_start = saved
         if owns_ray:

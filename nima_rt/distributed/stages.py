@@ -9,6 +9,7 @@ input geometry (an error row carries zeros there, never scored). The actor emits
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import tempfile
@@ -21,6 +22,7 @@ from ..contract import NUM_BINS
 from ..decode import DecodeError, DecodeOptions, Preprocess, decode_file
 from ..model_file import file_sha256, load_model_file, resolve_model_path, sidecar_path
 from ..scorer import Scorer, ScorerConfig, ScoreResult, _Pending
+from .sources import SourceReader
 
 NO_ERROR = ""  # Arrow columns of all-None objects lose their type; "" means "no error" between stages
 
@@ -42,13 +44,19 @@ def decode_bytes(data: bytes, label: str, specs: Sequence[Preprocess], options: 
     return decode_file(_NamedBytes(data, label), list(specs), options)
 
 
+@functools.lru_cache(maxsize=1)
+def _worker_reader() -> SourceReader:
+    """One reader per worker process, so object-store clients (S3, GCS) are made once, not per batch."""
+    return SourceReader()
+
+
 def decode_batch(
     batch: dict[str, np.ndarray], specs: Sequence[Preprocess], options: DecodeOptions = DecodeOptions()
 ) -> dict[str, np.ndarray]:
     """Ray Data task: read and decode each row's ``source``; failures become the row's ``error``."""
-    from .sources import SourceError, SourceReader
+    from .sources import SourceError
 
-    reader = SourceReader()
+    reader = _worker_reader()
     paths = [str(p) for p in batch["path"]]
     count = len(paths)
     errors = [NO_ERROR if e is None else str(e) for e in batch["error"]]
