@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,35 @@ def test_each_photo_gets_k_ratings_from_distinct_raters(photos: Path, tmp_path: 
     assert all(len(paths) == len(set(paths)) for paths in served.values())  # nobody saw a photo twice
     assert len(rows) == 12 and sum(len(paths) for paths in served.values()) == 12
     assert final["complete"] == 6 and final["ratings"] == 12 and final["remaining"] == 0
+
+
+def test_concurrent_raters_never_push_a_photo_past_k(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    make_photos(root, 12)
+    db = tmp_path / "ratings.sqlite"
+    raters = [f"rater{index}" for index in range(6)]
+    start = threading.Barrier(len(raters))
+    failures: list[str] = []
+
+    def rate_until_done(client: Client, rater: str) -> None:
+        start.wait()
+        while (image := client.next_image(rater)) is not None:
+            reply = client.post("/api/rate", {"rater": rater, "image_id": image["id"], "score": 5})
+            if reply.status != 200:
+                failures.append(f"{rater}: {reply.status} {reply.body!r}")
+
+    with thread_server(root, db, ratings_per_image=2) as (server, _):
+        threads = [threading.Thread(target=rate_until_done, args=(Client(server.url), r)) for r in raters]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert failures == []
+    with sqlite3.connect(db) as connection:
+        counts = connection.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT rater_id) FROM ratings GROUP BY image_id"
+        ).fetchall()
+    assert counts == [(2, 2)] * 12
 
 
 def test_a_live_lease_holds_the_last_missing_rating(photos: Path, tmp_path: Path) -> None:
