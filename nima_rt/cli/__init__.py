@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "nima_rt.label.cli",
     "nima_rt.train.cli",
     "nima_rt.export.cli",
+    "nima_rt.cli.build_dataset",
 )
 
 for _module in COMMAND_MODULES:
