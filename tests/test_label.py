@@ -572,8 +572,12 @@ def test_cli_refuses_what_it_cannot_use(tmp_path: Path) -> None:
     text.write_text("hello, not a database" * 100)
     with pytest.raises(LabelError, match="not a usable ratings database"):
         Store.open(text)
-    result = runner.invoke(app, ["label", "serve", str(empty), "--db", str(tmp_path / "r.sqlite"), "--token", "short"])
+    result = runner.invoke(app, ["label", "serve", str(empty), "--db", str(tmp_path / "t.sqlite"), "--token", "short"])
     assert result.exit_code == 1 and "--token must be 8 to 256 characters" in result.stderr
+    assert not (tmp_path / "t.sqlite").exists()  # refused before any database is made
+    result = runner.invoke(app, ["label", "serve", str(tmp_path / "nowhere"), "--db", str(tmp_path / "t.sqlite")])
+    assert result.exit_code == 1 and result.stderr == f"error: {tmp_path / 'nowhere'}: not a folder of images\n"
+    assert not (tmp_path / "t.sqlite").exists()
 
 
 def test_serving_another_host_warns(photos: Path, tmp_path: Path) -> None:

@@ -31,10 +31,13 @@ def serve(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every request on stderr."),
 ) -> None:
     """Serve the rating page; every rating is committed to the database as it is given."""
-    from .server import is_loopback, make_server
+    from .server import check_token, is_loopback, make_server
     from .store import LabelError, Store
 
+    if not images_dir.is_dir():
+        fail(f"{images_dir}: not a folder of images")
     try:
+        check_token(token)
         store = Store.open(db, ratings_per_image=ratings_per_image)
     except LabelError as exc:
         fail(str(exc))

@@ -391,6 +391,12 @@ class LabelHTTPServer(ThreadingHTTPServer):
         print(line, file=sys.stderr, flush=True)
 
 
+def check_token(token: str | None) -> None:
+    """Refuse a token that cannot travel safely in a URL and a cookie."""
+    if token is not None and not TOKEN_PATTERN.fullmatch(token):
+        raise LabelError("--token must be 8 to 256 characters from A-Z a-z 0-9 - _ . ~ (it goes in a URL and a cookie)")
+
+
 def make_server(
     store: Store,
     images_dir: str | os.PathLike[str],
@@ -401,8 +407,7 @@ def make_server(
     verbose: bool = False,
 ) -> LabelHTTPServer:
     """Bind the rating server (port 0 picks a free port; see ``server.url``). Call ``serve_forever()``."""
-    if token is not None and not TOKEN_PATTERN.fullmatch(token):
-        raise LabelError("--token must be 8 to 256 characters from A-Z a-z 0-9 - _ . ~ (it goes in a URL and a cookie)")
+    check_token(token)
     root = os.path.realpath(images_dir)
     if not os.path.isdir(root):
         raise LabelError(f"{images_dir}: not a folder of images")
@@ -413,4 +418,4 @@ def make_server(
         raise LabelError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
-__all__ = ["AppConfig", "LabelApp", "LabelHTTPServer", "Response", "is_loopback", "make_server"]
+__all__ = ["AppConfig", "LabelApp", "LabelHTTPServer", "Response", "check_token", "is_loopback", "make_server"]
