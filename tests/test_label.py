@@ -72,6 +72,8 @@ def test_rate_stores_the_score_and_moves_on(photos: Path, tmp_path: Path) -> Non
         assert db_rows(db) == [("ann", first["path"], 7)]
         again = client.post("/api/rate", {"rater": "ann", "image_id": first["id"], "score": 10})
         assert again.error(409) == f"rater 'ann' already answered image {first['id']}"
+        again = client.post("/api/rate", {"rater": " Ann ", "image_id": first["id"], "score": 10})
+        assert again.error(409) == f"rater 'Ann' already answered image {first['id']}"  # one person, one vote
         assert db_rows(db) == [("ann", first["path"], 7)]
 
 

@@ -6,7 +6,8 @@ Tables (``ratings.score`` NULL means the rater skipped the image):
 - ``images(id, path, position, present)``: ``path`` relative to the images folder, POSIX separators;
   ``position`` a stable pseudo-random order (hash of the path) so neighbouring files of one shoot or
   listing are not shown back to back; ``present`` 0 when the file was gone at the last scan;
-- ``raters(id, name, created)``;
+- ``raters(id, name, created)``: names compare case-insensitively (ASCII), so "Ann" and "ann" are
+  one rater and cannot both rate a photo;
 - ``ratings(id, rater_id, image_id, score, created)``, unique per (rater, image): a rater never sees
   an image twice, whether they rated or skipped it;
 - ``leases(rater_id, image_id, since)``: the image a rater is looking at now. A live lease counts
@@ -47,7 +48,7 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE TABLE IF NOT EXISTS raters (
     id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
     created TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS ratings (
