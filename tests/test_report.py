@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -215,6 +216,20 @@ def test_file_names_are_escaped(tmp_path: Path, model: Path):
     parsed = parse(page)
     assert parsed.cards[0]["path"] == str(folder / evil)
     assert (page.parent / unquote(parsed.cards[0]["href"])).resolve() == (folder / evil).resolve()
+
+
+def test_file_names_that_are_not_utf8(tmp_path: Path, model: Path):
+    folder = tmp_path / "listing"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9.png"  # Latin-1 bytes in a file name
+    Image.fromarray(_photo(90)).save(raw.decode("utf-8", "surrogateescape"))
+    page = tmp_path / "r.html"
+    code, output = _run(str(folder), "-m", str(model), "-o", str(page))
+    assert code == 0, output
+    parsed = parse(page)
+    assert parsed.cards[0]["path"].endswith("/caf\ufffd.png")
+    assert parsed.cards[0]["href"] == "listing/caf%E9.png"  # the link keeps the real bytes
+    assert (page.parent / unquote(parsed.cards[0]["imgs"][0]["src"])).is_file()
 
 
 def _scored(listings: Path, model: Path) -> tuple[list[str], list[ScoreResult]]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from html import escape
 from urllib.parse import quote
 
 from ..scorer import ModelScore, ScoreResult
@@ -90,6 +90,11 @@ class PageInfo:
     footer: str = ""
 
 
+def escape(text: str, quote: bool = True) -> str:
+    """``html.escape`` for text that may hold file-name bytes that are not UTF-8 (shown as U+FFFD)."""
+    return html.escape(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), quote)
+
+
 def _hue(mean: float) -> int:
     """Red (score 1) to green (score 10)."""
     return round(max(0.0, min(1.0, (mean - 1.0) / 9.0)) * 130)
@@ -121,8 +126,8 @@ def file_link(path: str, page_dir: str) -> str:
     try:
         relative = os.path.relpath(absolute, page_dir)
     except ValueError:  # another drive (Windows)
-        return "file://" + quote(absolute.replace(os.sep, "/"))
-    return quote(relative.replace(os.sep, "/"))
+        return "file://" + quote(absolute.replace(os.sep, "/"), errors="surrogateescape")
+    return quote(relative.replace(os.sep, "/"), errors="surrogateescape")  # the file's own bytes
 
 
 def _card_html(card: Card, info: PageInfo) -> str:
