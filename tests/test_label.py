@@ -396,6 +396,8 @@ def test_ratings_survive_killing_the_server(photos: Path, tmp_path: Path) -> Non
         image = client.next_image("bob")
         client.post("/api/skip", {"rater": "bob", "image_id": image["id"]})
         given.append(("bob", image["path"], None))
+        exported = CliRunner().invoke(app, ["label", "export", "--db", str(db), "--out", "-", "--relative"])
+        assert exported.exit_code == 0 and len(exported.stdout.splitlines()) == 1 + 2  # while it serves
         os.kill(process.pid, signal.SIGKILL)
         assert process.wait(10) == -signal.SIGKILL
     assert Path(f"{db}-wal").exists()  # not checkpointed: the rows live in the WAL
