@@ -32,7 +32,9 @@ def report(
     embed: bool = typer.Option(
         False, "--embed", help="Put thumbnails inside the HTML (one file; heavier for thousands of photos)."
     ),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=4096, help="Images per inference call."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", "-b", min=1, max=4096, help="Images per inference call (default: 16 on CPU, 128 on GPU)."
+    ),
     workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Decode/thumbnail threads."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="Inference threads on CPU."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
