@@ -52,6 +52,8 @@ def train_command(
     seed: int | None = typer.Option(None, "--seed", help="Random seed (0)."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes (-1 = auto)."),
+    stop_after: int | None = typer.Option(None, "--stop-after-epoch", min=1,
+                                          help="End after this epoch (resumable later with --resume)."),
     resume: str | None = typer.Option(None, "--resume", help="Continue this run folder from its last.pt "
                                                                 "(its own config; other options are ignored)."),
 ) -> None:
@@ -65,7 +67,7 @@ def train_command(
 
     try:
         if resume is not None:
-            result = train(None, resume=resume)
+            result = train(None, resume=resume, stop_after=stop_after)
         else:
             overrides = {
                 "name": name, "kind": kind, "pretrained": pretrained, "batch_size": batch_size, "out": out,
@@ -78,7 +80,7 @@ def train_command(
                          "workers": workers},
             }
             resolved = resolve_config(preset, config, overrides)
-            result = train(resolved)
+            result = train(resolved, stop_after=stop_after)
     except (ConfigError, LabelError, ContractError, ValueError, OSError) as exc:
         fail(str(exc))
     typer.echo(str(result.run_dir))

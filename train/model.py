@@ -10,8 +10,8 @@ Two heads:
 - ``linear`` (the paper's and the seed's): globally pooled final features -> dropout -> linear to 10
   -> softmax.
 - ``multilevel``: the same pooled features concatenated with the per-channel mean and standard
-  deviation of every intermediate stage's feature map (timm ``feature_info`` stages), then dropout
-  -> linear -> softmax. The statistics describe texture, noise and blur at several scales, which
+  deviation of every intermediate stage's feature map (timm ``feature_info`` stages), then
+  BatchNorm1d (per-feature standardisation) -> dropout -> linear -> softmax. The statistics describe texture, noise and blur at several scales, which
   the last, heavily pooled layer mostly discards; they cost nothing at inference.
 
 Weights (``pretrained``): ``None``/``"none"`` (random init), ``"imagenet"`` (timm's weights from the
@@ -105,15 +105,22 @@ def _create_backbone(config: ModelConfig, **kwargs: Any) -> nn.Module:
 
 
 class NimaHead(nn.Module):
-    """Dropout -> linear to 10 -> softmax (the seed's head)."""
+    """[BatchNorm1d ->] dropout -> linear to 10 -> softmax.
 
-    def __init__(self, in_features: int, dropout: float) -> None:
+    The linear head is the seed's (no normalisation). The multilevel head standardises its
+    features first (``standardize=True``): channel statistics of different stages differ in scale
+    by orders of magnitude, and without it a head trained at the recipe's learning rate saturates.
+    At inference the BatchNorm is an affine map (export folds it into the linear layer).
+    """
+
+    def __init__(self, in_features: int, dropout: float, standardize: bool = False) -> None:
         super().__init__()
+        self.norm = nn.BatchNorm1d(in_features) if standardize else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_features, NUM_BINS)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.linear(self.dropout(features)), dim=1)
+        return torch.softmax(self.linear(self.dropout(self.norm(features))), dim=1)
 
 
 class NimaNetwork(nn.Module):
@@ -128,7 +135,7 @@ class NimaNetwork(nn.Module):
         self.backbone = backbone
         self.stage_indices = len(backbone.feature_info) if config.head == "multilevel" else 0
         self.feature_dim = self._probe_feature_dim()
-        self.head = NimaHead(self.feature_dim, config.dropout)
+        self.head = NimaHead(self.feature_dim, config.dropout, standardize=config.head == "multilevel")
 
     def _probe_feature_dim(self) -> int:
         was_training = self.backbone.training

@@ -214,6 +214,7 @@ class Trainer:
         self.normalize = Normalize(self.normalization.mean, self.normalization.std).to(device)
         self.history: list[dict[str, Any]] = []
         self.best_val_emd = math.inf
+        self.stop_after: int | None = None
 
     # data ------------------------------------------------------------------------------------------
 
@@ -368,6 +369,18 @@ class Trainer:
 
     # the whole run ---------------------------------------------------------------------------------
 
+    def baseline(self, network: NimaNetwork, val_images: ImageDataset) -> None:
+        """Epoch 0: validation metrics of the untrained head (the starting point of the curves)."""
+        t0 = time.perf_counter()
+        val_pred, val_kept = self.predict(network, val_images)
+        val_metrics = compute_metrics(val_images.labels.dists[val_kept], val_pred)
+        record: dict[str, Any] = {"epoch": 0, "stage": "init", "seconds": round(time.perf_counter() - t0, 3),
+                                  **{f"val_{k}": v for k, v in val_metrics.items()}}
+        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        self.history.append(record)
+        self.run.append_metrics(record)
+        self.run.log(f"epoch 0 (before training) | val {format_metrics(val_metrics)}")
+
     def fit(self, network: NimaNetwork, train_set: LabelSet, val_set: LabelSet,
             resume_state: dict[str, Any] | None = None) -> None:
         config = self.config
@@ -383,6 +396,8 @@ class Trainer:
         if resume_state:
             self.best_val_emd = float(resume_state.get("best_val_emd", math.inf))
 
+        if start_epoch == 1:
+            self.baseline(network, val_images)
         for plan in stage_plan(config):
             if plan.last_epoch < start_epoch:
                 continue
@@ -449,11 +464,17 @@ class Trainer:
                     save_checkpoint(self.run.best, network, config.model, metadata, epoch=epoch)
                     self.run.log(f"new best val emd {self.best_val_emd:.4f}: {self.run.best}")
                 self.save_last(network, metadata, epoch, plan.name, optimizer, scheduler, scaler)
+                if self.stop_after is not None and epoch >= self.stop_after:
+                    self.run.log(f"stopping after epoch {epoch} as asked; continue with --resume {self.run.path}")
+                    return
 
 
 def train(config: TrainConfig | None, resume: str | os.PathLike[str] | None = None, echo: bool = True,
-          progress: bool | None = None) -> TrainResult:
-    """Train ``config`` into a new run folder, or continue the run ``resume`` (with its own config)."""
+          progress: bool | None = None, stop_after: int | None = None) -> TrainResult:
+    """Train ``config`` into a new run folder, or continue the run ``resume`` (with its own config).
+
+    ``stop_after``: end after this (global) epoch, leaving a resumable ``last.pt`` (time-boxed runs).
+    """
     if resume is not None:
         run, config = open_run(resume, echo)
         state = read_checkpoint_dict(run.last)
@@ -481,6 +502,7 @@ def train(config: TrainConfig | None, resume: str | os.PathLike[str] | None = No
             run.log(f"model {config.model.backbone} ({config.model.head} head, {network.feature_dim} features), "
                     f"weights {config.pretrained}, device {device}")
         trainer = Trainer(config, run, device, progress)
+        trainer.stop_after = stop_after
         if state is not None:
             trainer.history = run.read_metrics()
         trainer.fit(network, train_set, val_set, state)
