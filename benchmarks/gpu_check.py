@@ -227,13 +227,7 @@ def step_model(check: Check) -> ModelFile | None:
 
 def step_engines(check: Check, model: ModelFile) -> dict[str, Path]:
     engines: dict[str, Path] = {}
-    reason = check.gpu_reason
-    if reason is None:
-        try:
-            tensorrt_engine.tensorrt_version()
-            tensorrt_engine.import_cudart()
-        except BackendUnavailable as exc:
-            reason = str(exc)
+    reason = tensorrt_engine.runtime_unavailable()
     for precision in ("fp16", "fp32"):
         item = f"tensorrt engine {precision}"
         if reason is not None:
@@ -270,19 +264,9 @@ def candidates(check: Check, model: ModelFile, engines: dict[str, Path]) -> list
     out: list[Candidate] = []
     cache = str(check.out / "ort-tensorrt-cache")
 
-    def trt_reason() -> str | None:
-        if check.gpu_reason:
-            return check.gpu_reason
-        try:
-            tensorrt_engine.tensorrt_version()
-            tensorrt_engine.import_cudart()
-        except BackendUnavailable as exc:
-            return str(exc)
-        return None
-
     for precision in ("fp16", "fp32"):
         engine = engines.get(precision)
-        reason = trt_reason() or (None if engine else "engine was not built (see the engines step)")
+        reason = tensorrt_engine.runtime_unavailable() or (None if engine else "engine was not built (see engines)")
         opener = (lambda e=engine: tensorrt_engine.create(load_model_file(e), BackendOptions())) if engine else None
         out.append(Candidate("tensorrt", precision, opener if not reason else None, reason))
     for precision in ("fp16", "fp32"):

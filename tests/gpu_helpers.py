@@ -1,46 +1,23 @@
-"""Helpers for the tests marked ``gpu``: build a real TensorRT engine (+ sidecar) from an ONNX file.
-
-Used by tests/test_gpu_*.py and benchmarks/gpu_check.py on machines with TensorRT and a GPU; the
-export command (`nima-rt export --format tensorrt`) is the product's way to build engines.
-"""
+"""Helpers shared by the tests marked ``gpu`` and benchmarks/gpu_check.py: a TensorRT engine built
+by the export command's builder, and a random-weight checkpoint + ONNX export pair."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from nima_rt.backends import tensorrt_engine
-from nima_rt.contract import INPUT_NAME, EngineInfo, ModelMetadata, engine_sidecar_json
-from nima_rt.model_file import file_sha256, load_model_file, sidecar_path
+from nima_rt.contract import ModelMetadata
+from nima_rt.model_file import load_model_file
 
 
 def build_engine(onnx_path: Path, engine_path: Path, precision: str, profile: tuple[int, int, int]) -> Path:
-    """Build ``engine_path`` from ``onnx_path`` with the TensorRT 10 builder and write its sidecar."""
-    import tensorrt as trt
+    """Build ``engine_path`` (+ sidecar) from ``onnx_path`` with the export command's builder."""
+    from nima_rt.export.tensorrt_build import TensorRTSettings
+    from nima_rt.export.tensorrt_build import build_engine as export_engine
 
-    model = load_model_file(onnx_path)
-    size = model.metadata.input_size
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"{onnx_path}: TensorRT cannot parse the model ({errors})")
-    config = builder.create_builder_config()
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    optimisation = builder.create_optimization_profile()
-    optimisation.set_shape(INPUT_NAME, *[(batch, size, size, 3) for batch in profile])
-    config.add_optimization_profile(optimisation)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError(f"{onnx_path}: TensorRT could not build an engine")
-    engine_path.write_bytes(bytes(serialized))
-    target = tensorrt_engine.current_target()
-    info = EngineInfo(target.tensorrt_version, target.gpu_name, target.compute_capability, precision, *profile,
-                      source_onnx_sha256=file_sha256(onnx_path))
-    sidecar_path(engine_path).write_text(engine_sidecar_json(model.metadata, info), encoding="utf-8")
+    metadata = load_model_file(onnx_path).metadata
+    built = export_engine(onnx_path, engine_path, metadata, precision, TensorRTSettings(*profile), None, lambda _: None)
+    built.write()
     return engine_path
 
 

@@ -310,22 +310,9 @@ def test_auto_choice_opens_the_engine_when_everything_matches(tmp_path: Path, mo
 # -- on a real GPU --------------------------------------------------------------------------------
 
 
-def _gpu_and_tensorrt() -> str | None:
-    try:
-        cuda_driver.probe_gpu()
-    except Exception as exc:
-        return str(exc)
-    try:
-        tensorrt_engine.tensorrt_version()
-        tensorrt_engine.import_cudart()
-    except Exception as exc:
-        return str(exc)
-    return None
-
-
 @pytest.mark.gpu
 def test_real_engine_matches_onnxruntime_cpu(tmp_path: Path) -> None:
-    reason = _gpu_and_tensorrt()
+    reason = tensorrt_engine.runtime_unavailable()
     if reason:
         pytest.skip(f"needs an NVIDIA GPU and TensorRT: {reason}")
     from gpu_helpers import build_engine

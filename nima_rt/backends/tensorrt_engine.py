@@ -99,6 +99,17 @@ def current_target() -> EngineTarget:
     return EngineTarget(tensorrt_version(), gpu.name, gpu.compute_capability)
 
 
+def runtime_unavailable() -> str | None:
+    """Why TensorRT engines cannot run on this machine at all (GPU, tensorrt, cuda-python), or None."""
+    try:
+        cuda_driver.probe_gpu()
+        tensorrt_version()
+        import_cudart()
+    except BackendUnavailable as exc:
+        return str(exc)
+    return None
+
+
 def availability(model: ModelFile) -> str | None:
     """Why the TensorRT engine backend cannot run ``model`` here, or None when it can."""
     try:
