@@ -7,10 +7,15 @@
   decoder; its calibration cache is kept beside the engine, keyed by the ONNX file's sha256;
 - a timing cache (per TensorRT version and GPU, in the user cache folder) makes rebuilds fast.
 
-The engine is written only after it has been run on held-out images and compared with the float32
-ONNX model (ONNX Runtime on CPU): INT8 must keep Spearman >= 0.99 unless forced; fp32 and fp16 must
-stay within the ONNX tolerances. Then ``<engine>.json`` is written with
-:func:`nima_rt.contract.engine_sidecar_json`, which the runtime checks before loading the engine.
+The engine and its sidecar ``<engine>.json`` (:func:`nima_rt.contract.engine_sidecar_json`) are
+first written under a provisional name, loaded by the runtime's own TensorRT backend (which checks
+the sidecar against this machine) and run on held-out images against the float32 ONNX model (ONNX
+Runtime on CPU). Only when INT8 keeps Spearman >= 0.99 (unless forced), or fp32/fp16 stay within
+the ONNX tolerances, are they renamed to the requested name; otherwise both are deleted.
+
+GPU name and compute capability come from :func:`nima_rt.backends.cuda_driver.probe_gpu`, the same
+probe the runtime compares the sidecar with; device memory for calibration batches comes from
+NVIDIA's cuda-python runtime bindings, which the TensorRT backend uses too.
 
 Nothing here imports ``tensorrt`` at module level: ``import nima_rt.export`` works without it.
 """
@@ -28,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from nima_rt.contract import INPUT_NAME, OUTPUT_NAMES, ContractError, EngineInfo, ModelMetadata, engine_sidecar_json
-from nima_rt.model_file import file_sha256, sidecar_path
+from nima_rt.contract import INPUT_NAME, ContractError, EngineInfo, ModelMetadata, engine_sidecar_json
+from nima_rt.model_file import file_sha256, load_model_file, sidecar_path
 
 from .images import ImageSet, batches
 
@@ -38,7 +43,7 @@ TENSORRT_MISSING = (
     "pip install 'nima-rt[gpu]'"
 )
 CALIBRATION_BATCH = 8
-RUN_BATCH = 16
+PROVISIONAL_TAG = ".unverified"
 
 Log = Callable[[str], None]
 
@@ -61,7 +66,6 @@ class TensorRTSettings:
     timing_cache: Path | None = None  # default: user cache folder, per TensorRT version and GPU
     calibration_cache: Path | None = None  # default: beside the engine, keyed by the ONNX sha256
     workspace_gib: float | None = None  # builder scratch memory limit (default: TensorRT's)
-    device: int = 0
 
     def check(self) -> None:
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
@@ -71,16 +75,26 @@ class TensorRTSettings:
             )
 
 
-def require_tensorrt(device: int = 0) -> None:
-    """Raise :class:`TensorRTUnavailable` naming what is missing (the package, or a GPU)."""
-    if importlib.util.find_spec("tensorrt") is None:
+def tensorrt_installed() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def require_tensorrt() -> None:
+    """Raise :class:`TensorRTUnavailable` naming what is missing: the package, a GPU, cuda-python."""
+    if not tensorrt_installed():
         raise TensorRTUnavailable(TENSORRT_MISSING)
-    from .cuda_driver import CudaDevice, CudaUnavailable
+    from nima_rt.backends.base import BackendUnavailable
+    from nima_rt.backends.cuda_driver import probe_gpu
+    from nima_rt.backends.tensorrt_engine import import_cudart
 
     try:
-        CudaDevice(device).close()
-    except CudaUnavailable as exc:
-        raise TensorRTUnavailable(f"TensorRT export needs an NVIDIA GPU: {exc}") from None
+        probe_gpu()
+    except BackendUnavailable as exc:
+        raise TensorRTUnavailable(f"TensorRT export needs an NVIDIA GPU ({exc})") from None
+    try:
+        import_cudart()
+    except BackendUnavailable as exc:
+        raise TensorRTUnavailable(f"TensorRT export needs NVIDIA's CUDA runtime bindings ({exc})") from None
 
 
 def default_timing_cache(tensorrt_version: str, gpu_name: str) -> Path:
@@ -111,17 +125,25 @@ def _logger_class(trt: Any) -> type:
     return Logger
 
 
+def _cuda(cudart: Any, function: str, *args: Any) -> Any:
+    """Call a cuda-python runtime function; raise on a non-zero error, return its value."""
+    error, *values = getattr(cudart, function)(*args)
+    if int(error) != 0:
+        raise TensorRTBuildFailed(f"CUDA {function} failed ({error})")
+    return values[0] if values else None
+
+
 def _calibrator_class(trt: Any) -> type:
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         """Feeds decoded uint8 batches to the builder; keeps the calibration cache."""
 
-        def __init__(self, device: Any, images: np.ndarray, cache: Path, log: Log) -> None:
+        def __init__(self, cudart: Any, images: np.ndarray, cache: Path, log: Log) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.batch = min(CALIBRATION_BATCH, len(images))
             usable = len(images) - len(images) % self.batch  # every batch must be full
             self.batches = list(batches(images[:usable], self.batch))
-            self.device = device
-            self.buffer = device.alloc(self.batches[0].nbytes)
+            self.cudart = cudart
+            self.buffer = int(_cuda(cudart, "cudaMalloc", self.batches[0].nbytes))
             self.cache = cache
             self.index = 0
             self._log = log
@@ -132,7 +154,9 @@ def _calibrator_class(trt: Any) -> type:
         def get_batch(self, names: list[str]) -> list[int] | None:
             if self.index >= len(self.batches):
                 return None
-            self.device.to_device(self.buffer, self.batches[self.index])
+            host = self.batches[self.index]
+            _cuda(self.cudart, "cudaMemcpy", self.buffer, host.ctypes.data, host.nbytes,
+                  self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
             self.index += 1
             return [self.buffer]
 
@@ -147,11 +171,21 @@ def _calibrator_class(trt: Any) -> type:
             self.cache.write_bytes(bytes(cache))
             self._log(f"INT8: wrote calibration cache {self.cache}")
 
+        def free(self) -> None:
+            if self.buffer:
+                _cuda(self.cudart, "cudaFree", self.buffer)
+                self.buffer = 0
+
     return EntropyCalibrator
 
 
 def _first_error(logger: Any, fallback: str) -> str:
     return logger.errors[0] if logger.errors else fallback
+
+
+def provisional_path(output: Path) -> Path:
+    """``model.engine`` -> ``model.unverified.engine`` (same suffix, so the runtime loads it)."""
+    return output.with_name(f"{output.stem}{PROVISIONAL_TAG}{output.suffix}")
 
 
 @dataclass
@@ -163,85 +197,53 @@ class BuiltEngine:
     metadata: ModelMetadata
     info: EngineInfo
 
-    def check_against_onnx(self, onnx_path: Path, images: ImageSet, force: bool, log: Log):
-        """Compare with the float32 ONNX on ``images``; write engine + sidecar when it passes.
+    def write(self, path: Path | None = None) -> Path:
+        """Write the engine and its sidecar to ``path`` (default: the requested output)."""
+        path = path or self.output
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(self.plan)
+        os.replace(tmp, path)
+        sidecar_path(path).write_text(engine_sidecar_json(self.metadata, self.info) + "\n", encoding="utf-8")
+        return path
 
-        Returns ``(drift, warning)``; ``warning`` is the refusal text when ``force`` let a failing
-        INT8 engine through.
+    def check_against_onnx(self, onnx_path: Path, images: ImageSet, force: bool, log: Log):
+        """Run the engine through the runtime's TensorRT backend against the float32 ONNX on ``images``.
+
+        Writes engine + sidecar when it passes (or when ``force`` lets a failing INT8 engine through);
+        returns ``(drift, warning)``, ``warning`` being the refusal text in the forced case.
         """
+        from nima_rt.backends.base import BackendOptions
+        from nima_rt.backends.tensorrt_engine import create
+
         from .verify import check_int8, check_tolerance, measure, onnx_scores
 
-        reference, close_reference = onnx_scores(onnx_path)
-        runner = EngineRunner(self.plan, self.info, self.metadata.input_size)
+        provisional = self.write(provisional_path(self.output))
         try:
-            drift = measure(reference, runner.run, images, batch=RUN_BATCH)
+            reference, close_reference = onnx_scores(onnx_path)
+            backend = create(load_model_file(provisional), BackendOptions())
+            try:
+                def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    out = backend.run(batch)
+                    return out.dist, out.mean, out.std
+
+                drift = measure(reference, run, images, batch=max(1, self.info.opt_batch))
+            finally:
+                backend.close()
+                close_reference()
+            log(drift.line(f"TensorRT {self.info.precision} {self.output.name} vs float32 ONNX ({images.source})"))
+            warning = None
+            if self.info.precision == "int8":
+                warning = check_int8(drift, str(self.output), force)
+            else:
+                check_tolerance(drift, self.info.precision, str(self.output))
+            os.replace(provisional, self.output)
+            os.replace(sidecar_path(provisional), sidecar_path(self.output))
         finally:
-            runner.close()
-            close_reference()
-        log(drift.line(f"TensorRT {self.info.precision} {self.output.name} vs float32 ONNX ({images.source})"))
-        warning = None
-        if self.info.precision == "int8":
-            warning = check_int8(drift, str(self.output), force)
-        else:
-            check_tolerance(drift, self.info.precision, str(self.output))
-        self.write()
+            provisional.unlink(missing_ok=True)
+            sidecar_path(provisional).unlink(missing_ok=True)
         log(f"wrote {self.output} and {sidecar_path(self.output).name}")
         return drift, warning
-
-    def write(self) -> None:
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.output.with_name(self.output.name + ".tmp")
-        tmp.write_bytes(self.plan)
-        os.replace(tmp, self.output)
-        sidecar_path(self.output).write_text(engine_sidecar_json(self.metadata, self.info) + "\n", encoding="utf-8")
-
-
-class EngineRunner:
-    """Runs a serialized engine on uint8 batches (used to check it before it is written)."""
-
-    def __init__(self, plan: bytes, info: EngineInfo, input_size: int, device_index: int = 0) -> None:
-        import tensorrt as trt
-
-        from .cuda_driver import CudaDevice
-
-        self.device = CudaDevice(device_index)
-        self.logger = _logger_class(trt)(lambda line: None)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(plan)
-        if self.engine is None:
-            self.device.close()
-            raise TensorRTBuildFailed(f"TensorRT cannot load the engine it built ({_first_error(self.logger, '?')})")
-        self.context = self.engine.create_execution_context()
-        self.max_batch = min(RUN_BATCH, info.max_batch)
-        self.size = input_size
-        self.buffers = {
-            INPUT_NAME: self.device.alloc(self.max_batch * input_size * input_size * 3),
-            "dist": self.device.alloc(self.max_batch * 10 * 4),
-            "mean": self.device.alloc(self.max_batch * 4),
-            "std": self.device.alloc(self.max_batch * 4),
-        }
-        for name, pointer in self.buffers.items():
-            self.context.set_tensor_address(name, pointer)
-
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        results: list[list[np.ndarray]] = [[], [], []]
-        for chunk in batches(images, self.max_batch):
-            n = len(chunk)
-            self.context.set_input_shape(INPUT_NAME, (n, self.size, self.size, 3))
-            self.device.to_device(self.buffers[INPUT_NAME], chunk)
-            if not self.context.execute_async_v3(0):
-                raise TensorRTBuildFailed(f"TensorRT engine failed to run ({_first_error(self.logger, '?')})")
-            self.device.synchronize()
-            shapes = {"dist": (n, 10), "mean": (n,), "std": (n,)}
-            for index, name in enumerate(OUTPUT_NAMES):
-                results[index].append(self.device.from_device(self.buffers[name], shapes[name], np.float32))
-        dist, mean, std = (np.concatenate(parts) for parts in results)
-        return dist, mean, std
-
-    def close(self) -> None:
-        self.context = None
-        self.engine = None
-        self.device.close()
 
 
 def build_engine(onnx_path: Path, output: Path, metadata: ModelMetadata, precision: str,
@@ -250,70 +252,72 @@ def build_engine(onnx_path: Path, output: Path, metadata: ModelMetadata, precisi
     settings.check()
     if precision == "int8" and calibration is None:
         raise ContractError("an INT8 engine needs calibration images")
-    require_tensorrt(settings.device)
+    require_tensorrt()
     import tensorrt as trt
 
-    from .cuda_driver import CudaDevice
+    from nima_rt.backends.cuda_driver import probe_gpu
+    from nima_rt.backends.tensorrt_engine import import_cudart
 
-    device = CudaDevice(settings.device)
+    gpu = probe_gpu()
+    logger = _logger_class(trt)(log)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+        reason = "; ".join(errors)[:300]
+        raise TensorRTBuildFailed(f"{onnx_path}: TensorRT's ONNX parser refused the model ({reason})")
+    if network.num_inputs != 1 or network.get_input(0).name != INPUT_NAME:
+        raise TensorRTBuildFailed(f"{onnx_path}: expected one input {INPUT_NAME!r}")
+    size = metadata.input_size
+    config = builder.create_builder_config()
+    if settings.workspace_gib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_gib * (1 << 30)))
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, (settings.min_batch, size, size, 3), (settings.opt_batch, size, size, 3),
+                      (settings.max_batch, size, size, 3))
+    config.add_optimization_profile(profile)
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: the 1e-4 tolerance applies
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    onnx_sha = file_sha256(onnx_path)
+    calibrator = None
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        cache = settings.calibration_cache or default_calibration_cache(output, onnx_sha)
+        calibrator = _calibrator_class(trt)(import_cudart(), calibration, cache, log)
+        calibration_profile = builder.create_optimization_profile()
+        shape = (calibrator.batch, size, size, 3)
+        calibration_profile.set_shape(INPUT_NAME, shape, shape, shape)
+        config.set_calibration_profile(calibration_profile)
+        config.int8_calibrator = calibrator
+        log(f"INT8: calibrating on {len(calibrator.batches) * calibrator.batch} images, batch {calibrator.batch}")
+    timing_path = settings.timing_cache or default_timing_cache(trt.__version__, gpu.name)
+    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
+    config.set_timing_cache(timing, ignore_mismatch=False)
+    log(f"building {precision} engine for {gpu.name} (sm {gpu.compute_capability}), TensorRT {trt.__version__}, "
+        f"batch {settings.min_batch}/{settings.opt_batch}/{settings.max_batch}")
     try:
-        gpu_name, capability = device.name, device.compute_capability
-        logger = _logger_class(trt)(log)
-        builder = trt.Builder(logger)
-        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(onnx_path)):
-            errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-            reason = "; ".join(errors)[:300]
-            raise TensorRTBuildFailed(f"{onnx_path}: TensorRT's ONNX parser refused the model ({reason})")
-        if network.num_inputs != 1 or network.get_input(0).name != INPUT_NAME:
-            raise TensorRTBuildFailed(f"{onnx_path}: expected one input {INPUT_NAME!r}")
-        size = metadata.input_size
-        config = builder.create_builder_config()
-        if settings.workspace_gib:
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_gib * (1 << 30)))
-        profile = builder.create_optimization_profile()
-        profile.set_shape(INPUT_NAME, (settings.min_batch, size, size, 3), (settings.opt_batch, size, size, 3),
-                          (settings.max_batch, size, size, 3))
-        config.add_optimization_profile(profile)
-        if precision == "fp32":
-            config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: the 1e-4 tolerance applies
-        if precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16)
-        calibrator = None
-        onnx_sha = file_sha256(onnx_path)
-        if precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
-            cache = settings.calibration_cache or default_calibration_cache(output, onnx_sha)
-            calibrator = _calibrator_class(trt)(device, calibration, cache, log)
-            calibration_profile = builder.create_optimization_profile()
-            shape = (calibrator.batch, size, size, 3)
-            calibration_profile.set_shape(INPUT_NAME, shape, shape, shape)
-            config.set_calibration_profile(calibration_profile)
-            config.int8_calibrator = calibrator
-            log(f"INT8: calibrating on {len(calibrator.batches) * calibrator.batch} images, batch {calibrator.batch}")
-        timing_path = settings.timing_cache or default_timing_cache(trt.__version__, gpu_name)
-        timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
-        config.set_timing_cache(timing, ignore_mismatch=False)
-        log(f"building {precision} engine for {gpu_name} (sm {capability}), TensorRT {trt.__version__}, batch "
-            f"{settings.min_batch}/{settings.opt_batch}/{settings.max_batch}")
         plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            raise TensorRTBuildFailed(f"{onnx_path}: TensorRT could not build the engine "
-                                      f"({_first_error(logger, 'no error reported')})")
-        timing_path.parent.mkdir(parents=True, exist_ok=True)
-        timing_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-        info = EngineInfo(
-            tensorrt_version=trt.__version__,
-            gpu_name=gpu_name,
-            compute_capability=capability,
-            precision=precision,
-            min_batch=settings.min_batch,
-            opt_batch=settings.opt_batch,
-            max_batch=settings.max_batch,
-            source_onnx_sha256=onnx_sha,
-            created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-        )
-        return BuiltEngine(bytes(plan), output, metadata, info)
     finally:
-        device.close()
+        if calibrator is not None:
+            calibrator.free()
+    if plan is None:
+        raise TensorRTBuildFailed(f"{onnx_path}: TensorRT could not build the engine "
+                                  f"({_first_error(logger, 'no error reported')})")
+    timing_path.parent.mkdir(parents=True, exist_ok=True)
+    timing_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    log(f"timing cache: {timing_path}")
+    info = EngineInfo(
+        tensorrt_version=trt.__version__,
+        gpu_name=gpu.name,
+        compute_capability=gpu.compute_capability,
+        precision=precision,
+        min_batch=settings.min_batch,
+        opt_batch=settings.opt_batch,
+        max_batch=settings.max_batch,
+        source_onnx_sha256=onnx_sha,
+        created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+    )
+    return BuiltEngine(bytes(plan), output, metadata, info)

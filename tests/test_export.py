@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("timm")
 
-from nima_rt.export import cuda_driver, tensorrt_build  # noqa: E402
+from nima_rt.export import tensorrt_build  # noqa: E402
 from nima_rt.export.api import ExportFailed, ExportRequest, default_output, run_export  # noqa: E402
 from nima_rt.export.images import ImageSetError, plan_split  # noqa: E402
 from nima_rt.export.onnx_export import OPSET, contract_nodes, finish_model, save_model, trace_to_onnx  # noqa: E402
@@ -29,6 +29,7 @@ from nima_rt.train.contract_module import ContractModule  # noqa: E402
 from nima_rt.train.model import ModelConfig, build_network  # noqa: E402
 from torch import nn  # noqa: E402
 
+from nima_rt.backends import cuda_driver  # noqa: E402
 from nima_rt.cli import app  # noqa: E402
 from nima_rt.contract import ModelMetadata  # noqa: E402
 from nima_rt.model_file import file_sha256  # noqa: E402
@@ -329,8 +330,8 @@ def test_tensorrt_missing_is_one_line_and_writes_nothing(checkpoint: Path, tmp_p
 
 def test_tensorrt_without_gpu_names_the_missing_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tensorrt_build, "tensorrt_installed", lambda: True)
-    monkeypatch.setattr(cuda_driver, "LIBRARIES", ("libcuda-not-here.so.1",))
+    monkeypatch.setattr(cuda_driver, "DRIVER_LIBRARY", "libcuda-not-here.so.1")
     with pytest.raises(tensorrt_build.TensorRTUnavailable) as missing:
         tensorrt_build.require_tensorrt()
-    assert str(missing.value) == ("TensorRT export needs an NVIDIA GPU: no NVIDIA GPU driver found "
-                                  "(libcuda-not-here.so.1 not loadable)")
+    assert str(missing.value) == ("TensorRT export needs an NVIDIA GPU (no NVIDIA GPU driver: "
+                                  "libcuda-not-here.so.1 not found)")
