@@ -477,30 +477,38 @@ def train(config: TrainConfig | None, resume: str | os.PathLike[str] | None = No
     """
     if resume is not None:
         run, config = open_run(resume, echo)
-        state = read_checkpoint_dict(run.last)
-        missing = [k for k in ("epoch", "optimizer", "scheduler", "scaler", "rng_torch") if k not in state]
-        if missing:
-            raise ConfigError(f"{run.last}: cannot resume, training state missing ({', '.join(missing)})")
-        run.truncate_metrics(int(state["epoch"]))
-        run.log(f"resuming {run.path} after epoch {state['epoch']}")
+        try:
+            state: dict[str, Any] | None = read_checkpoint_dict(run.last)
+            missing = [k for k in ("epoch", "optimizer", "scheduler", "scaler", "rng_torch") if k not in state]
+            if missing:
+                raise ConfigError(f"{run.last}: cannot resume, training state missing ({', '.join(missing)})")
+            run.truncate_metrics(int(state["epoch"]))
+            run.log(f"resuming {run.path} after epoch {state['epoch']}")
+            train_set, val_set = load_data(config, run.log)
+            device = resolve_device(config.device)
+        except Exception:
+            run.close()
+            raise
+        network = build_network(config.model, pretrained=None)
+        network.load_state_dict(state["network"], strict=True)
     else:
         if config is None:
             raise ConfigError("train() needs a config or a run to resume")
         config.validate()
-        run = create_run(config, echo)
         state = None
-        run.log(f"run folder {run.path}")
-    try:
+        # Everything that can fail on bad input happens before the run folder exists.
         device = resolve_device(config.device)
+        messages: list[str] = []
+        train_set, val_set = load_data(config, messages.append)
         torch.manual_seed(config.seed)
-        train_set, val_set = load_data(config, run.log)
-        if state is not None:
-            network = build_network(config.model, pretrained=None)
-            network.load_state_dict(state["network"], strict=True)
-        else:
-            network = build_network(config.model, pretrained=config.pretrained)
-            run.log(f"model {config.model.backbone} ({config.model.head} head, {network.feature_dim} features), "
-                    f"weights {config.pretrained}, device {device}")
+        network = build_network(config.model, pretrained=config.pretrained)
+        run = create_run(config, echo)
+        run.log(f"run folder {run.path}")
+        for message in messages:
+            run.log(message)
+        run.log(f"model {config.model.backbone} ({config.model.head} head, {network.feature_dim} features), "
+                f"weights {config.pretrained}, device {device}")
+    try:
         trainer = Trainer(config, run, device, progress)
         trainer.stop_after = stop_after
         if state is not None:
