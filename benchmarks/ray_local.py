@@ -96,6 +96,12 @@ def main() -> None:
             steady = sum(n for _, n in stamps[1:]) / (stamps[-1][0] - stamps[0][0])
             rows.append(("ray engine, local mode, steady state (first shard to last)", steady))
         print(f"ray.init: {init_s:.1f} s; ray run wall time {summary.elapsed_s:.1f} s for {summary.rows} rows")
+        operator = ""
+        for line in summary.stats.splitlines():  # Ray's own per-task rates: remote wall time, no scheduling
+            if line.startswith("Operator"):
+                operator = line.split(":")[0]
+            elif "Estimated single task throughput" in line and "MapBatches" in operator:
+                print(f"{operator}: {line.strip()[2:]}")
         print(f"{'stage':<100} images/s")
         for name, rate in rows:
             print(f"{name:<100} {rate:8.1f}")
