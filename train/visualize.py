@@ -297,7 +297,10 @@ def make_grid(rows: Sequence[ChannelImages], row_labels: Sequence[str]) -> Image
     geometry = GridGeometry(len(rows), len(rows[0].channels), cell)
     grid = Image.new("RGB", geometry.size, "white")
     draw = ImageDraw.Draw(grid)
-    font = ImageFont.load_default()
+    try:
+        font = ImageFont.load_default(size=12)  # Pillow >= 10.1; at its default size ':' vanishes
+    except TypeError:
+        font = ImageFont.load_default()
     for column, channel in enumerate(rows[0].channels):
         x, _ = geometry.origin(0, column)
         draw.text((x, 3), f"{rows[0].layer} ch {channel}", fill="black", font=font)
