@@ -179,7 +179,9 @@ def step_tests(check: Check) -> bool:
     command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-rs", "-p", "no:cacheprovider",
                f"--junitxml={xml}", *files]
     try:
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=min(300, check.left() - 20))
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="") if check.args.dry_run else None  # dry run: CPU only
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env,
+                              timeout=min(300, check.left() - 20))
     except subprocess.TimeoutExpired:
         check.add("tests", "pytest -m gpu", "failed", "timed out")
         return False
@@ -284,6 +286,10 @@ def candidates(check: Check, model: ModelFile, engines: dict[str, Path]) -> list
         options = BackendOptions(precision=precision, max_batch=max(BATCHES))
         out.append(Candidate("torch-cuda", precision,
                              (lambda o=options: torch_cuda.create(model, o)) if not reason else None, reason))
+    if check.args.dry_run:  # CPU-safe parts only: a GPU backend that could run here is not run
+        for candidate in out:
+            if candidate.opener is not None:
+                candidate.opener, candidate.reason = None, "dry run: available here, not run"
     cpu_batches = (1, 8) if check.args.dry_run else CPU_BATCHES
     out.append(Candidate("onnxruntime-cpu", "fp32",
                          lambda: onnxruntime_backend.create(model, BackendOptions()), None, cpu_batches))
