@@ -307,6 +307,33 @@ def test_auto_choice_opens_the_engine_when_everything_matches(tmp_path: Path, mo
     choice.backend.close()
 
 
+def test_real_cuda_python_accepts_every_call_the_backend_makes() -> None:
+    """The fakes mirror cuda-python; this checks the real binding takes the same calls and argument
+    types (without a driver each returns an error code, which the backend turns into one line)."""
+    cudart = pytest.importorskip("cuda.bindings.runtime")
+    cuda = tensorrt_engine._Cuda(cudart)
+    stream, event = cudart.cudaStream_t(), cudart.cudaEvent_t()
+    kind = cudart.cudaMemcpyKind
+    calls = [
+        ("cudaStreamCreateWithFlags", cudart.cudaStreamNonBlocking),
+        ("cudaEventCreateWithFlags", cudart.cudaEventDisableTiming),
+        ("cudaMallocHost", 1024),
+        ("cudaMalloc", 1024),
+        ("cudaMemcpyAsync", 0, 0, 0, kind.cudaMemcpyHostToDevice, stream),
+        ("cudaMemcpyAsync", 0, 0, 0, kind.cudaMemcpyDeviceToHost, stream),
+        ("cudaStreamWaitEvent", stream, event, 0),
+        ("cudaEventRecord", event, stream),
+        ("cudaEventSynchronize", event),
+        ("cudaStreamSynchronize", stream),
+    ]
+    for name, *args in calls:
+        try:
+            cuda(name, *args)
+        except RuntimeError as exc:
+            assert str(exc).startswith(f"CUDA {name} failed: cudaError"), str(exc)
+    assert int(stream) == 0 and int(event) == 0  # handles convert to the ints TensorRT takes
+
+
 # -- on a real GPU --------------------------------------------------------------------------------
 
 
