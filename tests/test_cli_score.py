@@ -183,3 +183,11 @@ def test_unicode_and_multi_dot_names_in_rows(tiny_model: Path, tmp_path: Path) -
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["path"] for r in rows] == [os.path.join(str(folder), "chambre.vue.mer.Webp")]
     assert rows[0]["error"] is None
+
+
+def test_gpu_decode_on_without_a_gpu_is_a_one_line_error(tiny_model: Path, photo_dir: Path) -> None:
+    result = run("score", photo_dir, "-m", tiny_model, "--gpu-decode", "on")
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: GPU decode: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert run("score", photo_dir, "-m", tiny_model, "--gpu-decode", "maybe").exit_code == 2

@@ -81,7 +81,7 @@ class OnnxRuntimeBackend:
 def availability(model: ModelFile) -> str | None:
     """Why ``onnxruntime-cpu`` cannot run ``model`` here, or None when it can."""
     if model.format != "onnx":
-        return f"runs .onnx models, not a {model.format} file"
+        return f"runs .onnx models, not {model.format} files"
     return provider_unavailable_reason(CPU_PROVIDER)
 
 

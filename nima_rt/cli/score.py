@@ -75,6 +75,9 @@ def score(
     threads: int | None = typer.Option(None, "--threads", min=1, help="Inference threads on CPU (default: all cores)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     backend: str | None = typer.Option(None, "--backend", help="Force one backend (see `nima-rt info`)."),
+    gpu_decode: str = typer.Option(
+        "auto", "--gpu-decode", help="Decode JPEGs on the GPU (nvJPEG): auto (when a model runs on CUDA) | on | off."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Append to --output and skip paths already in it."),
     strict: bool = typer.Option(False, "--strict", help="Stop with exit code 1 at the first file that fails."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No backend line and no summary on stderr."),
@@ -110,7 +113,10 @@ def score(
     except OutputError as exc:
         raise typer.BadParameter(str(exc), param_hint="--format") from None
 
-    config = ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, device=device, backend=backend)
+    if gpu_decode not in ("auto", "on", "off"):
+        raise typer.BadParameter("must be auto, on or off", param_hint="--gpu-decode")
+    config = ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, device=device, backend=backend,
+                          gpu_decode=gpu_decode)
     try:
         scorer = Scorer(list(model) if model else [None], config)
     except (ContractError, BackendUnavailable, ValueError) as exc:
