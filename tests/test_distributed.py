@@ -299,3 +299,24 @@ def test_cli_engine_ray_writes_shards(ray_session, corpus: Path, tiny_model: Pat
     assert result.exit_code == 0, result.output
     assert "scored 67, failed 0" in result.output
     assert read_output(str(output)).num_rows == 67
+
+
+def test_an_actor_that_cannot_open_the_model_fails_the_run_naming_the_users_file(
+    ray_session, corpus: Path, tmp_path: Path
+) -> None:
+    import onnx
+    from tiny_models import tiny_model_proto
+
+    proto = tiny_model_proto(name="broken", size=32)  # valid metadata, a graph onnxruntime refuses
+    proto.graph.node[1].input[0] = "nonexistent"
+    broken = tmp_path / "broken.onnx"
+    onnx.save(proto, str(broken))
+    result = CliRunner().invoke(
+        app, ["score", str(corpus / "hotel_0"), "--engine", "ray", "-m", str(broken), "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1
+    expected = f"error: ray: nima_rt.contract.ContractError: {broken}: onnxruntime cannot load the model ("
+    assert errors[0].startswith(expected)
+    assert not list((tmp_path / "o").glob("part-*"))

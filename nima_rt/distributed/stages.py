@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract import NUM_BINS
+from ..backends import BackendUnavailable
+from ..contract import NUM_BINS, ContractError
 from ..decode import DecodeError, DecodeOptions, Preprocess, decode_file
 from ..model_file import file_sha256, load_model_file, resolve_model_path, sidecar_path
 from ..scorer import Scorer, ScorerConfig, ScoreResult, _Pending
@@ -94,13 +95,14 @@ class ModelPayload:
     data: bytes
     sha256: str
     sidecar: bytes | None = None
+    origin: str = ""  # the path on the driver, named in actors' error messages
 
     @classmethod
     def load(cls, spec: str | None) -> ModelPayload:
         path = resolve_model_path(spec)
         sidecar = sidecar_path(path)
         return cls(path.name, path.read_bytes(), file_sha256(path),
-                   sidecar.read_bytes() if sidecar.is_file() else None)
+                   sidecar.read_bytes() if sidecar.is_file() else None, str(path))
 
     def write(self, folder: str) -> str:
         path = os.path.join(folder, self.file_name)
@@ -125,7 +127,13 @@ class ScoreActor:
         for path, payload in zip(paths, models, strict=True):
             if load_model_file(path).sha256 != payload.sha256:
                 raise RuntimeError(f"{payload.file_name}: model bytes changed in transit (sha256 mismatch)")
-        self.scorer = Scorer(paths, config)
+        try:
+            self.scorer = Scorer(paths, config)
+        except (ContractError, BackendUnavailable, ValueError) as exc:  # name the user's file, not the copy
+            message = str(exc)
+            for path, payload in zip(paths, models, strict=True):
+                message = message.replace(path, payload.origin or payload.file_name)
+            raise type(exc)(message) from None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]
