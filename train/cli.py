@@ -52,6 +52,7 @@ def train_command(
     seed: int | None = typer.Option(None, "--seed", help="Random seed (0)."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes (-1 = auto)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (0 = torch's default)."),
     stop_after: int | None = typer.Option(None, "--stop-after-epoch", min=1,
                                           help="End after this epoch (resumable later with --resume)."),
     resume: str | None = typer.Option(None, "--resume", help="Continue this run folder from its last.pt "
@@ -71,7 +72,7 @@ def train_command(
         else:
             overrides = {
                 "name": name, "kind": kind, "pretrained": pretrained, "batch_size": batch_size, "out": out,
-                "seed": seed, "device": device,
+                "seed": seed, "device": device, "threads": threads,
                 "model": {"backbone": backbone, "head": head, "dropout": dropout, "image_size": image_size},
                 "head": {"epochs": head_epochs, "lr": head_lr, "cache_views": cache_views},
                 "full": {"epochs": full_epochs, "lr": full_lr},

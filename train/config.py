@@ -105,6 +105,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     channels_last: bool = True
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
     out: str = "runs"
 
     def validate(self) -> None:
@@ -120,6 +121,8 @@ class TrainConfig:
             raise ConfigError("no training labels: pass --labels (or data.labels in --config)")
         if self.data.val_labels is None and not 0.0 < self.data.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.data.val_fraction}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise ConfigError(f"threads must be an integer >= 0, got {self.threads!r}")
         if not self.name or any(c in self.name for c in "/\\\0"):
             raise ConfigError(f"run name {self.name!r} must be non-empty without path separators")
 

