@@ -311,6 +311,8 @@ class Trainer:
             trues.append(target.cpu().numpy())
             bar.update(done, float(loss.detach()))
         bar.close()
+        if not preds:
+            raise ValueError(f"{dataset.labels.source}: none of the {len(dataset)} training images could be decoded")
         return np.concatenate(preds), np.concatenate(trues), skipped
 
     def train_epoch_cached(self, network: NimaNetwork, cache: torch.Tensor, ok: torch.Tensor,
@@ -341,6 +343,8 @@ class Trainer:
             trues.append(target.cpu().numpy())
             bar.update(done, float(loss.detach()))
         bar.close()
+        if not preds:
+            raise ValueError("none of the training images could be decoded (feature cache is empty)")
         return np.concatenate(preds), np.concatenate(trues), int((~ok).sum())
 
     # checkpoints -----------------------------------------------------------------------------------
@@ -373,6 +377,9 @@ class Trainer:
         """Epoch 0: validation metrics of the untrained head (the starting point of the curves)."""
         t0 = time.perf_counter()
         val_pred, val_kept = self.predict(network, val_images)
+        if not val_kept:
+            raise ValueError(f"{val_images.labels.source}: none of the {len(val_images)} validation images "
+                             "could be decoded")
         val_metrics = compute_metrics(val_images.labels.dists[val_kept], val_pred)
         record: dict[str, Any] = {"epoch": 0, "stage": "init", "seconds": round(time.perf_counter() - t0, 3),
                                   **{f"val_{k}": v for k, v in val_metrics.items()}}
