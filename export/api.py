@@ -166,9 +166,9 @@ def _from_checkpoint(request: ExportRequest, output: Path, scratch: Path, log: L
                                  simplify_graph=request.simplify)
     log(f"traced {request.source} (opset {_opset(model)}): {report.simplify_note}")
     save_model(model, fp32_path)
-    if fp32_path != output:
-        log(f"wrote {fp32_path}")
-        if request.format == "tensorrt" and request.verify:
+    if request.format == "tensorrt":
+        log(f"wrote {fp32_path} (the float32 graph the engine is built from)")
+        if request.verify:
             _verify_fp(dataclasses.replace(request, precision="fp32"), fp32_path, torch_scores(module), metadata, log)
     return fp32_path, metadata, torch_scores(module)
 

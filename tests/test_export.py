@@ -19,36 +19,26 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("timm")
 
+from export_models import TINY_SIZE, brightness_onnx_file, tiny_checkpoint  # noqa: E402
 from nima_rt.export import tensorrt_build  # noqa: E402
 from nima_rt.export.api import ExportFailed, ExportRequest, default_output, run_export  # noqa: E402
 from nima_rt.export.images import ImageSetError, plan_split  # noqa: E402
-from nima_rt.export.onnx_export import OPSET, contract_nodes, finish_model, save_model, trace_to_onnx  # noqa: E402
+from nima_rt.export.onnx_export import OPSET, contract_nodes  # noqa: E402
 from nima_rt.export.verify import Drift, VerificationFailed, check_tolerance, onnx_scores, spearman  # noqa: E402
-from nima_rt.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from nima_rt.train.contract_module import ContractModule  # noqa: E402
-from nima_rt.train.model import ModelConfig, build_network  # noqa: E402
-from torch import nn  # noqa: E402
+from nima_rt.train.checkpoint import load_checkpoint  # noqa: E402
 
 from nima_rt.backends import cuda_driver  # noqa: E402
 from nima_rt.cli import app  # noqa: E402
-from nima_rt.contract import ModelMetadata  # noqa: E402
 from nima_rt.model_file import file_sha256  # noqa: E402
 
 runner = CliRunner()
-SIZE = 64
+SIZE = TINY_SIZE
 VERIFY = 16  # verification images per export (enough for the statistics, quick on 2 cores)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(backbone="mobilenetv3_small_050", image_size=SIZE, dropout=0.0)
-    network = build_network(config, None)
-    with torch.no_grad():
-        network.head.linear.weight.mul_(1000.0)  # random features barely move the scores otherwise
-    metadata = ModelMetadata(name="tiny-export", kind="technical", trained_on="nothing (test checkpoint)",
-                             metrics={"srcc": 0.5})
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", network, config, metadata, epoch=3)
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
 
 
 @pytest.fixture(scope="module")
@@ -59,46 +49,9 @@ def fp32_export(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     return result, lines
 
 
-class Brightness(nn.Module):
-    """Two convolutions, average, linear, softmax: brighter (and redder) images score higher.
-
-    ``outlier`` adds a constant channel of that size between the convolutions; the scores ignore
-    it, but INT8's one per-tensor scale for the second convolution's input must span it, which
-    leaves the brightness channels a few quantisation steps (the classic activation-outlier failure).
-    """
-
-    def __init__(self, outlier: float = 0.0) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 5, 3, stride=2)
-        self.conv2 = nn.Conv2d(5, 4, 1)
-        self.linear = nn.Linear(4, 10)
-        signs = torch.tensor([1.0, 0.5, -0.5, -1.0])
-        with torch.no_grad():
-            self.conv1.weight.zero_()
-            self.conv1.weight[:4] = signs.view(4, 1, 1, 1).expand(4, 3, 3, 3) / 27
-            self.conv1.weight[:4, 0] *= 2
-            self.conv1.bias.copy_(torch.tensor([0.5, 0.5, 0.5, 0.5, outlier]))
-            self.conv2.weight.copy_(torch.eye(5)[:4].view(4, 5, 1, 1))
-            self.conv2.bias.zero_()
-            self.linear.weight.copy_(torch.linspace(-2, 2, 10)[:, None] * signs[None])
-            self.linear.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.conv2(torch.relu(self.conv1(x))).mean(dim=(2, 3))
-        return torch.softmax(self.linear(features), dim=1)
-
-
-def _brightness_onnx(path: Path, outlier: float) -> Path:
-    module = ContractModule(Brightness(outlier)).eval()
-    metadata = ModelMetadata(name="brightness", kind="technical", input_size=32, backbone="conv-brightness")
-    model, _ = finish_model(trace_to_onnx(module, 32), metadata, str(path))
-    save_model(model, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def brightness_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _brightness_onnx(tmp_path_factory.mktemp("bright") / "brightness.onnx", outlier=0.0)
+    return brightness_onnx_file(tmp_path_factory.mktemp("bright") / "brightness.onnx", outlier=0.0)
 
 
 def _shape(value) -> tuple[int, list]:
@@ -188,7 +141,7 @@ def test_fp16_keeps_uint8_input_float32_outputs_and_parity(checkpoint: Path, tmp
 
 
 def test_int8_below_the_ranking_bar_is_refused_then_forced(tmp_path: Path) -> None:
-    source = _brightness_onnx(tmp_path / "outlier.onnx", outlier=1300.0)
+    source = brightness_onnx_file(tmp_path / "outlier.onnx", outlier=1300.0)
     output = tmp_path / "outlier.int8.onnx"
     args = [source, "--precision", "int8", "--verify-count", 24, "--calibration-count", 24]
     refused = _cli(*args)
