@@ -154,6 +154,18 @@ def test_cli_refuses_single_machine_options_with_ray(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--address needs --engine ray" in result.output
 
 
+def test_a_backend_the_device_excludes_fails_before_ray_starts(
+    tiny_model: Path, photo_dir: Path, tmp_path: Path
+) -> None:
+    from nima_rt.distributed import score_with_ray
+
+    config = RayScoreConfig(output=str(tmp_path / "o"), models=(str(tiny_model),), backend="onnxruntime-cpu",
+                            device="cuda")
+    with pytest.raises(ValueError, match="^backend onnxruntime-cpu does not run on --device cuda$"):
+        score_with_ray([str(photo_dir)], config)
+    assert not (tmp_path / "o").exists()
+
+
 # -- with a local Ray ----------------------------------------------------------------------------
 
 

@@ -16,11 +16,12 @@ Importing this package does not import ray; :func:`score_with_ray` does.
 from __future__ import annotations
 
 from .inputs import InputError, InputList, collect_inputs, read_manifest
-from .pipeline import RunSummary, ShardDone, score_with_ray
+from .pipeline import IncompleteRun, RunSummary, ShardDone, score_with_ray
 from .plan import RayScoreConfig, ResourcePlan, plan_resources
 from .shards import RunRecord, ShardStore, read_output
 
 __all__ = [
+    "IncompleteRun",
     "InputError",
     "InputList",
     "RayScoreConfig",

@@ -54,7 +54,7 @@ def score_ray(
     from ..contract import ContractError
     from ..output import OutputError
     from .inputs import InputError
-    from .pipeline import score_with_ray
+    from .pipeline import IncompleteRun, score_with_ray
     from .plan import PlanError, RayScoreConfig
 
     try:
@@ -63,7 +63,8 @@ def score_ray(
             batch_size=batch_size, threads=threads, device=device, backend=backend,
         )
         summary = score_with_ray(list(paths), config, log=None if quiet else note)
-    except (ContractError, BackendUnavailable, InputError, OutputError, PlanError, ValueError, ImportError) as exc:
+    except (ContractError, BackendUnavailable, InputError, OutputError, PlanError, IncompleteRun, ValueError,
+            ImportError) as exc:
         fail(str(exc))
     except ConnectionError as exc:  # --address names no reachable cluster
         fail(f"--address {address}: {' '.join(str(exc).split())}")

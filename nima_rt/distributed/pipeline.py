@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backends import probe_backends
 from ..decode import Preprocess
 from ..model_file import load_model_file
 from ..scorer import ModelScore, ScorerConfig, ScoreResult, _unique_columns
@@ -23,6 +24,10 @@ from .shards import ModelRecord, RunRecord, ShardStore
 from .stages import NO_ERROR, ModelPayload, ScoreActor, decode_batch
 
 Log = Callable[[str], None]
+
+
+class IncompleteRun(RuntimeError):
+    """The dataset ended before every pending shard was complete; a re-run resumes."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,9 @@ def score_with_ray(
     say = log or (lambda message: None)
     started = time.perf_counter()
     files = [load_model_file(spec) for spec in config.models]
+    if config.backend is not None:  # a misspelt --backend, or one that --device excludes, fails before Ray starts
+        for model_file in files:
+            probe_backends(model_file, config.device, config.backend)
     columns = _unique_columns([f.name for f in files])
     records = tuple(ModelRecord(column, f.name, f.sha256) for column, f in zip(columns, files, strict=True))
     specs = list(dict.fromkeys(Preprocess(f.metadata.input_size, f.metadata.resize) for f in files))
@@ -162,7 +170,7 @@ def score_with_ray(
             compute=ray.data.ActorPoolStrategy(size=plan.actors),
         )  # its own memory request also keeps Ray Data from fusing decode into the actors (see plan.py)
         expected = {s: min(config.shard_size, len(inputs) - s * config.shard_size) for s in pending}
-        waiting: dict[int, list[tuple[int, ScoreResult]]] = {}
+        waiting: dict[int, dict[int, ScoreResult]] = {}  # by index: a retried task's rows cannot count twice
         rows = failed = written = 0
         finished: set[int] = set()
         last_note = time.perf_counter()
@@ -170,10 +178,13 @@ def score_with_ray(
         try:
             for batch in batches:
                 for shard, index, result in _rows(batch, columns):
-                    waiting.setdefault(shard, []).append((index, result))
+                    if shard in finished:
+                        continue
+                    waiting.setdefault(shard, {})[index] = result
                     if len(waiting[shard]) < expected[shard]:
                         continue
-                    ordered = [r for _, r in sorted(waiting.pop(shard), key=lambda pair: pair[0])]
+                    arrived = waiting.pop(shard)
+                    ordered = [arrived[i] for i in sorted(arrived)]
                     location = store.write_shard(shard, ordered, records)
                     finished.add(shard)
                     bad = sum(not r.ok for r in ordered)
@@ -189,7 +200,7 @@ def score_with_ray(
                 close()
         if waiting or written != len(pending):
             missing = sorted(set(pending) - finished)
-            raise RuntimeError(f"Ray Data returned incomplete shards {missing[:10]}; rerun to resume")
+            raise IncompleteRun(f"Ray Data returned incomplete shards {missing[:10]}; run again to resume")
         return RunSummary(config.output, len(inputs), record.shards, len(done), written, rows, failed,
                           time.perf_counter() - started, plan, dataset.stats())
     finally:
