@@ -99,7 +99,8 @@ def score(
         from ..distributed.cli import score_ray
 
         single = {"--sort": sort, "--sort-by": sort_by is not None, "--top": top is not None,
-                  "--group-by": group_by is not None, "--strict": strict, "--workers": workers is not None}
+                  "--group-by": group_by is not None, "--strict": strict, "--workers": workers is not None,
+                  "--gpu-decode on": gpu_decode == "on"}
         score_ray(engine=engine, paths=paths, models=model, output=output, fmt=fmt, address=address,
                   batch_size=batch_size, threads=threads, device=device, backend=backend,
                   single_machine_options=single, quiet=quiet)
