@@ -157,7 +157,8 @@ def score_with_ray(
         say(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; {plan.describe()}")
         payloads = [ModelPayload.load(spec) for spec in config.models]
         scorer_config = ScorerConfig(batch_size=plan.batch_size, workers=1, threads=plan.threads,
-                                     device=plan.device, backend=config.backend)
+                                     device=plan.device, backend=config.backend,
+                                     gpu_decode="off")  # actors get decoded arrays; decode tasks run on CPUs
         dataset = ray.data.from_arrow(_pending_tables(inputs, config.shard_size, pending))
         dataset = dataset.map_batches(
             decode_batch, fn_kwargs={"specs": specs}, batch_size=config.decode_batch, batch_format="numpy",
