@@ -195,6 +195,23 @@ def test_bad_checkpoint_files_get_one_line_errors(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "absent.pt")
 
 
+def test_partial_freeze_keeps_stem_and_first_blocks_fixed() -> None:
+    from nima_rt.train.trainer import apply_freeze, set_train_mode
+
+    network = build_network(ModelConfig(backbone=TINY, image_size=64), "none")
+    frozen = apply_freeze(network, "blocks:2")
+    trainable = {name for name, p in network.named_parameters() if p.requires_grad}
+    assert not any(n.startswith(("backbone.conv_stem", "backbone.bn1", "backbone.blocks.0", "backbone.blocks.1"))
+                   for n in trainable)
+    assert any(n.startswith("backbone.blocks.2") for n in trainable) and "head.linear.weight" in trainable
+    set_train_mode(network, frozen)
+    assert not network.backbone.bn1.training and network.backbone.blocks[2].training
+    frozen = apply_freeze(network, "backbone")
+    assert {n for n, p in network.named_parameters() if p.requires_grad} == {"head.linear.weight", "head.linear.bias"}
+    set_train_mode(network, frozen)
+    assert not any(m.training for m in network.backbone.modules()) and network.head.training
+
+
 # --- configuration --------------------------------------------------------------------------------
 
 
@@ -233,6 +250,9 @@ def test_two_stage_run_writes_a_complete_run_folder(full_run, blur48: Path) -> N
                     "val_pred_mean_std", "val_true_mean_mean", "val_true_mean_std", "train_lcc", "lr"):
             assert key in record
         assert record["val_count"] == 12 and record["train_count"] == 36
+    # Keras-style decay per step: 36 training images in batches of 16 = 3 steps in the full epoch.
+    assert records[1]["lr"] == pytest.approx(1e-3)
+    assert records[2]["lr"] == pytest.approx(1e-3 / (1 + 2.3e-5 * 3))
     best_epoch = min(records[1:], key=lambda r: r["val_emd"])["epoch"]
     best = load_checkpoint(run / "best.pt")
     assert best.metadata.metrics["epoch"] == best_epoch
