@@ -225,6 +225,7 @@ def test_split_keeps_groups_apart(tmp_path: Path) -> None:
 
 
 def test_image_dataset_train_crops_and_eval_matches_the_runtime(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
     paths = [write_image(tmp_path / f"{i}.jpg", (97, 61), value=i) for i in range(3)]
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     path = tmp_path / "labels.csv"
