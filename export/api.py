@@ -132,10 +132,7 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
         if kind == "checkpoint":
             fp32_path, metadata, reference = _from_checkpoint(request, output, Path(scratch), log)
         else:
-            from .verify import onnx_scores
-
-            fp32_path, metadata = request.source, source_model.metadata
-            reference, _ = onnx_scores(fp32_path)
+            fp32_path, metadata, reference = request.source, source_model.metadata, None
         if request.format == "tensorrt":
             return _tensorrt(request, fp32_path, metadata, output, log)
         if request.precision == "fp32":
@@ -207,16 +204,25 @@ def _log_skipped(images, log: Log) -> None:
 
 
 def _fp16(request, fp32_path: Path, metadata: ModelMetadata, output: Path, reference, log: Log) -> ExportResult:
+    """Half-precision copy of the float32 graph, checked against ``reference`` (PyTorch) or the float32 ONNX."""
     import onnx
 
     from .onnx_export import check_contract_graph, save_model, set_metadata, to_fp16
+    from .verify import onnx_scores
 
     metadata = _with_note(metadata, "fp16 weights and compute; uint8 input and float32 outputs as ever")
     half = to_fp16(onnx.load(str(fp32_path)))
     set_metadata(half, metadata)
     check_contract_graph(half, metadata.input_size, str(output))
     save_model(half, output)
-    return ExportResult(output, metadata, _verify_fp(request, output, reference, metadata, log))
+    close = None
+    if reference is None and request.verify:
+        reference, close = onnx_scores(fp32_path)
+    try:
+        return ExportResult(output, metadata, _verify_fp(request, output, reference, metadata, log))
+    finally:
+        if close is not None:
+            close()
 
 
 def _int8_onnx(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata, output: Path,
