@@ -99,7 +99,7 @@ def test_grid_has_one_row_per_network_and_one_column_per_channel():
     ]
     grid = make_grid(rows, ["imagenet:mobilenet_v2", "runs/a/best.pt", "runs/b/" + "x" * 80 + ".pt"])
     geometry = GridGeometry(rows=3, columns=4, cell=24)
-    assert grid.size == geometry.size == (150 + 4 * 24 + 5 * 4, 18 + 3 * 24 + 4 * 4)
+    assert grid.size == geometry.size == (180 + 4 * 24 + 5 * 4, 18 + 3 * 24 + 4 * 4)
     pixels = np.asarray(grid)
     for r, row in enumerate(rows):
         for c, image in enumerate(row.images):

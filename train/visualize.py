@@ -265,7 +265,7 @@ class GridGeometry:
     columns: int
     cell: int
     gap: int = 4
-    label_width: int = 150
+    label_width: int = 180
     header_height: int = 18
 
     @property
@@ -301,9 +301,10 @@ def make_grid(rows: Sequence[ChannelImages], row_labels: Sequence[str]) -> Image
         font = ImageFont.load_default(size=12)  # Pillow >= 10.1; at its default size ':' vanishes
     except TypeError:
         font = ImageFont.load_default()
+    draw.text((4, 3), _fit(draw, rows[0].layer, font, geometry.label_width - 8), fill="black", font=font)
     for column, channel in enumerate(rows[0].channels):
         x, _ = geometry.origin(0, column)
-        draw.text((x, 3), f"{rows[0].layer} ch {channel}", fill="black", font=font)
+        draw.text((x, 3), f"channel {channel}", fill="black", font=font)
     for row_index, (row, label) in enumerate(zip(rows, row_labels, strict=True)):
         _, y = geometry.origin(row_index, 0)
         draw.text((4, y + 2), _fit(draw, label, font, geometry.label_width - 8), fill="black", font=font)
