@@ -557,6 +557,10 @@ class Batch:
     indices: Any  # torch.long [B]
     failed: list[str]  # one-line reasons for samples that could not be decoded
 
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True) on CUDA (page-locked host memory, async copies)."""
+        return Batch(self.images.pin_memory(), self.indices.pin_memory(), self.failed)
+
 
 def collate_samples(samples: list[Sample]) -> Batch:
     """Stack decoded samples; failed ones are dropped and reported in ``failed``."""
