@@ -124,6 +124,7 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
         source_model = load_model_file(request.source)  # refuses corrupt and foreign files
         if source_model.format != "onnx":
             raise ExportFailed(f"{request.source}: not an ONNX model")
+        _require_float32(request.source)
     if request.format == "tensorrt":
         from .tensorrt_build import require_tensorrt
 
@@ -140,6 +141,19 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
         if request.precision == "fp16":
             return _fp16(request, fp32_path, metadata, output, reference, log)
         return _int8_onnx(request, fp32_path, metadata, output, log)
+
+
+def _require_float32(path: Path) -> None:
+    """Variants and engines are made from the float32 graph, never from another variant."""
+    import onnx
+
+    from .onnx_export import reduced_precision
+
+    precision = reduced_precision(onnx.load(str(path), load_external_data=False))
+    if precision is not None:
+        raise ExportFailed(
+            f"{path}: is an {precision} model; export from the float32 ONNX model or the checkpoint instead"
+        )
 
 
 def _from_checkpoint(request: ExportRequest, output: Path, scratch: Path, log: Log):

@@ -249,6 +249,15 @@ def test_corrupt_and_foreign_onnx_files_are_refused(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.onnx", "foreign.onnx"]
 
 
+def test_variants_are_made_from_the_float32_graph_only(fp32_export, tmp_path: Path) -> None:
+    result, _ = fp32_export
+    half = tmp_path / "tiny.fp16.onnx"
+    assert _cli(result.output, "-o", half, "--precision", "fp16", "--verify-count", 4).exit_code == 0
+    again = _cli(half, "-o", tmp_path / "tiny.int8.onnx", "--precision", "int8")
+    assert (again.exit_code, again.stderr) == (
+        1, f"error: {half}: is an fp16 model; export from the float32 ONNX model or the checkpoint instead\n")
+
+
 def test_usage_errors_are_one_line(checkpoint: Path, tmp_path: Path) -> None:
     result = _cli(checkpoint, "-o", tmp_path / "x.onnx", "--precision", "int4")
     assert (result.exit_code, result.stderr) == (1, "error: --precision must be one of fp32, fp16, int8, got 'int4'\n")
