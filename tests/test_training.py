@@ -345,3 +345,26 @@ def test_cli_train_errors_are_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--resume", str(tmp_path)])
     assert result.exit_code == 1
     assert result.stderr.strip() == f"error: {tmp_path}: not a run folder (no config.json)"
+
+
+def test_cli_train_maps_options_onto_the_config(blur48: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["train", "--labels", str(blur48), "--backbone", TINY, "--pretrained", "none", "--image-size", "48",
+            "--head", "multilevel", "--dropout", "0.5", "--head-epochs", "1", "--full-epochs", "0",
+            "--head-lr", "0.002", "--cache-views", "2", "--batch-size", "12", "--val-fraction", "0.5",
+            "--out", str(tmp_path), "--name", "cli", "--kind", "technical", "--seed", "3", "--threads", "1",
+            "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = Path(result.stdout.strip())
+    assert run.parent == tmp_path and run.name.endswith("-cli")
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == {"backbone": TINY, "dropout": 0.5, "head": "multilevel", "image_size": 48}
+    assert (config["head"]["epochs"], config["head"]["lr"], config["head"]["cache_views"]) == (1, 0.002, 2)
+    assert (config["full"]["epochs"], config["batch_size"], config["seed"], config["kind"]) == (0, 12, 3, "technical")
+    assert config["data"]["val_fraction"] == 0.5 and config["threads"] == 1
+    assert load_checkpoint(run / "best.pt").metadata.kind == "technical"
+    # Resuming a finished run trains nothing more.
+    result = runner.invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert [r["epoch"] for r in read_metrics(run)] == [0, 1]
