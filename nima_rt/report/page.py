@@ -42,7 +42,8 @@ li.card.best { border: 2px solid var(--gold); box-shadow: 0 0 0 3px #d4a01733; }
 .score { display: flex; align-items: center; gap: 6px; font-size: 12px; color: var(--muted); }
 .score b { font-size: 15px; color: hsl(var(--h), 70%, 32%); }
 .score.ranked b { font-size: 17px; }
-.score .model { min-width: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; flex: 1; }
+.score .model { min-width: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; flex: 0 1 auto; }
+.score svg.dist { margin-left: auto; }
 svg.dist { flex: none; }
 svg.dist rect { fill: #8c959f; }
 svg.dist rect.peak { fill: #0969da; }
@@ -100,7 +101,7 @@ def _hue(mean: float) -> int:
     return round(max(0.0, min(1.0, (mean - 1.0) / 9.0)) * 130)
 
 
-def dist_svg(score: ModelScore, width: int = 80, height: int = 24) -> str:
+def dist_svg(score: ModelScore, width: int = 60, height: int = 22) -> str:
     """The 10-bin distribution as a tiny bar chart; the tooltip lists the probabilities."""
     peak = max(score.dist) or 1.0
     top = max(range(len(score.dist)), key=score.dist.__getitem__)
