@@ -87,6 +87,8 @@ def report(
                 summary = build_report(rows, scorer.columns, output, config)
     except ReportError as exc:
         fail(str(exc))
+    if summary.scored + summary.failed == 0:
+        note("warning: no image files found; the page is empty")
     if not quiet:
         where = f" (thumbnails in {summary.thumbnails_dir})" if summary.thumbnails_dir else ""
         note(
