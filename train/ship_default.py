@@ -144,7 +144,10 @@ def plot_ranked(dataset_dir: Path, rows: list[dict[str, str]], scores: np.ndarra
             text = f"{score:.2f} {distortion.replace('_', ' ')}"
             draw.text((x + 3, y + tile_h + 3), text, fill=(200, 0, 0) if distortion == "clean" else (0, 0, 0))
     output.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(output, optimize=True)
+    if output.suffix.lower() in (".jpg", ".jpeg"):
+        sheet.save(output, quality=85, optimize=True)
+    else:
+        sheet.save(output, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         args.report.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     if args.figures is not None:
         plot_distributions(rows, scores, args.figures / "technical-scores.png")
-        plot_ranked(args.dataset, rows, scores, args.figures / "technical-ranked.png")
+        plot_ranked(args.dataset, rows, scores, args.figures / "technical-ranked.jpg")
     print(json.dumps({"primary_pair_accuracy": report.primary_pair_accuracy(),
                       **{k: v.spearman_mean for k, v in report.types.items()}}, indent=2))
     return 0
