@@ -100,7 +100,8 @@ def _backend_device(name: str) -> str:
     return next((entry.device for entry in BACKENDS if entry.name == name), "cpu")
 
 
-def _unique_columns(names: Sequence[str]) -> list[str]:
+def unique_columns(names: Sequence[str]) -> list[str]:
+    """Output column names for models named ``names``: a repeated name gets ``_2``, ``_3``..."""
     seen: dict[str, int] = {}
     columns = []
     for name in names:
@@ -110,7 +111,9 @@ def _unique_columns(names: Sequence[str]) -> list[str]:
 
 
 @dataclass
-class _Pending:
+class DecodedInput:
+    """One input after decoding: one array per ``Scorer.preprocess`` geometry, or the error."""
+
     path: str
     arrays: list[np.ndarray] | None
     error: str | None
@@ -129,7 +132,7 @@ class Scorer:
         if not specs:
             specs = [None]
         files = [load_model_file(spec) for spec in specs]
-        columns = _unique_columns([f.name for f in files])
+        columns = unique_columns([f.name for f in files])
         options = BackendOptions(threads=self.config.threads, max_batch=self.config.batch_size or 256)
         self.models: list[LoadedModel] = []
         try:
@@ -175,7 +178,7 @@ class Scorer:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nima-decode") as pool:
             gpu = self._gpu_decode.decoder
             if gpu is not None:  # nvJPEG batches; other formats and failures use the CPU decoder
-                yield from self._batches(_Pending(*row) for row in gpu.iter_decoded(items, pool, self.batch_size))
+                yield from self._batches(DecodedInput(*row) for row in gpu.iter_decoded(items, pool, self.batch_size))
             else:
                 yield from self._batches(self._decoded(pool, items, window))
 
@@ -185,7 +188,7 @@ class Scorer:
         """Score in-memory Pillow images or uint8 arrays ([H, W], [H, W, 3] RGB, [H, W, 4] RGBA)."""
         labels = iter(names) if names is not None else None
 
-        def decoded() -> Iterator[_Pending]:
+        def decoded() -> Iterator[DecodedInput]:
             for index, image in enumerate(images):
                 label = next(labels) if labels is not None else f"<image {index}>"
                 try:
@@ -193,11 +196,15 @@ class Scorer:
                         arrays = from_pil(image, self.preprocess, self.config.decode)
                     else:
                         arrays = from_array(image, self.preprocess)
-                    yield _Pending(label, arrays, None)
+                    yield DecodedInput(label, arrays, None)
                 except DecodeError as exc:
-                    yield _Pending(label, None, str(exc))
+                    yield DecodedInput(label, None, str(exc))
 
         return self._batches(decoded())
+
+    def score_decoded(self, items: Iterable[DecodedInput]) -> Iterator[ScoreResult]:
+        """Score inputs decoded elsewhere (e.g. by Ray decode tasks); same batching and error rows as files."""
+        return self._batches(items)
 
     def close(self) -> None:
         """Release every backend."""
@@ -216,20 +223,21 @@ class Scorer:
     def _decode_one(self, path: str) -> list[np.ndarray]:
         return decode_file(path, self.preprocess, self.config.decode)
 
-    def _decoded(self, pool: ThreadPoolExecutor, items: Iterable[InputItem], window: int) -> Iterator[_Pending]:
+    def _decoded(self, pool: ThreadPoolExecutor, items: Iterable[InputItem], window: int) -> Iterator[DecodedInput]:
         """Decode in the pool with at most ``window`` files in flight; yield in input order."""
         in_flight: deque[tuple[str, Future[list[np.ndarray]] | None, str | None]] = deque()
 
-        def take() -> _Pending:
+        def take() -> DecodedInput:
             path, future, error = in_flight.popleft()
             if future is None:
-                return _Pending(path, None, error)
+                return DecodedInput(path, None, error)
             try:
-                return _Pending(path, future.result(), None)
+                return DecodedInput(path, future.result(), None)
             except DecodeError as exc:
-                return _Pending(path, None, str(exc))
+                return DecodedInput(path, None, str(exc))
             except Exception as exc:  # a decoder bug must not end the run: the row says what happened
-                return _Pending(path, None, f"{path}: unexpected {type(exc).__name__} ({' '.join(str(exc).split())})")
+                reason = " ".join(str(exc).split())
+                return DecodedInput(path, None, f"{path}: unexpected {type(exc).__name__} ({reason})")
 
         for item in items:
             if item.error is not None:
@@ -241,9 +249,9 @@ class Scorer:
         while in_flight:
             yield take()
 
-    def _batches(self, pending: Iterable[_Pending]) -> Iterator[ScoreResult]:
+    def _batches(self, pending: Iterable[DecodedInput]) -> Iterator[ScoreResult]:
         """Group decoded inputs into batches, run every model, yield rows in order."""
-        chunk: list[_Pending] = []
+        chunk: list[DecodedInput] = []
         ready = 0
         for item in pending:
             chunk.append(item)
@@ -254,7 +262,7 @@ class Scorer:
         if chunk:
             yield from self._infer(chunk)
 
-    def _infer(self, chunk: list[_Pending]) -> Iterator[ScoreResult]:
+    def _infer(self, chunk: list[DecodedInput]) -> Iterator[ScoreResult]:
         good = [item for item in chunk if item.arrays is not None]
         per_item: list[dict[str, ModelScore]] = [{} for _ in good]
         batch_error: str | None = None

@@ -17,7 +17,7 @@ import numpy as np
 from ..backends import probe_backends
 from ..decode import Preprocess
 from ..model_file import load_model_file
-from ..scorer import ModelScore, ScorerConfig, ScoreResult, _unique_columns
+from ..scorer import ModelScore, ScorerConfig, ScoreResult, unique_columns
 from .inputs import InputList, collect_inputs
 from .plan import RayScoreConfig, ResourcePlan, plan_resources
 from .shards import ModelRecord, RunRecord, ShardStore
@@ -129,7 +129,7 @@ def score_with_ray(
     if config.backend is not None:  # a misspelt --backend, or one that --device excludes, fails before Ray starts
         for model_file in files:
             probe_backends(model_file, config.device, config.backend)
-    columns = _unique_columns([f.name for f in files])
+    columns = unique_columns([f.name for f in files])
     records = tuple(ModelRecord(column, f.name, f.sha256) for column, f in zip(columns, files, strict=True))
     specs = list(dict.fromkeys(Preprocess(f.metadata.input_size, f.metadata.resize) for f in files))
     inputs = collect_inputs(given)

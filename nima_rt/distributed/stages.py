@@ -22,7 +22,7 @@ from ..backends import BackendUnavailable
 from ..contract import NUM_BINS, ContractError
 from ..decode import DecodeError, DecodeOptions, Preprocess, decode_file
 from ..model_file import file_sha256, load_model_file, resolve_model_path, sidecar_path
-from ..scorer import Scorer, ScorerConfig, ScoreResult, _Pending
+from ..scorer import DecodedInput, Scorer, ScorerConfig, ScoreResult
 from .sources import SourceReader
 
 NO_ERROR = ""  # Arrow columns of all-None objects lose their type; "" means "no error" between stages
@@ -140,11 +140,13 @@ class ScoreActor:
         errors = [str(e) for e in batch["error"]]
         images = [batch[image_column(k)] for k in range(len(self.scorer.preprocess))]
         pending = [
-            _Pending(path, None, error) if error else _Pending(path, [images[k][row] for k in range(len(images))], None)
+            DecodedInput(path, None, error)
+            if error
+            else DecodedInput(path, [images[k][row] for k in range(len(images))], None)
             for row, (path, error) in enumerate(zip(paths, errors, strict=True))
         ]
-        # The single-machine runner's own inference step: same batching of good rows, same error rows.
-        results: list[ScoreResult] = list(self.scorer._infer(pending))
+        # The single-machine runner's own batching and inference: same scores, same error rows.
+        results: list[ScoreResult] = list(self.scorer.score_decoded(pending))
         out: dict[str, np.ndarray] = {
             "index": np.asarray(batch["index"], dtype=np.int64),
             "shard": np.asarray(batch["shard"], dtype=np.int64),
