@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="${1:-work/technical}"
 CACHE="${NIMA_RT_REFERENCES:-$WORK/references}"
+MODEL_OUT="${NIMA_RT_MODEL_OUT:-nima_rt/models/technical.onnx}"
+FIGURES="${NIMA_RT_FIGURES:-docs/images}"
 mkdir -p "$WORK"
 stamp() { date -u +%H:%M:%S; }
 
@@ -32,5 +34,5 @@ nima-rt export "$RUN/best.pt" --output "$WORK/technical-exported.onnx" --verify 
 
 echo "$(stamp) held-out evaluation, metadata, figures" >&2
 python -m nima_rt.train.ship_default "$WORK/technical-exported.onnx" "$WORK/dataset" \
-    --output nima_rt/models/technical.onnx --report "$WORK/heldout-report.json" --figures docs/images
-echo "$(stamp) done: nima_rt/models/technical.onnx" >&2
+    --output "$MODEL_OUT" --report "$WORK/heldout-report.json" --figures "$FIGURES"
+echo "$(stamp) done: $MODEL_OUT" >&2

@@ -121,3 +121,27 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
                                       "--distortions", "fog"])
     assert result.exit_code == 1
     assert "error: unknown distortion(s) fog" in result.output
+
+
+def test_graded_report_spearman_and_pairs_by_hand() -> None:
+    from nima_rt.train.graded_eval import graded_report
+
+    rows, scores = [], []
+    # Photo a: clean 8, blur levels 1..5 falling (perfect); photo b: clean 5, level 3 scores above clean.
+    for group, clean, blur in (("a", 8.0, [7, 6, 5, 4, 3]), ("b", 5.0, [4.5, 4.0, 6.0, 3.0, 2.0])):
+        rows.append({"path": f"{group}/clean", "group": group, "view": "full", "distortion": "clean", "level": "0"})
+        scores.append(clean)
+        for level, value in enumerate(blur, start=1):
+            rows.append({"path": f"{group}/{level}", "group": group, "view": "full", "distortion": "gaussian_blur",
+                         "level": str(level)})
+            scores.append(float(value))
+    report = graded_report(rows, np.array(scores), primary=("gaussian_blur",))
+    blur = report.types["gaussian_blur"]
+    # Photo b: level ranks 1..6, score ranks [5, 4, 3, 6, 2, 1]; d^2 sums to 16+4+0+4+9+25 = 58.
+    rho_b = 1 - 6 * 58 / (6 * (6**2 - 1))
+    assert rho_b == pytest.approx(-0.657, abs=1e-3)
+    assert blur.spearman_mean == pytest.approx((-1.0 + rho_b) / 2)
+    assert blur.spearman_min == pytest.approx(-1.0)
+    assert (blur.pairs, blur.pairs_correct) == (6, 5)  # levels 2-4 of two photos; b's level 3 wins
+    assert report.primary_pair_accuracy() == pytest.approx(5 / 6)
+    assert report.condition_scores["clean_0"]["mean"] == pytest.approx(6.5)

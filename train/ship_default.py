@@ -81,6 +81,7 @@ def rewrite_metadata(source: Path, output: Path, metadata: ModelMetadata) -> Non
         raise ValueError(f"{source}: not a nima-rt model (no '{METADATA_KEY}' metadata)")
     set_metadata(model, metadata)
     save_model(model, output)
+    output.chmod(0o644)  # package data must be readable by every user (the temporary file was 0600)
 
 
 # --- figures -----------------------------------------------------------------------------------------
