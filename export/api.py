@@ -188,8 +188,12 @@ def _opset(model) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def _verify_fp(request: ExportRequest, path: Path, reference, metadata: ModelMetadata, log: Log):
-    """fp32/fp16 parity against the reference; raises VerificationFailed beyond tolerance."""
+def _verify_fp(request: ExportRequest, path: Path, reference, metadata: ModelMetadata, log: Log,
+               warnings: list[str] | None = None):
+    """fp32/fp16 parity against the reference; raises VerificationFailed beyond tolerance.
+
+    With ``--force`` an fp16 file beyond tolerance is kept and the failure added to ``warnings``.
+    """
     if not request.verify:
         return None
     from .images import verification_set
@@ -204,11 +208,14 @@ def _verify_fp(request: ExportRequest, path: Path, reference, metadata: ModelMet
         close()
     log(drift.line(f"verify {request.precision} {path.name} vs float32 ({images.source})"))
     try:
-        check_tolerance(drift, request.precision, str(path))
+        warning = check_tolerance(drift, request.precision, str(path), request.force)
     except ContractError:
         path.unlink(missing_ok=True)
         raise
-    log(f"verify {request.precision}: within tolerance {TOLERANCES[request.precision]:g}")
+    if warning is None:
+        log(f"verify {request.precision}: within tolerance {TOLERANCES[request.precision]:g}")
+    elif warnings is not None:
+        warnings.append(warning)
     return drift
 
 
@@ -233,7 +240,9 @@ def _fp16(request, fp32_path: Path, metadata: ModelMetadata, output: Path, refer
     if reference is None and request.verify:
         reference, close = onnx_scores(fp32_path)
     try:
-        return ExportResult(output, metadata, _verify_fp(request, output, reference, metadata, log))
+        result = ExportResult(output, metadata)
+        result.drift = _verify_fp(request, output, reference, metadata, log, result.warnings)
+        return result
     finally:
         if close is not None:
             close()

@@ -42,7 +42,9 @@ def export(
         "minmax", "--calibration-method", help="ONNX INT8 range estimate: minmax | entropy | percentile."
     ),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="onnxslim pass (kept only if outputs match)."),
-    force: bool = typer.Option(False, "--force", help="Write an INT8 model even below Spearman 0.99 (with a warning)."),
+    force: bool = typer.Option(
+        False, "--force", help="Write an INT8 model below Spearman 0.99, or an fp16 one beyond 0.02, with a warning."
+    ),
     min_batch: int = typer.Option(1, "--min-batch", help="TensorRT profile: smallest batch."),
     opt_batch: int = typer.Option(64, "--opt-batch", help="TensorRT profile: batch tuned for."),
     max_batch: int = typer.Option(256, "--max-batch", help="TensorRT profile: largest batch."),

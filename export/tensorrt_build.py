@@ -216,7 +216,7 @@ class BuiltEngine:
         from nima_rt.backends.base import BackendOptions
         from nima_rt.backends.tensorrt_engine import create
 
-        from .verify import check_int8, check_tolerance, measure, onnx_scores
+        from .verify import check_tolerance, measure, onnx_scores
 
         provisional = self.write(provisional_path(self.output))
         try:
@@ -232,11 +232,7 @@ class BuiltEngine:
                 backend.close()
                 close_reference()
             log(drift.line(f"TensorRT {self.info.precision} {self.output.name} vs float32 ONNX ({images.source})"))
-            warning = None
-            if self.info.precision == "int8":
-                warning = check_int8(drift, str(self.output), force)
-            else:
-                check_tolerance(drift, self.info.precision, str(self.output))
+            warning = check_tolerance(drift, self.info.precision, str(self.output), force)
             os.replace(provisional, self.output)
             os.replace(sidecar_path(provisional), sidecar_path(self.output))
         finally:

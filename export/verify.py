@@ -83,17 +83,22 @@ def measure(reference: ScoreFn, candidate: ScoreFn, images: ImageSet, batch: int
     )
 
 
-def check_tolerance(drift: Drift, precision: str, label: str) -> None:
-    """Raise :class:`VerificationFailed` when ``drift`` exceeds the tolerance of ``precision``."""
+def check_tolerance(drift: Drift, precision: str, label: str, force: bool = False) -> str | None:
+    """Raise :class:`VerificationFailed` when ``drift`` exceeds the tolerance of ``precision``.
+
+    ``force`` lets fp16 (and INT8) through, returning the failure as a warning; float32 beyond 1e-4
+    means a broken export and is never forced.
+    """
     if precision == "int8":
-        check_int8(drift, label, force=False)
-        return
+        return check_int8(drift, label, force)
     tolerance = TOLERANCES[precision]
-    if not drift.max_abs_mean <= tolerance:  # also catches nan
-        raise VerificationFailed(
-            f"{label}: {precision} scores differ from the reference by up to {drift.max_abs_mean:.3g} "
-            f"(tolerance {tolerance:g}) on {drift.count} images"
-        )
+    if drift.max_abs_mean <= tolerance:  # nan fails too
+        return None
+    reason = (f"{label}: {precision} scores differ from the reference by up to {drift.max_abs_mean:.3g} "
+              f"(tolerance {tolerance:g}) on {drift.count} images")
+    if force and precision == "fp16":
+        return f"{reason}; written anyway (--force)"
+    raise VerificationFailed(reason)
 
 
 def int8_refusal(drift: Drift, label: str) -> str | None:

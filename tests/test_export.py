@@ -214,7 +214,17 @@ def test_verification_tolerances_and_spearman() -> None:
         check_tolerance(drift, "fp32", "m.onnx")
     assert str(failed.value) == ("m.onnx: fp32 scores differ from the reference by up to 0.0002 "
                                  "(tolerance 0.0001) on 8 images")
-    check_tolerance(drift, "fp16", "m.onnx")
+    with pytest.raises(VerificationFailed):
+        check_tolerance(drift, "fp32", "m.onnx", force=True)  # a float32 mismatch is a bug, never forced
+    assert check_tolerance(drift, "fp16", "m.onnx") is None
+    steep = Drift(count=8, max_abs_mean=0.05, mean_abs_mean=0.01, max_abs_std=0, max_abs_dist=0, spearman=0.9999,
+                  reference_spread=8.0)
+    with pytest.raises(VerificationFailed, match=r"^m\.onnx: fp16 scores differ from the reference by up to 0\.05 "
+                                                 r"\(tolerance 0\.02\) on 8 images$"):
+        check_tolerance(steep, "fp16", "m.onnx")
+    assert check_tolerance(steep, "fp16", "m.onnx", force=True) == (
+        "m.onnx: fp16 scores differ from the reference by up to 0.05 (tolerance 0.02) on 8 images; "
+        "written anyway (--force)")
     assert spearman(np.array([1, 2, 3, 4.0]), np.array([10, 20, 40, 30.0])) == pytest.approx(0.8)
     assert np.isnan(spearman(np.ones(4), np.arange(4.0)))
 
