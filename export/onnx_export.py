@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -302,15 +301,14 @@ def _drop_unused_nodes(model: onnx.ModelProto) -> None:
 
 
 def save_model(model: onnx.ModelProto, path: Path) -> None:
-    """Write ``model`` atomically (temporary file in the same folder + rename)."""
+    """Write ``model`` atomically (a temporary file in the same folder, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # plain open(): the umask's permissions
     try:
-        onnx.save(model, tmp)
+        onnx.save(model, str(tmp))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -8,6 +8,7 @@ whose score follows brightness, which INT8 must rank exactly as float32 does.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -63,6 +64,9 @@ def test_fp32_graph_follows_the_contract(fp32_export) -> None:
     result, lines = fp32_export
     model = onnx.load(str(result.output))
     onnx.checker.check_model(model, full_check=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert result.output.stat().st_mode & 0o777 == 0o666 & ~umask  # a model file others may read
     assert [(o.domain, o.version) for o in model.opset_import] == [("", OPSET)]
     assert [i.name for i in model.graph.input] == ["images"]
     assert _shape(model.graph.input[0]) == (onnx.TensorProto.UINT8, ["N", SIZE, SIZE, 3])
