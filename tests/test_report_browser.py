@@ -4,22 +4,20 @@ each listing is marked, and a screenshot is saved. Skipped when Chromium is not 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_helpers import CHROMIUM, chromium_driver
 from PIL import Image
 from test_report import BROKEN, LISTINGS, _photo
 from tiny_models import write_tiny_model
 from typer.testing import CliRunner
 
 from nima_rt.cli import app
-from nima_rt.report.screenshot import HEADLESS_FLAGS, find_chromium, screenshot
+from nima_rt.report.screenshot import screenshot
 
-CHROMIUM = find_chromium()
-CHROMEDRIVER = shutil.which("chromedriver")
 GOLD = np.array([0xD4, 0xA0, 0x17])  # the best photo's border colour in page.py's CSS
 
 pytestmark = [
@@ -57,25 +55,8 @@ def test_screenshot_shows_the_page(report: Path, tmp_path: Path):
 
 @pytest.fixture
 def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
-    if CHROMEDRIVER is None:
-        pytest.skip("needs chromedriver (Debian: apt-get install chromium-driver)")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium-manager must never download a driver
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for flag in HEADLESS_FLAGS:
-        options.add_argument(flag)
-    options.add_argument("--window-size=1000,700")
-    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium_driver(tmp_path / "profile", monkeypatch, window=(1000, 700)) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_every_thumbnail_loads_and_each_listing_has_one_best(report: Path, browser: object):
