@@ -104,6 +104,12 @@ def _validate(request: ExportRequest) -> tuple[str, Path]:
     for name, count in (("--verify-count", request.verify_count), ("--calibration-count", request.calibration_count)):
         if count < 2:
             raise ExportFailed(f"{name} must be at least 2, got {count}")
+    for name, folder in (("--verify-images", request.verify_images),
+                         ("--calibration-images", request.calibration_images)):
+        if folder is not None and not folder.is_dir():
+            raise ExportFailed(f"{folder}: {name} must be a folder of images")
+    if request.format == "tensorrt":
+        request.tensorrt.check()
     return kind, output
 
 
@@ -168,7 +174,7 @@ def _from_checkpoint(request: ExportRequest, output: Path, scratch: Path, log: L
     metadata = dataclasses.replace(checkpoint.metadata, source_checkpoint_sha256=checkpoint.sha256, created=_now())
     module = checkpoint.contract_module()
     if request.format == "tensorrt":
-        fp32_path = output.with_suffix(".onnx")
+        fp32_path = default_output(output, "onnx", "fp32")  # model.int8.engine -> model.onnx
     elif request.precision == "fp32":
         fp32_path = output
     else:

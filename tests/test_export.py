@@ -285,6 +285,13 @@ def test_usage_errors_are_one_line(checkpoint: Path, tmp_path: Path) -> None:
     assert result.stderr.startswith(f"error: {not_checkpoint}: not a readable nima-rt checkpoint (")
     assert default_output(Path("runs/a/best.pt"), "onnx", "fp16") == Path("runs/a/best.fp16.onnx")
     assert default_output(Path("m.onnx"), "tensorrt", "int8") == Path("m.int8.engine")
+    assert default_output(Path("out/m.int8.engine"), "onnx", "fp32") == Path("out/m.onnx")
+    result = _cli(checkpoint, "-o", tmp_path / "x.onnx", "--verify-images", tmp_path / "nowhere")
+    assert (result.exit_code, result.stderr) == (
+        1, f"error: {tmp_path / 'nowhere'}: --verify-images must be a folder of images\n")
+    result = _cli(checkpoint, "-o", tmp_path / "x.engine", "--opt-batch", 512)
+    assert (result.exit_code, result.stderr) == (
+        1, "error: batch profile must satisfy 1 <= --min-batch <= --opt-batch <= --max-batch, got 1/512/256\n")
     with pytest.raises(ExportFailed, match="already a float32 ONNX model"):
         run_export(ExportRequest(_existing_onnx(tmp_path), tmp_path / "y.onnx"))
 
