@@ -4,7 +4,9 @@
 
 One run measures, on the same photo folder and model:
   naive      full Pillow decode + resize + one image per ONNX Runtime call, one file after another
-             (how the peer projects score folders; model runtime kept equal so only the pipeline differs)
+             (the peers' way of scoring a folder, with the model runtime kept equal so only the pipeline differs)
+  peers      the peer projects' loop itself: torchvision transforms + eager PyTorch, one image at a time
+             (same backbone; only when torch is installed)
   decode     nima-rt's decoder alone (JPEG draft + resize) on a thread pool over all cores
   model      the model alone on random uint8 batches (ONNX Runtime, all cores), best of several batch sizes
   end-to-end `python -m nima_rt score DIR` as a user runs it (a fresh process, wall time incl. start-up)
@@ -47,16 +49,21 @@ class Figure:
     note: str = ""
 
 
-def source_photos(sources: Path | None) -> list[Path]:
-    """Real photographs to cut the corpus from."""
-    if sources is not None:
-        photos = sorted(p for p in sources.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        if not photos:
-            raise SystemExit(f"error: {sources}: no .jpg/.jpeg/.png photos found")
-        return photos
-    from nima_rt.train.references import fetch_references  # offline: Debian packages via apt-get download
+def source_photos(sources: Path | None, cache: Path) -> list[Path]:
+    """Real photographs of at least 2 MP to cut the corpus from (crops of them are not upscaled)."""
+    if sources is None:
+        from nima_rt.train.references import fetch_references  # Debian wallpapers via apt-get download
 
-    return [ref.path for ref in fetch_references()]
+        sources = fetch_references(cache).parent / "photos"
+    photos = []
+    for path in sorted(sources.rglob("*")):
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            with Image.open(path) as image:
+                if image.size[0] * image.size[1] >= 2e6:
+                    photos.append(path)
+    if not photos:
+        raise SystemExit(f"error: {sources}: no .jpg/.jpeg/.png photos of 2 MP or more found")
+    return photos
 
 
 def make_corpus(sources: list[Path], out: Path, count: int, seed: int = 0) -> list[Path]:
@@ -96,6 +103,35 @@ def naive_loop(files: list[Path], model_spec: str | None) -> float:
     return len(files) / elapsed
 
 
+def peers_loop(files: list[Path], model_spec: str | None) -> float | None:
+    """The peer projects' loop: Pillow open, torchvision Resize/CenterCrop/ToTensor/Normalize, eager
+    PyTorch one image at a time, same backbone (random weights: speed does not depend on them).
+    None when torch (the train extra) is not installed."""
+    try:
+        import torch
+        from torchvision import transforms
+    except ImportError:
+        return None
+    from nima_rt.train.model import ModelConfig, build_network, normalization_for
+
+    model = load_model_file(model_spec)
+    config = ModelConfig(backbone=model.metadata.backbone or "mobilenet_v2", image_size=model.metadata.input_size)
+    network = build_network(config, "none").eval()
+    norm = normalization_for(config)
+    size = model.metadata.input_size
+    transform = transforms.Compose([
+        transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Normalize(norm.mean, norm.std),
+    ])
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for path in files:
+            with Image.open(path) as image:
+                network(transform(image.convert("RGB"))[None])
+    return len(files) / (time.perf_counter() - start)
+
+
 def decode_rate(files: list[Path], model_spec: str | None, workers: int) -> float:
     model = load_model_file(model_spec)
     specs = [Preprocess(model.metadata.input_size, model.metadata.resize)]
@@ -125,18 +161,28 @@ def model_rates(model_spec: str | None, batches: tuple[int, ...], images: int) -
 
 
 def run_cli(args: list[str]) -> tuple[float, float, str]:
-    """Run `python -m nima_rt ...`; return (wall seconds, peak RSS MB, stderr)."""
-    start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "nima_rt", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
+    """Run `python -m nima_rt ...`; return (wall seconds, peak RSS MB, stderr).
+
+    Peak RSS is the child's VmHWM polled from /proc (reset at exec), not wait4's ru_maxrss, which
+    also counts the pages the child shared with this (large) benchmark process between fork and exec.
+    """
+    with tempfile.TemporaryFile(mode="w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-m", "nima_rt", *args], stdout=subprocess.DEVNULL, stderr=err)
+        peak_kb = 0
+        while process.poll() is None:
+            try:
+                status = Path(f"/proc/{process.pid}/status").read_text()
+                peak_kb = max(peak_kb, int(status.split("VmHWM:")[1].split()[0]))
+            except (OSError, IndexError, ValueError):
+                pass
+            time.sleep(0.05)
+        wall = time.perf_counter() - start
+        err.seek(0)
+        stderr = err.read()
     if process.returncode != 0:
         raise SystemExit(f"error: nima-rt {' '.join(args)} failed:\n{stderr}")
-    return wall, usage.ru_maxrss / 1024, stderr
+    return wall, peak_kb / 1024, stderr
 
 
 def cli_rate(stderr: str) -> float:
@@ -153,7 +199,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=600, help="photos in the corpus")
     parser.add_argument("--naive-files", type=int, default=100, help="photos the naive loop scores")
     parser.add_argument("--rss-files", type=int, default=10000, help="files for the peak-RSS run (0: skip)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: nima-rt's own choice")
     parser.add_argument("--sources", type=Path, default=None, help="folder of real photos to cut the corpus from")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus here (default: a temp dir)")
     args = parser.parse_args()
@@ -164,7 +210,7 @@ def main() -> None:
     files = sorted(corpus_dir.glob("*.jpg")) if corpus_dir.is_dir() else []
     if len(files) < args.files:
         shutil.rmtree(corpus_dir, ignore_errors=True)
-        files = make_corpus(source_photos(args.sources), corpus_dir, args.files)
+        files = make_corpus(source_photos(args.sources, workdir / "references"), corpus_dir, args.files)
     files = files[: args.files]
     megapixels = np.mean([Image.open(p).size[0] * Image.open(p).size[1] for p in files[:50]]) / 1e6
     model_spec = args.model
@@ -174,7 +220,10 @@ def main() -> None:
 
     figures: list[Figure] = []
     naive = naive_loop(files[: args.naive_files], model_spec)
-    figures.append(Figure("naive loop (full decode, batch 1)", naive))
+    figures.append(Figure("naive loop (full decode, batch 1, ONNX Runtime)", naive))
+    peers = peers_loop(files[: args.naive_files], model_spec)
+    if peers is not None:
+        figures.append(Figure("peers' loop (torchvision transforms, eager PyTorch, batch 1)", peers))
     decode = decode_rate(files, model_spec, cores)
     figures.append(Figure(f"decode only ({cores} threads, draft)", decode))
     rates = model_rates(model_spec, (1, 8, 32, 64), images=256)
@@ -186,10 +235,10 @@ def main() -> None:
 
     out = workdir / "scores.csv"
     model_args = ["--model", model_spec] if model_spec else []
-    wall, rss, stderr = run_cli(["score", str(corpus_dir), *model_args, "-o", str(out),
-                                 "--batch-size", str(args.batch_size)])
+    batch_args = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    wall, rss, stderr = run_cli(["score", str(corpus_dir), *model_args, "-o", str(out), *batch_args])
     end_to_end = cli_rate(stderr)
-    figures.append(Figure(f"nima-rt score end to end (batch {args.batch_size})", end_to_end,
+    figures.append(Figure(f"nima-rt score end to end (batch {args.batch_size or 'default'})", end_to_end,
                           f"steady state; {len(files) / wall:.1f}/s over {wall:.1f} s wall incl. start-up, "
                           f"peak RSS {rss:.0f} MB"))
 
@@ -207,7 +256,7 @@ def main() -> None:
             for index in range(args.rss_files):
                 os.link(files[index % len(files)], many / f"f{index:06d}.jpg")
         many_wall, many_rss, _ = run_cli(["score", str(many), *model_args, "-o", str(workdir / "many.csv"),
-                                          "--quiet", "--batch-size", str(args.batch_size)])
+                                          "--quiet", *batch_args])
         rss_line = f"{many_rss:.0f} MB over {args.rss_files} files ({args.rss_files / many_wall:.0f} images/s)"
 
     print()
@@ -217,6 +266,8 @@ def main() -> None:
         print(f"| {figure.name} | {figure.images_per_s:.1f} | {figure.note} |")
     print()
     print(f"end-to-end / naive: {end_to_end / naive:.2f}x (target >= 3)")
+    if peers is not None:
+        print(f"end-to-end / peers' loop: {end_to_end / peers:.2f}x")
     print(f"end-to-end / bound: {end_to_end / bound:.2f} (target >= 0.85)")
     print(f"peak RSS: {rss_line} (target < 400 MB for 10,000 files)")
     print(f"first row of a 1-image folder: {first_row_wall:.2f} s (whole process; target < 1.5 s)")

@@ -41,7 +41,7 @@ def main() -> None:
     corpus = workdir / "corpus"
     files = sorted(corpus.glob("*.jpg")) if corpus.is_dir() else []
     if len(files) < args.files:
-        files = make_corpus(source_photos(args.sources), corpus, args.files)
+        files = make_corpus(source_photos(args.sources, workdir / "references"), corpus, args.files)
     files = files[: args.files]
 
     model = load_model_file(args.model)
