@@ -47,6 +47,7 @@ class DecodeOptions:
     """Decoder settings shared by every file of a run."""
 
     max_pixels: int = DEFAULT_MAX_PIXELS  # Pillow's decompression-bomb limit, kept by default
+    jpeg_draft: bool = True  # False: always decode JPEGs in full, whatever the model's metadata allows
 
 
 def is_image_path(path: os.PathLike[str] | str) -> bool:
@@ -131,7 +132,7 @@ def decode_file(
     try:
         with Image.open(path) as image:
             image.seek(0)
-            arrays = prepare(image, specs, options.max_pixels, label, allow_draft=True)
+            arrays = prepare(image, specs, options.max_pixels, label, allow_draft=options.jpeg_draft)
     except DecodeError:
         raise
     except FileNotFoundError:

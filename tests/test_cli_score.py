@@ -191,3 +191,24 @@ def test_gpu_decode_on_without_a_gpu_is_a_one_line_error(tiny_model: Path, photo
     assert result.stderr.strip().startswith("error: GPU decode: ")
     assert len(result.stderr.strip().splitlines()) == 1
     assert run("score", photo_dir, "-m", tiny_model, "--gpu-decode", "maybe").exit_code == 2
+
+
+def test_full_decode_turns_the_jpeg_draft_off(tiny_model: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from conftest import photo_like
+    from tiny_models import reference_scores
+
+    from nima_rt.contract import ResizeSpec
+    from nima_rt.decode import Preprocess, decode_file
+
+    path = tmp_path / "big.jpg"
+    Image.fromarray(photo_like(5, 512, 384)).save(path, quality=85)
+    means = {}
+    for flag, draft in (([], True), (["--full-decode"], False)):
+        result = run("score", path, "-m", tiny_model, "-f", "jsonl", *flag)
+        assert result.exit_code == 0, result.output
+        means[draft] = json.loads(result.stdout)["tiny"]["mean"]
+        expected = reference_scores(decode_file(path, [Preprocess(32, ResizeSpec(jpeg_draft=draft))])[0][None])
+        assert means[draft] == pytest.approx(float(expected[1][0]), abs=1e-5)
+    assert means[True] != means[False]
+    assert not np.isnan(means[False])

@@ -9,6 +9,7 @@ import typer
 
 from ..backends import BackendUnavailable
 from ..contract import ContractError
+from ..decode import DecodeOptions
 from ..inputs import InputItem, iter_inputs
 from ..output import (
     CsvWriter,
@@ -78,6 +79,9 @@ def score(
     gpu_decode: str = typer.Option(
         "auto", "--gpu-decode", help="Decode JPEGs on the GPU (nvJPEG): auto (when a model runs on CUDA) | on | off."
     ),
+    full_decode: bool = typer.Option(
+        False, "--full-decode", help="Decode JPEGs in full instead of DCT-scaled (slower; see docs/runtime.md)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Append to --output and skip paths already in it."),
     strict: bool = typer.Option(False, "--strict", help="Stop with exit code 1 at the first file that fails."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No backend line and no summary on stderr."),
@@ -100,7 +104,7 @@ def score(
 
         single = {"--sort": sort, "--sort-by": sort_by is not None, "--top": top is not None,
                   "--group-by": group_by is not None, "--strict": strict, "--workers": workers is not None,
-                  "--gpu-decode on": gpu_decode == "on"}
+                  "--gpu-decode on": gpu_decode == "on", "--full-decode": full_decode}
         score_ray(engine=engine, paths=paths, models=model, output=output, fmt=fmt, address=address,
                   batch_size=batch_size, threads=threads, device=device, backend=backend,
                   single_machine_options=single, quiet=quiet)
@@ -117,7 +121,7 @@ def score(
     if gpu_decode not in ("auto", "on", "off"):
         raise typer.BadParameter("must be auto, on or off", param_hint="--gpu-decode")
     config = ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, device=device, backend=backend,
-                          gpu_decode=gpu_decode)
+                          gpu_decode=gpu_decode, decode=DecodeOptions(jpeg_draft=not full_decode))
     try:
         scorer = Scorer(list(model) if model else [None], config)
     except (ContractError, BackendUnavailable, ValueError) as exc:
