@@ -135,18 +135,14 @@ class Scorer:
         columns = unique_columns([f.name for f in files])
         options = BackendOptions(threads=self.config.threads, max_batch=self.config.batch_size or 256)
         self.models: list[LoadedModel] = []
-        try:
+        try:  # a failure half way must not leave the backends opened so far holding GPU memory
             for column, model_file in zip(columns, files, strict=True):
                 choice = choose_backend(model_file, self.config.device, self.config.backend, options)
                 self.models.append(LoadedModel(column, model_file, choice))
-        except Exception:
-            self.close()
-            raise
-        devices = {_backend_device(m.backend.name) for m in self.models}
-        self.batch_size = self.config.batch_size or min(DEFAULT_BATCH_SIZE[d] for d in devices)
-        self.preprocess: list[Preprocess] = list(dict.fromkeys(m.preprocess for m in self.models))
-        self._spec_index = [self.preprocess.index(m.preprocess) for m in self.models]
-        try:
+            devices = {_backend_device(m.backend.name) for m in self.models}
+            self.batch_size = self.config.batch_size or min(DEFAULT_BATCH_SIZE[d] for d in devices)
+            self.preprocess: list[Preprocess] = list(dict.fromkeys(m.preprocess for m in self.models))
+            self._spec_index = [self.preprocess.index(m.preprocess) for m in self.models]
             self._gpu_decode = choose_gpu_decode(self.config.gpu_decode, self.preprocess, self.config.decode,
                                                  on_gpu="cuda" in devices)
         except Exception:
