@@ -212,3 +212,21 @@ def test_full_decode_turns_the_jpeg_draft_off(tiny_model: Path, tmp_path: Path) 
         assert means[draft] == pytest.approx(float(expected[1][0]), abs=1e-5)
     assert means[True] != means[False]
     assert not np.isnan(means[False])
+
+
+def test_progress_line_only_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    from nima_rt.cli.common import Progress
+
+    quiet = Progress(total=3, enabled=False)
+    for ok in (True, False, True):
+        quiet.update(ok)
+    quiet.finish()
+    assert capsys.readouterr().err == ""
+    shown = Progress(total=3, enabled=True)
+    for ok in (True, False, True):
+        shown.update(ok)
+    shown.finish()
+    err = capsys.readouterr().err
+    assert err.startswith("\r1/3 files, 0 failed, ") and err.endswith("\n")
+    assert "\r3/3 files, 1 failed, " in err
+    assert (shown.done, shown.failed) == (3, 1)
