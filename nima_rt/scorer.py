@@ -65,6 +65,7 @@ class ScorerConfig:
     prefetch_batches: int = 2  # decoded batches allowed in flight ahead of inference
     device: str = "auto"
     backend: str | None = None
+    precision: str | None = None  # GPU backends: "fp16" | "fp32" (None: fp16 where the backend can)
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     gpu_decode: str = "auto"  # JPEGs on the GPU (nvJPEG): "auto" when a model runs on CUDA, "on", "off"
 
@@ -75,6 +76,8 @@ class ScorerConfig:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.precision not in (None, "fp16", "fp32"):
+            raise ValueError(f"precision must be fp16 or fp32, got {self.precision!r}")
         if self.prefetch_batches < 1:
             raise ValueError(f"prefetch_batches must be >= 1, got {self.prefetch_batches}")
 
@@ -133,7 +136,8 @@ class Scorer:
             specs = [None]
         files = [load_model_file(spec) for spec in specs]
         columns = unique_columns([f.name for f in files])
-        options = BackendOptions(threads=self.config.threads, max_batch=self.config.batch_size or 256)
+        options = BackendOptions(threads=self.config.threads, max_batch=self.config.batch_size or 256,
+                                 precision=self.config.precision)
         self.models: list[LoadedModel] = []
         try:  # a failure half way must not leave the backends opened so far holding GPU memory
             for column, model_file in zip(columns, files, strict=True):

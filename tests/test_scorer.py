@@ -132,3 +132,21 @@ def test_import_leaves_torch_and_gpu_libraries_unloaded() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == ""
+
+
+def test_precision_reaches_the_backend_options(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nima_rt.scorer as scorer_module
+
+    seen = []
+    real_choose = scorer_module.choose_backend
+
+    def spy(model, device, backend, options):
+        seen.append(options)
+        return real_choose(model, device, backend, options)
+
+    monkeypatch.setattr(scorer_module, "choose_backend", spy)
+    with Scorer([tiny_model], ScorerConfig(precision="fp32", batch_size=4)):
+        pass
+    assert seen[0].precision == "fp32" and seen[0].max_batch == 4
+    with pytest.raises(ValueError, match="precision must be fp16 or fp32, got 'fp8'"):
+        ScorerConfig(precision="fp8")

@@ -76,6 +76,9 @@ def score(
     threads: int | None = typer.Option(None, "--threads", min=1, help="Inference threads on CPU (default: all cores)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     backend: str | None = typer.Option(None, "--backend", help="Force one backend (see `nima-rt info`)."),
+    precision: str | None = typer.Option(
+        None, "--precision", help="GPU backends: fp16 (default where they can) | fp32 (closest to the CPU's scores)."
+    ),
     gpu_decode: str = typer.Option(
         "auto", "--gpu-decode", help="Decode JPEGs on the GPU (nvJPEG): auto (when a model runs on CUDA) | on | off."
     ),
@@ -104,7 +107,8 @@ def score(
 
         single = {"--sort": sort, "--sort-by": sort_by is not None, "--top": top is not None,
                   "--group-by": group_by is not None, "--strict": strict, "--workers": workers is not None,
-                  "--gpu-decode on": gpu_decode == "on", "--full-decode": full_decode}
+                  "--gpu-decode on": gpu_decode == "on", "--full-decode": full_decode,
+                  "--precision": precision is not None}
         score_ray(engine=engine, paths=paths, models=model, output=output, fmt=fmt, address=address,
                   batch_size=batch_size, threads=threads, device=device, backend=backend,
                   single_machine_options=single, quiet=quiet)
@@ -120,8 +124,10 @@ def score(
 
     if gpu_decode not in ("auto", "on", "off"):
         raise typer.BadParameter("must be auto, on or off", param_hint="--gpu-decode")
+    if precision not in (None, "fp16", "fp32"):
+        raise typer.BadParameter("must be fp16 or fp32", param_hint="--precision")
     config = ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, device=device, backend=backend,
-                          gpu_decode=gpu_decode, decode=DecodeOptions(jpeg_draft=not full_decode))
+                          precision=precision, gpu_decode=gpu_decode, decode=DecodeOptions(jpeg_draft=not full_decode))
     try:
         scorer = Scorer(list(model) if model else [None], config)
     except (ContractError, BackendUnavailable, ValueError) as exc:
