@@ -33,6 +33,18 @@ def photo_like(seed: int, width: int = 96, height: int = 64) -> np.ndarray:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for tiny workloads: on a busy 2-core machine a second intra-op thread made
+    them several times slower. Imports torch only for the tests that ask for it (skips without it)."""
+    torch = pytest.importorskip("torch")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def photo_dir(tmp_path: Path) -> Path:
     """Six JPEGs/PNGs in two sub-folders."""
     root = tmp_path / "photos"

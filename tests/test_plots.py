@@ -69,7 +69,7 @@ def test_bad_shapes_are_refused(tmp_path: Path):
         write_evaluation_plots(np.full((3, 10), 0.1), np.full((3, 9), 0.1), tmp_path, "x")
 
 
-def test_evaluate_command_writes_the_plots(tmp_path: Path):
+def test_evaluate_command_writes_the_plots(tmp_path: Path, one_torch_thread: None):
     torch = pytest.importorskip("torch")
     pytest.importorskip("timm")
     from nima_rt.train.checkpoint import save_checkpoint
@@ -94,13 +94,8 @@ def test_evaluate_command_writes_the_plots(tmp_path: Path):
                                  ModelMetadata(name="tiny-eval"))
 
     out = tmp_path / "eval"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = CliRunner().invoke(app, ["evaluate", str(checkpoint), "--labels", str(labels), "--images",
-                                          str(images), "--out", str(out)])
-    finally:
-        torch.set_num_threads(before)
+    result = CliRunner().invoke(app, ["evaluate", str(checkpoint), "--labels", str(labels), "--images",
+                                      str(images), "--out", str(out)])
     assert result.exit_code == 0, result.output
     for name in PLOT_FILES:
         assert (out / name).is_file(), name

@@ -39,13 +39,7 @@ from training_data import write_blur_set  # noqa: E402
 TINY = "test_efficientnet"  # timm's test-size EfficientNet: a real architecture, milliseconds per batch
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread: on a busy 2-core machine two spinning threads run several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def tiny_config(labels: Path, out: Path, **changes) -> object:

@@ -31,14 +31,7 @@ from typer.testing import CliRunner  # noqa: E402
 from nima_rt.cli import app  # noqa: E402
 from nima_rt.contract import ModelMetadata, Normalization  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny workloads: intra-op threads only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 class SmallNet(nn.Module):
