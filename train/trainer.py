@@ -274,12 +274,18 @@ class Trainer:
                 kept.extend(int(i) for i in batch.indices)
         return (np.concatenate(preds) if preds else np.zeros((0, 10), np.float32)), kept
 
-    def step(self, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, loss: torch.Tensor) -> None:
+    def step(self, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, dist: torch.Tensor,
+             target: torch.Tensor, preds: list[np.ndarray], trues: list[np.ndarray]) -> float:
+        """One optimisation step on the EMD of ``dist`` against ``target``; records both; returns the loss."""
+        loss = emd_loss(dist.float(), target)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        preds.append(dist.detach().float().cpu().numpy())
+        trues.append(target.cpu().numpy())
+        return float(loss.detach())
 
     # epochs ----------------------------------------------------------------------------------------
 
@@ -305,11 +311,7 @@ class Trainer:
                     dist = network.head(feats.float())
                 else:
                     dist = network(x)
-            loss = emd_loss(dist.float(), target)
-            self.step(optimizer, scheduler, scaler, loss)
-            preds.append(dist.detach().float().cpu().numpy())
-            trues.append(target.cpu().numpy())
-            bar.update(done, float(loss.detach()))
+            bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues))
         bar.close()
         if not preds:
             raise ValueError(f"{dataset.labels.source}: none of the {len(dataset)} training images could be decoded")
@@ -337,11 +339,7 @@ class Trainer:
             target = targets[idx].to(self.device)
             with self.autocast():
                 dist = network.head(feats)
-            loss = emd_loss(dist.float(), target)
-            self.step(optimizer, scheduler, scaler, loss)
-            preds.append(dist.detach().float().cpu().numpy())
-            trues.append(target.cpu().numpy())
-            bar.update(done, float(loss.detach()))
+            bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues))
         bar.close()
         if not preds:
             raise ValueError("none of the training images could be decoded (feature cache is empty)")
