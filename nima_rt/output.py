@@ -226,10 +226,6 @@ def done_paths(path: Path, fmt: str, columns: Sequence[str], extra: Sequence[str
     return done
 
 
-def csv_has_header(path: Path) -> bool:
-    return path.exists() and path.stat().st_size > 0
-
-
 def open_text(path: str | None, append: bool) -> IO[str]:
     """The output stream: a file (appended to when resuming) or stdout."""
     if path is None or path == "-":
