@@ -6,7 +6,8 @@ lazily inside the backends and commands that need them.
 
 from .contract import ContractError, ModelMetadata, ResizeSpec
 from .model_file import ModelFile, ModelNotFound, bundled_models, load_model_file
-from .scorer import ModelScore, Scorer, ScorerConfig, ScoreResult
+from .results import ModelScore, ScoreResult
+from .scorer import Scorer, ScorerConfig
 
 __version__ = "0.1.0"
 

@@ -185,6 +185,24 @@ class EngineInfo:
             raise ContractError(f"{source}: malformed '{ENGINE_SIDECAR_KEY}' section ({exc})") from None
 
 
+@dataclass(frozen=True)
+class Preprocess:
+    """One model input geometry: square size and the resize that reaches it.
+
+    The one resolver of a model's preprocessing (timm's ``resolve_data_config`` in spirit): the
+    runtime, export verification, GPU decode and training all build it with :meth:`for_model`.
+    """
+
+    size: int
+    resize: ResizeSpec
+
+    @classmethod
+    def for_model(cls, metadata: ModelMetadata, jpeg_draft: bool | None = None) -> Preprocess:
+        """The geometry ``metadata`` asks for; ``jpeg_draft`` overrides the metadata's draft permission."""
+        resize = metadata.resize if jpeg_draft is None else dataclasses.replace(metadata.resize, jpeg_draft=jpeg_draft)
+        return cls(metadata.input_size, resize)
+
+
 def engine_sidecar_json(metadata: ModelMetadata, engine: EngineInfo) -> str:
     """The text of ``<engine>.json``: the model's metadata and what the engine was built for."""
     return json.dumps({METADATA_KEY: metadata.to_dict(), ENGINE_SIDECAR_KEY: dataclasses.asdict(engine)},

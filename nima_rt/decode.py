@@ -20,7 +20,9 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .contract import ResizeSpec, resize_image
+from .contract import Preprocess, resize_image
+
+__all__ = ["DecodeError", "DecodeOptions", "Preprocess", "decode_file", "from_array", "from_pil", "to_rgb"]
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
@@ -32,14 +34,6 @@ ORIENTATION_TAG = 0x0112
 
 class DecodeError(Exception):
     """A file could not be turned into model input; ``str()`` is a one-line reason."""
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """One model input geometry: square size and the resize that reaches it."""
-
-    size: int
-    resize: ResizeSpec
 
 
 @dataclass(frozen=True)

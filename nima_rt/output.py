@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from .contract import NUM_BINS
-from .scorer import ModelScore, ScoreResult
+from .results import ModelScore, ScoreResult
 
 FORMATS = ("csv", "jsonl", "parquet")
 

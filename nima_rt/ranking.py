@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .scorer import ScoreResult
+from .results import ScoreResult
 
 
 @dataclass(frozen=True)

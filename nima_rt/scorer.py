@@ -25,34 +25,13 @@ from .decode import DecodeError, DecodeOptions, Preprocess, decode_file, from_ar
 from .gpu_decode import GPU_DECODE_MODES, choose_gpu_decode
 from .inputs import InputItem, iter_inputs
 from .model_file import ModelFile, load_model_file
+from .results import ModelScore, ScoreResult, unique_columns
 
 ModelSpec = str | os.PathLike[str] | None
 
 # Measured on 2 cores (docs/runtime.md): ONNX Runtime on CPU gains nothing past 16 while its memory
 # grows with the batch (~200 MB at 8, ~300 MB at 16, ~550 MB at 32 for MobileNetV2); GPUs want large batches.
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 128}
-
-
-@dataclass(frozen=True)
-class ModelScore:
-    """One model's verdict on one image: mean and std over 1..10 and the 10-bin distribution."""
-
-    mean: float
-    std: float
-    dist: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    """One input's row: ``error`` is a one-line reason when it could not be scored."""
-
-    path: str
-    error: str | None = None
-    scores: dict[str, ModelScore] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass(frozen=True)
@@ -101,16 +80,6 @@ class LoadedModel:
 
 def _backend_device(name: str) -> str:
     return next((entry.device for entry in BACKENDS if entry.name == name), "cpu")
-
-
-def unique_columns(names: Sequence[str]) -> list[str]:
-    """Output column names for models named ``names``: a repeated name gets ``_2``, ``_3``..."""
-    seen: dict[str, int] = {}
-    columns = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        columns.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return columns
 
 
 @dataclass

@@ -22,7 +22,8 @@ from ..output import (
     open_text,
 )
 from ..ranking import rank_groups, sort_rows
-from ..scorer import Scorer, ScorerConfig, ScoreResult
+from ..results import ScoreResult
+from ..scorer import Scorer, ScorerConfig
 from .common import Progress, fail, note
 
 GROUP_COLUMNS = ("group", "rank", "best")

@@ -17,7 +17,8 @@ import numpy as np
 from ..backends import probe_backends
 from ..decode import Preprocess
 from ..model_file import load_model_file
-from ..scorer import ModelScore, ScorerConfig, ScoreResult, unique_columns
+from ..results import ModelScore, ScoreResult, unique_columns
+from ..scorer import ScorerConfig
 from .inputs import InputList, collect_inputs
 from .plan import RayScoreConfig, ResourcePlan, plan_resources
 from .shards import ModelRecord, RunRecord, ShardStore

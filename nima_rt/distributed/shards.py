@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..output import OutputError, ParquetWriter
-from ..scorer import ScoreResult
+from ..results import ScoreResult
 from .sources import SourceError, is_uri, open_filesystem
 
 RUN_FILE = "_nima_rt_run.json"

@@ -22,7 +22,8 @@ from ..backends import BackendUnavailable
 from ..contract import NUM_BINS, ContractError
 from ..decode import DecodeError, DecodeOptions, Preprocess, decode_file
 from ..model_file import file_sha256, load_model_file, resolve_model_path, sidecar_path
-from ..scorer import DecodedInput, Scorer, ScorerConfig, ScoreResult
+from ..results import ScoreResult
+from ..scorer import DecodedInput, Scorer, ScorerConfig
 from .sources import SourceReader
 
 NO_ERROR = ""  # Arrow columns of all-None objects lose their type; "" means "no error" between stages

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..ranking import RankedRow, group_of, rank_groups, sort_rows
-from ..scorer import ScoreResult
+from ..results import ScoreResult
 from .page import Card, Listing, PageInfo, render_page
 from .thumbnails import Thumbnail, ThumbnailError, embed_thumbnail, write_thumbnail
 

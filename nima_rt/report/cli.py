@@ -10,7 +10,8 @@ from ..backends import BackendUnavailable
 from ..cli.common import Progress, fail, note
 from ..contract import ContractError
 from ..output import OutputError
-from ..scorer import Scorer, ScorerConfig, ScoreResult
+from ..results import ScoreResult
+from ..scorer import Scorer, ScorerConfig
 from .build import GROUP_BY, ReportConfig, ReportError, build_report
 from .score_file import read_score_file
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from ..scorer import ModelScore, ScoreResult
+from ..results import ModelScore, ScoreResult
 from .thumbnails import Thumbnail
 
 CSS = """

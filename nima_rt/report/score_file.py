@@ -11,7 +11,7 @@ from typing import Any
 
 from ..contract import NUM_BINS
 from ..output import OutputError, csv_header, format_for
-from ..scorer import ModelScore, ScoreResult
+from ..results import ModelScore, ScoreResult
 
 ROW_KEYS = ("path", "error", "group", "rank", "best")
 

@@ -1,0 +1,91 @@
+"""The one copy of every score metric nima-rt reports (numpy only, so the runtime needs no scipy).
+
+Policy for undefined correlations, the same everywhere (training logs, ``nima-rt evaluate``, export
+verification, the labelling app's agreement, graded evaluations, benchmarks): Spearman and Pearson
+are ``nan`` when there are fewer than two values or when either side is constant (a constant side has
+no ranking, so no correlation exists). Callers that show a value print ``n/a`` for ``nan``; none of
+them substitutes 0. Ties get average ranks (scipy's ``rankdata(method="average")``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .contract import SCORE_VALUES
+
+ACCURACY_THRESHOLD = 5.0  # the paper's two-class AVA accuracy: mean score < 5 vs >= 5
+
+ArrayLike = np.ndarray | Sequence[float]
+
+
+def score_moments(dist: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation over the scores 1..10 of distributions ``[..., 10]`` (float64)."""
+    dist = np.asarray(dist, dtype=np.float64)
+    values = SCORE_VALUES.astype(np.float64)
+    mean = dist @ values
+    var = dist @ values**2 - mean**2
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def rank_average(values: ArrayLike) -> np.ndarray:
+    """1-based ranks with ties given their average rank (as scipy's ``rankdata``)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], values.size]
+    average = (starts + ends - 1) / 2.0 + 1.0  # mean of the 1-based positions start..end-1
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.repeat(average, ends - starts)
+    return ranks
+
+
+def _paired(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"correlation needs equal lengths, got {a.size} and {b.size}")
+    return a, b
+
+
+def pearson(a: ArrayLike, b: ArrayLike) -> float:
+    """Pearson's linear correlation (LCC); ``nan`` for fewer than 2 values or a constant side."""
+    a, b = _paired(a, b)
+    if a.size < 2:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    denominator = float(np.sqrt((a @ a) * (b @ b)))
+    if denominator == 0.0:
+        return float("nan")
+    return float(np.clip((a @ b) / denominator, -1.0, 1.0))
+
+
+def spearman(a: ArrayLike, b: ArrayLike) -> float:
+    """Spearman's rank correlation (SRCC), average ranks for ties; ``nan`` when undefined (see module)."""
+    a, b = _paired(a, b)
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return pearson(rank_average(a), rank_average(b))
+
+
+def emd(pred: ArrayLike, true: ArrayLike, r: int = 2) -> np.ndarray:
+    """Per-row Earth Mover's Distance between ``[N, 10]`` distributions (the training loss, r = 2)."""
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if pred.shape != true.shape:
+        raise ValueError(f"emd needs arrays of equal shape, got {pred.shape} and {true.shape}")
+    diff = np.cumsum(pred, axis=-1) - np.cumsum(true, axis=-1)
+    return np.mean(np.abs(diff) ** r, axis=-1) ** (1.0 / r)
+
+
+def two_class_accuracy(pred_mean: ArrayLike, true_mean: ArrayLike, threshold: float = ACCURACY_THRESHOLD) -> float:
+    """Share of images put on the same side of ``threshold`` by prediction and label."""
+    pred_mean, true_mean = _paired(pred_mean, true_mean)
+    if pred_mean.size == 0:
+        return float("nan")
+    return float(np.mean((pred_mean >= threshold) == (true_mean >= threshold)))
+
+
+def format_correlation(value: float, digits: int = 4) -> str:
+    """A correlation for people: ``n/a`` where it is undefined."""
+    return "n/a" if value != value else f"{value:.{digits}f}"
