@@ -91,6 +91,19 @@ def test_debian_download_and_extract_with_apt_get_and_dpkg(tmp_path: Path, monke
     refs.fetch_references(tmp_path / "cache", (aqua,))
 
 
+def test_a_relative_cache_folder_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # recipes/technical.sh passes a relative cache; dpkg -x runs inside it, so the path is resolved.
+    jpeg = tmp_path / "aqua.jpg"
+    Image.new("RGB", (40, 30), (10, 120, 200)).save(jpeg)
+    _fake_tools(tmp_path / "bin", f"#!/bin/sh\ncp {jpeg} \"$PWD/$2_1.0_all.deb\"\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    aqua = next(p for p in CATALOG if p.id == "mate-Aqua")
+    manifest = refs.fetch_references(Path("work") / "refs", (aqua,))
+    assert manifest == tmp_path / "work" / "refs" / "manifest.json"
+    assert (tmp_path / "work" / "refs" / "photos" / "mate-Aqua.jpg").is_file()
+
+
 def test_apt_get_failure_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_tools(tmp_path / "bin", "#!/bin/sh\necho 'E: Unable to locate package mate-backgrounds' >&2\nexit 100\n")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")

@@ -152,8 +152,10 @@ def _run(command: list[str], cwd: Path) -> None:
 def download_debian_package(package: str, cache: Path) -> Path:
     """``apt-get download`` one package into ``cache/debs`` (reused when present) and ``dpkg -x`` it.
 
-    Returns the folder it was extracted to (``cache/extract/<package>``).
+    Returns the folder it was extracted to (``cache/extract/<package>``). A relative ``cache`` is
+    resolved first: ``dpkg -x`` runs inside the cache folder, where a relative path would not exist.
     """
+    cache = Path(cache).resolve()
     debs, target = cache / "debs", cache / "extract" / package
     debs.mkdir(parents=True, exist_ok=True)
     found = sorted(debs.glob(f"{package}_*.deb"))
@@ -215,7 +217,7 @@ def fetch_references(cache: str | Path, photos: tuple[ReferencePhoto, ...] = CAT
 
     Returns the manifest's path. Existing copies are kept (a re-run only fetches what is missing).
     """
-    cache = Path(cache)
+    cache = Path(cache).resolve()
     out = cache / PHOTOS_DIR
     out.mkdir(parents=True, exist_ok=True)
     entries = []
