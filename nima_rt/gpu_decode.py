@@ -41,10 +41,10 @@ import numpy as np
 from PIL import Image
 
 from .backends.base import BackendUnavailable
+from .choices import GPU_DECODE_MODES, check_choice
 from .decode import DecodeError, DecodeOptions, Preprocess, decode_file
 from .inputs import InputItem
 
-GPU_DECODE_MODES = ("auto", "on", "off")
 JPEG_MAGIC = b"\xff\xd8\xff"
 GPU_MODES = ("RGB", "L")  # JPEG colour modes nvJPEG decodes to RGB as Pillow's convert("RGB") does
 EXIF_ORIENTATION = 0x0112
@@ -334,8 +334,7 @@ def choose_gpu_decode(mode: str, specs: list[Preprocess], options: DecodeOptions
                       device: str = "cuda") -> GpuDecodeChoice:
     """``"off"``: CPU; ``"on"``: nvJPEG or :class:`BackendUnavailable`; ``"auto"``: nvJPEG when a model
     runs on a CUDA backend and it works here, else the CPU decoder (the summary says why)."""
-    if mode not in GPU_DECODE_MODES:
-        raise ValueError(f"gpu_decode must be one of {', '.join(GPU_DECODE_MODES)}, got {mode!r}")
+    check_choice("gpu_decode", mode, GPU_DECODE_MODES)
     if mode == "off" or (mode == "auto" and not on_gpu):
         return GpuDecodeChoice(None, None)
     try:

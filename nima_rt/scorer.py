@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 
 from .backends import BACKENDS, Backend, BackendChoice, BackendOptions, choose_backend
+from .choices import DEVICES, GPU_DECODE_MODES, PRECISIONS, check_choice
 from .decode import DecodeError, DecodeOptions, Preprocess, decode_file, from_array, from_pil
-from .gpu_decode import GPU_DECODE_MODES, choose_gpu_decode
+from .gpu_decode import choose_gpu_decode
 from .inputs import InputItem, iter_inputs
 from .model_file import ModelFile, load_model_file
 from .results import ModelScore, ScoreResult, unique_columns
@@ -44,19 +45,19 @@ class ScorerConfig:
     prefetch_batches: int = 2  # decoded batches allowed in flight ahead of inference
     device: str = "auto"
     backend: str | None = None
-    precision: str | None = None  # GPU backends: "fp16" | "fp32" (None: fp16 where the backend can)
+    precision: str | None = None  # "fp32" | "fp16" (None: the model's policy, contract.default_gpu_precision)
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     gpu_decode: str = "auto"  # JPEGs on the GPU (nvJPEG): "auto" when a model runs on CUDA, "on", "off"
 
     def __post_init__(self) -> None:
-        if self.gpu_decode not in GPU_DECODE_MODES:
-            raise ValueError(f"gpu_decode must be one of {', '.join(GPU_DECODE_MODES)}, got {self.gpu_decode!r}")
+        check_choice("gpu_decode", self.gpu_decode, GPU_DECODE_MODES)
+        check_choice("--device", self.device, DEVICES)
+        if self.precision is not None:
+            check_choice("precision", self.precision, PRECISIONS)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.precision not in (None, "fp16", "fp32"):
-            raise ValueError(f"precision must be fp16 or fp32, got {self.precision!r}")
         if self.prefetch_batches < 1:
             raise ValueError(f"prefetch_batches must be >= 1, got {self.prefetch_batches}")
 

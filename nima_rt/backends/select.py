@@ -6,11 +6,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from ..choices import DEVICES, check_choice
 from ..model_file import ModelFile
 from . import cuda_driver
 from .base import Backend, BackendOptions, BackendUnavailable
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -94,8 +93,7 @@ def _availability(entry: BackendEntry, model: ModelFile) -> str | None:
 
 def probe_backends(model: ModelFile, device: str = "auto", backend: str | None = None) -> list[BackendStatus]:
     """Every backend allowed by ``device``/``backend``, in preference order, with its availability."""
-    if device not in DEVICES:
-        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    check_choice("--device", device, DEVICES)
     entries = [e for e in BACKENDS if device == "auto" or e.device == device]
     if backend is not None:
         names = [e.name for e in BACKENDS]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEVICES = ("auto", "cpu", "cuda")
+from ..choices import DEVICES, check_choice
+
 ACTOR_MEMORY = 1 << 30  # bytes each scoring actor declares: a model session, batches, the Python worker
 CPU_BATCH = 16  # the single-machine CLI's CPU default
 GPU_BATCH = 128
@@ -46,8 +47,7 @@ class RayScoreConfig:
             raise ValueError(f"shard size must be >= 1, got {self.shard_size}")
         if (self.batch_size is not None and self.batch_size < 1) or self.decode_batch < 1:
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_size} and {self.decode_batch}")
-        if self.device not in DEVICES:
-            raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        check_choice("--device", self.device, DEVICES)
         if self.actors is not None and self.actors < 1:
             raise ValueError(f"actors must be >= 1, got {self.actors}")
         for name in ("actor_cpus", "decode_cpus"):
