@@ -22,11 +22,11 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "nima_rt.cli.score",
     "nima_rt.cli.info",
-    "nima_rt.report.cli",
-    "nima_rt.train.visualize_cli",
-    "nima_rt.label.cli",
-    "nima_rt.train.cli",
-    "nima_rt.export.cli",
+    "nima_rt.cli.report",
+    "nima_rt.cli.visualize",
+    "nima_rt.cli.label",
+    "nima_rt.cli.train",
+    "nima_rt.cli.export",
     "nima_rt.cli.build_dataset",
 )
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import typer
 
-from nima_rt.cli.common import fail, note
 from nima_rt.contract import ContractError
 from nima_rt.model_file import ENGINE_SUFFIXES
+
+from .common import fail, note
 
 
 def export(
@@ -55,8 +56,8 @@ def export(
     workspace_gib: float | None = typer.Option(None, "--workspace-gib", help="TensorRT builder memory limit."),
 ) -> None:
     """Export a checkpoint to the contract ONNX model (fp32/fp16/INT8) or a TensorRT engine, and verify it."""
-    from .api import ExportRequest, run_export
-    from .tensorrt_build import TensorRTSettings
+    from ..export.api import ExportRequest, run_export
+    from ..export.tensorrt_build import TensorRTSettings
 
     if fmt is None:
         fmt = "tensorrt" if output is not None and output.suffix.lower() in ENGINE_SUFFIXES else "onnx"

@@ -7,13 +7,13 @@ from pathlib import Path
 import typer
 
 from ..backends import BackendUnavailable
-from ..cli.common import Progress, fail, note
 from ..contract import ContractError
 from ..output import OutputError
+from ..report.build import GROUP_BY, ReportConfig, ReportError, build_report
+from ..report.score_file import read_score_file
 from ..results import ScoreResult
 from ..scorer import Scorer, ScorerConfig
-from .build import GROUP_BY, ReportConfig, ReportError, build_report
-from .score_file import read_score_file
+from .common import Progress, fail, note
 
 
 def report(

@@ -104,7 +104,7 @@ def score(
         raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
     ranking = sort or top is not None or group_by is not None
     if engine != "local" or address is not None:
-        from ..distributed.cli import score_ray
+        from .score_ray import score_ray
 
         single = {"--sort": sort, "--sort-by": sort_by is not None, "--top": top is not None,
                   "--group-by": group_by is not None, "--strict": strict, "--workers": workers is not None,

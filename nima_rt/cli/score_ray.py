@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import typer
 
-from ..cli.common import fail, note, require_extra
+from .common import fail, note, require_extra
 
 ENGINES = ("local", "ray")
 
@@ -52,10 +52,10 @@ def score_ray(
 
     from ..backends import BackendUnavailable
     from ..contract import ContractError
+    from ..distributed.inputs import InputError
+    from ..distributed.pipeline import IncompleteRun, score_with_ray
+    from ..distributed.plan import PlanError, RayScoreConfig
     from ..output import OutputError
-    from .inputs import InputError
-    from .pipeline import IncompleteRun, score_with_ray
-    from .plan import PlanError, RayScoreConfig
 
     try:
         config = RayScoreConfig(

