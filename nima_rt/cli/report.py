@@ -6,13 +6,11 @@ from pathlib import Path
 
 import typer
 
-from ..backends import BackendUnavailable
-from ..contract import ContractError
 from ..output import OutputError
 from ..report.build import GROUP_BY, ReportConfig, ReportError, build_report
 from ..report.score_file import read_score_file
 from ..results import ScoreResult
-from ..scorer import Scorer, ScorerConfig
+from . import options
 from .common import Progress, fail, note
 
 
@@ -22,10 +20,8 @@ def report(
     scores: Path | None = typer.Option(
         None, "--scores", help="Use a CSV/JSONL/Parquet file written by `nima-rt score` instead of scoring."
     ),
-    model: list[str] | None = typer.Option(
-        None, "--model", "-m", help="Bundled model name or model file (.onnx/.engine); repeat for several."
-    ),
-    sort_by: str | None = typer.Option(None, "--sort-by", help="Model column to rank by (default: the first)."),
+    model: options.Models = None,
+    sort_by: options.RankColumn = None,
     group_by: str = typer.Option("parent", "--group-by", help="parent: one listing per folder; none: one ranking."),
     top: int | None = typer.Option(None, "--top", min=1, help="Show only the K best photos of each listing."),
     title: str = typer.Option("nima-rt report", "--title", help="Page title."),
@@ -33,21 +29,20 @@ def report(
     embed: bool = typer.Option(
         False, "--embed", help="Put thumbnails inside the HTML (one file; heavier for thousands of photos)."
     ),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", "-b", min=1, max=4096, help="Images per inference call (default: 16 on CPU, 128 on GPU)."
-    ),
-    workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Decode/thumbnail threads."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Inference threads on CPU."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    backend: str | None = typer.Option(None, "--backend", help="Force one backend (see `nima-rt info`)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No backend line and no summary on stderr."),
+    batch_size: options.BatchSize = None,
+    workers: options.Workers = None,
+    threads: options.Threads = None,
+    device: options.Device = "auto",
+    backend: options.BackendName = None,
+    precision: options.Precision = None,
+    gpu_decode: options.GpuDecode = "auto",
+    full_decode: options.FullDecode = False,
+    quiet: options.Quiet = False,
 ) -> None:
     """Write an HTML page: photos ranked best first within each listing folder, best one marked,
     scores and distributions shown, failed files listed. Opens offline; no JavaScript."""
     if group_by not in GROUP_BY:
         raise typer.BadParameter(f"must be one of {', '.join(GROUP_BY)}", param_hint="--group-by")
-    if device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
     if bool(paths) == (scores is not None):
         raise typer.BadParameter("give image PATHs to score, or --scores FILE, not both", param_hint="PATH")
     if scores is not None and model:
@@ -63,18 +58,12 @@ def report(
                 fail(str(exc))
             summary = build_report(rows, columns, output, config)
         else:
-            scorer_config = ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, device=device,
-                                         backend=backend)
-            try:
-                scorer = Scorer(list(model) if model else [None], scorer_config)
-            except (ContractError, BackendUnavailable, ValueError) as exc:
-                fail(str(exc))
-            with scorer:
-                if sort_by is not None and sort_by not in scorer.columns:
-                    fail(f"--sort-by {sort_by}: no such model column (have {', '.join(scorer.columns)})")
-                if not quiet:
-                    for line in scorer.backend_summary:
-                        note(line)
+            scorer_config = options.scorer_config(
+                batch_size=batch_size, workers=workers, threads=threads, device=device, backend=backend,
+                precision=precision, gpu_decode=gpu_decode, full_decode=full_decode)
+            with options.open_scorer(model, scorer_config, quiet) as scorer:
+                if sort_by is not None:
+                    options.check_rank_column(sort_by, scorer.columns)
 
                 def counted() -> list[ScoreResult]:
                     collected = []

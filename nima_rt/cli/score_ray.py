@@ -12,8 +12,6 @@ import typer
 
 from .common import fail, note, require_extra
 
-ENGINES = ("local", "ray")
-
 
 def score_ray(
     *,
@@ -31,8 +29,6 @@ def score_ray(
     quiet: bool,
 ) -> None:
     """Run ``nima-rt score`` on Ray; ``single_machine_options`` maps option names to whether they were given."""
-    if engine not in ENGINES:
-        raise typer.BadParameter(f"must be one of {', '.join(ENGINES)}, got {engine!r}", param_hint="--engine")
     if engine != "ray":
         raise typer.BadParameter("--address needs --engine ray", param_hint="--address")
     given = [name for name, used in single_machine_options.items() if used]

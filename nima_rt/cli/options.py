@@ -1,0 +1,114 @@
+"""Option groups shared by the commands that score: declared once, used by score, report and Ray.
+
+Each alias is a typer ``Annotated`` option; a command lists the ones it takes and hands their values
+to :func:`scorer_config` (or the Ray engine's config), so names, help, defaults and allowed values
+cannot drift between commands. Allowed values come from :mod:`nima_rt.choices`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Annotated
+
+import typer
+
+from ..choices import DEVICES, GPU_DECODE_MODES, PRECISIONS
+from ..decode import DecodeOptions
+from ..scorer import Scorer, ScorerConfig
+from .common import fail, note
+
+
+def one_of(allowed: Sequence[str]) -> Callable[[str | None], str | None]:
+    """An option callback that turns a value outside ``allowed`` into a usage error (exit 2)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return check
+
+
+# -- model ---------------------------------------------------------------------------------------
+Models = Annotated[
+    list[str] | None,
+    typer.Option("--model", "-m", help="Bundled model name or model file (.onnx/.engine); repeat for several."),
+]
+
+# -- device / backend / precision ----------------------------------------------------------------
+Device = Annotated[str, typer.Option("--device", callback=one_of(DEVICES), help=" | ".join(DEVICES))]
+BackendName = Annotated[str | None, typer.Option("--backend", help="Force one backend (see `nima-rt info`).")]
+Precision = Annotated[
+    str | None,
+    typer.Option(
+        "--precision", callback=one_of(PRECISIONS),
+        help="Backend precision (default: the model's policy: fp32 unless its metadata records a passed fp16 "
+        "check; docs/runtime.md).",
+    ),
+]
+
+# -- decode ---------------------------------------------------------------------------------------
+GpuDecode = Annotated[
+    str,
+    typer.Option(
+        "--gpu-decode", callback=one_of(GPU_DECODE_MODES),
+        help="Decode JPEGs on the GPU (nvJPEG): auto (when a model runs on CUDA) | on | off.",
+    ),
+]
+FullDecode = Annotated[
+    bool,
+    typer.Option("--full-decode", help="Decode JPEGs in full instead of DCT-scaled (slower; see docs/runtime.md)."),
+]
+Workers = Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Decode threads (default: all cores).")]
+
+# -- batch / threads ------------------------------------------------------------------------------
+BatchSize = Annotated[
+    int | None,
+    typer.Option("--batch-size", "-b", min=1, max=4096,
+                 help="Images per inference call (default: 16 on CPU, 128 on GPU)."),
+]
+Threads = Annotated[int | None, typer.Option("--threads", min=1, help="Inference threads on CPU (default: all cores).")]
+
+# -- reporting ------------------------------------------------------------------------------------
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No backend line and no summary on stderr.")]
+RankColumn = Annotated[str | None, typer.Option("--sort-by", help="Model column to sort/rank by (default: the first).")]
+Top = Annotated[int | None, typer.Option("--top", min=1, help="Keep only the K best (per group with --group-by).")]
+
+
+def scorer_config(
+    *,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    backend: str | None = None,
+    precision: str | None = None,
+    gpu_decode: str = "auto",
+    full_decode: bool = False,
+) -> ScorerConfig:
+    """The library config for the shared options above (the one place they meet ``ScorerConfig``)."""
+    return ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, device=device, backend=backend,
+                        precision=precision, gpu_decode=gpu_decode, decode=DecodeOptions(jpeg_draft=not full_decode))
+
+
+def open_scorer(models: list[str] | None, config: ScorerConfig, quiet: bool) -> Scorer:
+    """Open the models (bundled default when none) or exit with one ``error:`` line; print the backends."""
+    from ..backends import BackendUnavailable
+    from ..contract import ContractError
+
+    try:
+        scorer = Scorer(list(models) if models else [None], config)
+    except (ContractError, BackendUnavailable, ValueError) as exc:
+        fail(str(exc))
+    if not quiet:
+        for line in scorer.backend_summary:
+            note(line)
+    return scorer
+
+
+def check_rank_column(column: str | None, columns: list[str], option: str = "--sort-by") -> str:
+    """The model column to rank by (the first when ``column`` is None), or exit naming the columns."""
+    chosen = column or columns[0]
+    if chosen not in columns:
+        fail(f"{option} {chosen}: no such model column (have {', '.join(columns)})")
+    return chosen
