@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -48,6 +50,7 @@ class ScorerConfig:
     precision: str | None = None  # "fp32" | "fp16" (None: the model's policy, contract.default_gpu_precision)
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     gpu_decode: str = "auto"  # JPEGs on the GPU (nvJPEG): "auto" when a model runs on CUDA, "on", "off"
+    checkpoint_loader: Callable[[Path], Any] | None = None  # torch-cuda only: see BackendOptions
 
     def __post_init__(self) -> None:
         check_choice("gpu_decode", self.gpu_decode, GPU_DECODE_MODES)
@@ -107,7 +110,7 @@ class Scorer:
         files = [load_model_file(spec) for spec in specs]
         columns = unique_columns([f.name for f in files])
         options = BackendOptions(threads=self.config.threads, max_batch=self.config.batch_size or 256,
-                                 precision=self.config.precision)
+                                 precision=self.config.precision, checkpoint_loader=self.config.checkpoint_loader)
         self.models: list[LoadedModel] = []
         try:  # a failure half way must not leave the backends opened so far holding GPU memory
             for column, model_file in zip(columns, files, strict=True):

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nima_rt.train import load_contract_module
 from tiny_models import BIAS, WEIGHTS, reference_scores
 
-from nima_rt.backends import BackendOptions, choose_backend, torch_cuda
+from nima_rt.backends import BackendOptions, BackendUnavailable, choose_backend, torch_cuda
 from nima_rt.contract import Normalization
 from nima_rt.model_file import load_model_file
 
@@ -90,7 +91,10 @@ def test_create_loads_the_checkpoint_beside_the_onnx(model_pair: Path, monkeypat
     monkeypatch.setattr(torch_cuda, "TorchCudaBackend",
                         functools.partial(torch_cuda.TorchCudaBackend, device="cpu", graphs=False))
     model = load_model_file(model_pair)
-    backend = torch_cuda.create(model, BackendOptions(precision="fp32", max_batch=8))
+    with pytest.raises(BackendUnavailable, match="^no checkpoint loader given"):
+        torch_cuda.create(model, BackendOptions(precision="fp32", max_batch=8))
+    backend = torch_cuda.create(model, BackendOptions(precision="fp32", max_batch=8,
+                                                      checkpoint_loader=load_contract_module))
     assert backend.source == str(model_pair.with_suffix(".pt"))
     cpu = choose_backend(model, "cpu").backend
     batch = images(12, size=32, seed=2)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,6 +31,9 @@ class BackendOptions:
     cache_dir: str | None = None  # engine/compile caches (TensorRT EP)
     max_batch: int = 256  # the largest batch the caller will send
     precision: str | None = None  # GPU backends: "fp16" | "fp32" (None: the backend's default, fp16 where it can)
+    # torch-cuda: turns a training checkpoint into a ContractModule. The runtime never imports the training
+    # code itself; the layer that has it (the CLI, or an API user) passes nima_rt.train.load_contract_module.
+    checkpoint_loader: Callable[[Path], Any] | None = None
 
 
 @runtime_checkable

@@ -72,10 +72,6 @@ def availability(model: ModelFile) -> str | None:
     torch = importlib.import_module("torch")
     if not torch.cuda.is_available():
         return f"torch {torch.__version__} cannot use the GPU: torch.cuda.is_available() is False"
-    try:
-        importlib.import_module("nima_rt.train.checkpoint")
-    except ImportError as exc:
-        return f"cannot import nima_rt.train.checkpoint: {' '.join(str(exc).split())}"
     return None
 
 
@@ -83,10 +79,14 @@ def create(model: ModelFile, options: BackendOptions) -> TorchCudaBackend:
     reason = availability(model)
     if reason is not None:
         raise BackendUnavailable(reason)
+    if options.checkpoint_loader is None:
+        raise BackendUnavailable(
+            "no checkpoint loader given (the nima-rt CLI passes one; through the API set "
+            "ScorerConfig(checkpoint_loader=nima_rt.train.load_contract_module))"
+        )
     checkpoint = checkpoint_for(model)
     try:
-        loaded = importlib.import_module("nima_rt.train.checkpoint").load_checkpoint(checkpoint)
-        contract = loaded.contract_module()
+        contract = options.checkpoint_loader(checkpoint)
     except Exception as exc:  # let --device auto fall back; the row of reasons says what went wrong
         message = " ".join(str(exc).split())
         raise BackendUnavailable(f"cannot load {checkpoint.name}: {type(exc).__name__}: {message}") from None

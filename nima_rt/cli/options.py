@@ -15,6 +15,7 @@ import typer
 from ..choices import DEVICES, GPU_DECODE_MODES, PRECISIONS
 from ..decode import DecodeOptions
 from ..scorer import Scorer, ScorerConfig
+from ..train import load_contract_module
 from .common import fail, note
 
 
@@ -88,7 +89,8 @@ def scorer_config(
 ) -> ScorerConfig:
     """The library config for the shared options above (the one place they meet ``ScorerConfig``)."""
     return ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, device=device, backend=backend,
-                        precision=precision, gpu_decode=gpu_decode, decode=DecodeOptions(jpeg_draft=not full_decode))
+                        precision=precision, gpu_decode=gpu_decode, decode=DecodeOptions(jpeg_draft=not full_decode),
+                        checkpoint_loader=load_contract_module)
 
 
 def open_scorer(models: list[str] | None, config: ScorerConfig, quiet: bool) -> Scorer:

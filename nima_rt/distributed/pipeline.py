@@ -19,6 +19,7 @@ from ..decode import Preprocess
 from ..model_file import load_model_file
 from ..results import ModelScore, ScoreResult, unique_columns
 from ..scorer import ScorerConfig
+from ..train import load_contract_module
 from .inputs import InputList, collect_inputs
 from .plan import RayScoreConfig, ResourcePlan, plan_resources
 from .shards import ModelRecord, RunRecord, ShardStore
@@ -159,7 +160,8 @@ def score_with_ray(
         payloads = [ModelPayload.load(spec) for spec in config.models]
         scorer_config = ScorerConfig(batch_size=plan.batch_size, workers=1, threads=plan.threads,
                                      device=plan.device, backend=config.backend,
-                                     gpu_decode="off")  # actors get decoded arrays; decode tasks run on CPUs
+                                     gpu_decode="off",  # actors get decoded arrays; decode tasks run on CPUs
+                                     checkpoint_loader=load_contract_module)
         dataset = ray.data.from_arrow(_pending_tables(inputs, config.shard_size, pending))
         dataset = dataset.map_batches(
             decode_batch, fn_kwargs={"specs": specs}, batch_size=config.decode_batch, batch_format="numpy",
