@@ -15,7 +15,6 @@ graph ONNX's checker and ONNX Runtime refuse (an internal value named ``mean`` c
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 import onnx
 
 from nima_rt.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ContractError, ModelMetadata
+from nima_rt.files import atomic_path
 
 # The one opset every exported graph uses: LayerNorm is native from 17, ONNX Runtime >= 1.17 and
 # TensorRT 10's parser support it, and the TorchScript exporter writes it cleanly.
@@ -302,14 +302,8 @@ def _drop_unused_nodes(model: onnx.ModelProto) -> None:
 
 def save_model(model: onnx.ModelProto, path: Path) -> None:
     """Write ``model`` atomically (a temporary file in the same folder, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # plain open(): the umask's permissions
-    try:
-        onnx.save(model, str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        onnx.save(model, str(temporary))
 
 
 def finish_model(model: onnx.ModelProto, metadata: ModelMetadata, label: str, simplify_graph: bool = True,

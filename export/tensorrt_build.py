@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from nima_rt.contract import INPUT_NAME, ContractError, EngineInfo, ModelMetadata, engine_sidecar_json
-from nima_rt.model_file import file_sha256, load_model_file, sidecar_path
+from nima_rt.files import file_sha256, write_bytes_atomic
+from nima_rt.model_file import load_model_file, sidecar_path
 
 from .images import ImageSet, batches
 
@@ -200,10 +201,7 @@ class BuiltEngine:
     def write(self, path: Path | None = None) -> Path:
         """Write the engine and its sidecar to ``path`` (default: the requested output)."""
         path = path or self.output
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self.plan)
-        os.replace(tmp, path)
+        write_bytes_atomic(path, self.plan)
         sidecar_path(path).write_text(engine_sidecar_json(self.metadata, self.info) + "\n", encoding="utf-8")
         return path
 

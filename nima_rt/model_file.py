@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .contract import ENGINE_SIDECAR_KEY, METADATA_KEY, ContractError, EngineInfo, ModelMetadata
+from .files import file_sha256
 from .onnx_meta import read_metadata_props
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
@@ -47,14 +47,6 @@ def bundled_models() -> dict[str, Path]:
     if not BUNDLED_DIR.is_dir():
         return {}
     return {path.stem: path for path in sorted(BUNDLED_DIR.glob("*.onnx"))}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_model_path(spec: str | os.PathLike[str] | None) -> Path:

@@ -33,6 +33,6 @@ nima-rt export "$RUN/best.pt" --output "$WORK/technical-exported.onnx" --verify 
     --verify-images "$WORK/dataset/images/skimage-coffee/full"
 
 echo "$(stamp) held-out evaluation, metadata, figures" >&2
-python -m nima_rt.train.ship_default "$WORK/technical-exported.onnx" "$WORK/dataset" \
+python tools/ship_default.py "$WORK/technical-exported.onnx" "$WORK/dataset" \
     --output "$MODEL_OUT" --report "$WORK/heldout-report.json" --figures "$FIGURES"
 echo "$(stamp) done: $MODEL_OUT" >&2

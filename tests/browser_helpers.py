@@ -11,8 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-from nima_rt.report.screenshot import HEADLESS_FLAGS, find_chromium
+from browser_screenshot import HEADLESS_FLAGS, find_chromium
 
 CHROMIUM = find_chromium()
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -31,7 +31,8 @@ from nima_rt.backends import (
 )
 from nima_rt.cli import app
 from nima_rt.contract import METADATA_KEY, EngineInfo, ModelMetadata, engine_sidecar_json
-from nima_rt.model_file import file_sha256, load_model_file
+from nima_rt.files import file_sha256
+from nima_rt.model_file import load_model_file
 
 runner = CliRunner()
 NO_DRIVER = "no NVIDIA GPU driver: libcuda.so.1 not found"

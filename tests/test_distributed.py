@@ -37,7 +37,7 @@ from nima_rt.distributed.plan import PlanError
 from nima_rt.distributed.shards import ModelRecord
 from nima_rt.distributed.sources import SourceError, SourceReader
 from nima_rt.distributed.stages import decode_bytes
-from nima_rt.model_file import file_sha256
+from nima_rt.files import file_sha256
 from nima_rt.output import OutputError
 
 IMAGES = 200

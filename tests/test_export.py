@@ -30,7 +30,7 @@ from nima_rt.train.checkpoint import load_checkpoint  # noqa: E402
 
 from nima_rt.backends import cuda_driver  # noqa: E402
 from nima_rt.cli import app  # noqa: E402
-from nima_rt.model_file import file_sha256  # noqa: E402
+from nima_rt.files import file_sha256  # noqa: E402
 
 runner = CliRunner()
 SIZE = TINY_SIZE

@@ -25,7 +25,8 @@ from nima_rt.export.tensorrt_build import TensorRTUnavailable, require_tensorrt 
 
 from nima_rt.cli import app  # noqa: E402
 from nima_rt.contract import EngineInfo, engine_sidecar_json  # noqa: E402
-from nima_rt.model_file import file_sha256, load_model_file  # noqa: E402
+from nima_rt.files import file_sha256  # noqa: E402
+from nima_rt.model_file import load_model_file  # noqa: E402
 
 runner = CliRunner()
 

@@ -34,7 +34,7 @@ from nima_rt.export.verify import VerificationFailed  # noqa: E402
 
 from nima_rt.backends import cuda_driver, tensorrt_engine  # noqa: E402
 from nima_rt.backends.base import BackendOutput  # noqa: E402
-from nima_rt.model_file import file_sha256  # noqa: E402
+from nima_rt.files import file_sha256  # noqa: E402
 
 H200 = cuda_driver.GpuInfo(name="NVIDIA H200", compute_capability="9.0", driver_version="12.8", device_count=1)
 PLAN = b"fake serialized engine"

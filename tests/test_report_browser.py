@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from browser_helpers import CHROMIUM, chromium_driver
+from browser_screenshot import screenshot
 from PIL import Image
 from test_report import BROKEN, LISTINGS, _photo
 from tiny_models import write_tiny_model
 from typer.testing import CliRunner
 
 from nima_rt.cli import app
-from nima_rt.report.screenshot import screenshot
 
 GOLD = np.array([0xD4, 0xA0, 0x17])  # the best photo's border colour in page.py's CSS
 

@@ -17,7 +17,6 @@ A checkpoint is a plain ``torch.save`` dict that loads with ``torch.load(weights
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from nima_rt.contract import ContractError, ModelMetadata
+from nima_rt.files import atomic_path, file_sha256
 
 from .model import ModelConfig, NimaNetwork, build_network, normalization_for
 
@@ -44,14 +44,6 @@ def metadata_for(config: ModelConfig, metadata: ModelMetadata) -> ModelMetadata:
         normalization=normalization_for(config),
         backbone=metadata.backbone or config.backbone,
     )
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(
@@ -71,9 +63,8 @@ def save_checkpoint(
         "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
         **state,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
     return path
 
 

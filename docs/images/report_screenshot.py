@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from nima_rt.report.screenshot import screenshot
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from browser_screenshot import screenshot  # noqa: E402
 
 LISTINGS = {
     "listing_1042_cat": "chelsea",

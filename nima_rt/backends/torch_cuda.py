@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..contract import NUM_BINS, ContractError, check_outputs
-from ..model_file import ModelFile, file_sha256
+from ..files import file_sha256
+from ..model_file import ModelFile
 from . import cuda_driver
 from .base import BackendOptions, BackendOutput, BackendUnavailable
 

@@ -21,7 +21,8 @@ import numpy as np
 from ..backends import BackendUnavailable
 from ..contract import NUM_BINS, ContractError
 from ..decode import DecodeError, DecodeOptions, Preprocess, decode_file
-from ..model_file import file_sha256, load_model_file, resolve_model_path, sidecar_path
+from ..files import file_sha256
+from ..model_file import load_model_file, resolve_model_path, sidecar_path
 from ..results import ScoreResult
 from ..scorer import DecodedInput, Scorer, ScorerConfig
 from .sources import SourceReader

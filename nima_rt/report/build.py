@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
+from ..files import write_text_atomic
 from ..ranking import RankedRow, group_of, rank_groups, sort_rows
 from ..results import ScoreResult
 from .page import Card, Listing, PageInfo, render_page
@@ -154,10 +155,8 @@ def build_report(
         footer=f"Written by nima-rt {__version__} on {stamp}. Click a photo to open the original.",
     )
     html = render_page(list(listings.values()), info)
-    temporary = page.with_name(page.name + ".tmp")
     try:
-        temporary.write_text(html, encoding="utf-8")
-        os.replace(temporary, page)
+        write_text_atomic(page, html)
     except OSError as exc:
         raise ReportError(f"{page}: cannot write report ({exc.strerror or exc})") from None
     if folder is not None:

@@ -1,6 +1,6 @@
 """Finish the bundled technical model: held-out report, metadata (data, metrics, licences), figures.
 
-``python -m nima_rt.train.ship_default MODEL.onnx DATASET_DIR --output nima_rt/models/technical.onnx``
+``python tools/ship_default.py MODEL.onnx DATASET_DIR --output nima_rt/models/technical.onnx``
 
 1. scores the dataset's held-out ``test.csv`` with the runtime (``train/graded_eval.py``);
 2. writes the ONNX file again with its ``nima_rt`` metadata completed: kind ``technical``, what it
@@ -21,10 +21,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from nima_rt.train.graded_eval import GradedReport, graded_report, read_rows, score_with_runtime
 
 from nima_rt.contract import METADATA_KEY, ModelMetadata
-
-from .graded_eval import GradedReport, graded_report, read_rows, score_with_runtime
 
 SOURCE_LICENSES = (
     "labels: KADID-10k subjective scores (Lin, Hosu & Saupe 2019) and TID2013 MOS (Ponomarenko et al. 2015) "
@@ -119,9 +118,8 @@ def plot_distributions(rows: list[dict[str, str]], scores: np.ndarray, output: P
 def plot_ranked(dataset_dir: Path, rows: list[dict[str, str]], scores: np.ndarray, output: Path,
                 groups: int = 4, level: int = 3) -> None:
     """For a few held-out photos: clean + the primary types at ``level``, sorted by predicted score."""
+    from nima_rt.train.graded_eval import PRIMARY_TYPES
     from PIL import Image, ImageDraw
-
-    from .graded_eval import PRIMARY_TYPES
 
     wanted = {"clean", *PRIMARY_TYPES, "motion_blur", "overexposure"}
     by_group: dict[str, list[tuple[float, str, str]]] = {}
@@ -152,7 +150,7 @@ def plot_ranked(dataset_dir: Path, rows: list[dict[str, str]], scores: np.ndarra
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nima_rt.train.ship_default", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/ship_default.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="the exported ONNX model")
     parser.add_argument("dataset", type=Path, help="the build-dataset folder it was trained from")
     parser.add_argument("--output", type=Path, required=True, help="where to write the finished model")
