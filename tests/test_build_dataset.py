@@ -141,7 +141,7 @@ def test_graded_report_spearman_and_pairs_by_hand() -> None:
     rho_b = 1 - 6 * 58 / (6 * (6**2 - 1))
     assert rho_b == pytest.approx(-0.657, abs=1e-3)
     assert blur.spearman_mean == pytest.approx((-1.0 + rho_b) / 2)
-    assert blur.spearman_min == pytest.approx(-1.0)
+    assert blur.spearman_worst == pytest.approx(rho_b)  # the worse photo is b, not a's perfect -1
     assert (blur.pairs, blur.pairs_correct) == (6, 5)  # levels 2-4 of two photos; b's level 3 wins
     assert report.primary_pair_accuracy() == pytest.approx(5 / 6)
     assert report.condition_scores["clean_0"]["mean"] == pytest.approx(6.5)

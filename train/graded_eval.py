@@ -26,17 +26,22 @@ from pathlib import Path
 
 import numpy as np
 
+from nima_rt.metrics import spearman
+
 # The types the shipped model is accepted on (docs/models.md): blur, JPEG, noise, darkening.
 PRIMARY_TYPES = ("gaussian_blur", "jpeg", "white_noise", "underexposure")
 
 
 @dataclass
 class TypeResult:
+    """One distortion type: Spearman(level, score) per photo, averaged, and its worst (highest) value."""
+
     spearman_mean: float
-    spearman_min: float
+    spearman_worst: float  # the photo ranked worst: the highest (least negative) Spearman
     groups: int
     pairs: int
     pairs_correct: int
+    unranked: int = 0  # photos whose scores were constant over the levels (Spearman undefined)
 
     @property
     def pair_accuracy(self) -> float:
@@ -75,14 +80,6 @@ def read_rows(csv_path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    if np.ptp(y) == 0:
-        return 0.0
-    return float(spearmanr(x, y).statistic)
-
-
 def graded_report(rows: list[dict[str, str]], scores: np.ndarray, primary: tuple[str, ...] = PRIMARY_TYPES,
                   pair_levels: tuple[int, ...] = (2, 3, 4)) -> GradedReport:
     """The report for ``rows`` and their predicted mean ``scores`` (same order)."""
@@ -108,13 +105,17 @@ def graded_report(rows: list[dict[str, str]], scores: np.ndarray, primary: tuple
                 continue
             xs = np.array([0] + sorted(levels))
             ys = np.array([clean[key]] + [levels[lv] for lv in sorted(levels)])
-            rhos.append(_spearman(xs, ys))
+            rhos.append(spearman(xs, ys))
             for lv in pair_levels:
                 if lv in levels:
                     pairs += 1
                     correct += int(clean[key] > levels[lv])
-        if rhos:
-            types[name] = TypeResult(float(np.mean(rhos)), float(np.min(rhos)), len(rhos), pairs, correct)
+        ranked = [r for r in rhos if r == r]
+        if ranked:
+            # A photo whose scores do not move at all has no ranking (nan, the nima_rt.metrics policy):
+            # it is left out of the mean and counted in ``unranked``.
+            types[name] = TypeResult(float(np.mean(ranked)), float(np.max(ranked)), len(rhos), pairs, correct,
+                                     len(rhos) - len(ranked))
     summary = {
         condition: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
                     "max": float(np.max(v)), "n": len(v)}
