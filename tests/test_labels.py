@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -170,13 +171,13 @@ def test_seed_rows_follow_from_tid2013_mos_plus_one() -> None:
     assert len(uniform_rows) == 6 and all(mos[i.lower()] == 4.5 for i in uniform_rows)
 
 
-def test_full_seed_files_when_available() -> None:
-    # ../shared beside the checkout (development machines and CI); users' clones have none.
-    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "idealo-tid2013-labels"
-    if not folder.is_dir():
-        pytest.skip("the seed's full TID2013 label files are only on the development machine")
-    rows = json.loads((folder / "tid_labels_train.json").read_text())
-    rows += json.loads((folder / "tid_labels_test.json").read_text())
+def test_full_seed_files() -> None:
+    # All 3,000 rows of the seed's TID2013 label files (tests/fixtures/training/README.md).
+    folder = FIXTURES / "idealo_tid2013_full"
+    rows = []
+    for name in ("tid_labels_train.json.gz", "tid_labels_test.json.gz"):
+        with gzip.open(folder / name, "rt", encoding="utf-8") as handle:
+            rows += json.load(handle)
     labels = np.array([r["label"] for r in rows])
     assert labels.shape == (3000, 10)
     np.testing.assert_allclose(distribution_from_moments(distribution_moments(labels)[0]), labels, atol=1e-9)
