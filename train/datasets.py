@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from nima_rt.decode import IMAGE_EXTENSIONS, DecodeError, Preprocess, decode_file
+from nima_rt.decode import DecodeError, Preprocess, decode_file, is_image_path
 
 from .labels import (
     NUM_BINS,
@@ -418,7 +418,7 @@ class ImageResolver:
                 full = Path(folder) / filename
                 rel = full.relative_to(self.root).as_posix().lower()
                 self._by_name.setdefault(rel, full)
-                if os.path.splitext(filename)[1].lower() in IMAGE_EXTENSIONS:
+                if is_image_path(filename):
                     self._by_stem.setdefault(os.path.splitext(rel)[0], full)
         return self._by_name, self._by_stem
 
