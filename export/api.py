@@ -50,6 +50,10 @@ class ExportRequest:
     simplify: bool = True
     force: bool = False
     tensorrt: TensorRTSettings = field(default_factory=TensorRTSettings)
+    # Identity of the exported model (metadata kind/name); an imported Keras/PyTorch file defaults
+    # to what its file name says (export/imports.py: identity), a checkpoint to its own metadata.
+    kind: str | None = None
+    name: str | None = None
 
 
 @dataclass
@@ -143,7 +147,10 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
         if request.format == "tensorrt":
             return _tensorrt(request, fp32_path, metadata, output, log)
         if request.precision == "fp32":
-            return ExportResult(output, metadata, _verify_fp(request, output, reference, metadata, log))
+            drift = _verify_fp(request, output, reference, metadata, log)
+            if drift is not None:
+                metadata = _record_fp16_check(request, output, metadata, reference, Path(scratch), log)
+            return ExportResult(output, metadata, drift)
         if request.precision == "fp16":
             return _fp16(request, fp32_path, metadata, output, reference, log)
         return _int8_onnx(request, fp32_path, metadata, output, log)
@@ -165,14 +172,10 @@ def _require_float32(path: Path) -> None:
 def _from_checkpoint(request: ExportRequest, output: Path, scratch: Path, log: Log):
     """Trace the checkpoint to a float32 ONNX: ``output`` itself for fp32, else a scratch/sibling file."""
     _need("torch", "train", "exporting a checkpoint")
-    from nima_rt.train.checkpoint import load_checkpoint
-
     from .onnx_export import finish_model, save_model, trace_to_onnx
     from .verify import torch_scores
 
-    checkpoint = load_checkpoint(request.source)
-    metadata = dataclasses.replace(checkpoint.metadata, source_checkpoint_sha256=checkpoint.sha256, created=_now())
-    module = checkpoint.contract_module()
+    module, metadata = _load_network(request, log)
     if request.format == "tensorrt":
         fp32_path = default_output(output, "onnx", "fp32")  # model.int8.engine -> model.onnx
     elif request.precision == "fp32":
@@ -188,6 +191,29 @@ def _from_checkpoint(request: ExportRequest, output: Path, scratch: Path, log: L
         if request.verify:
             _verify_fp(dataclasses.replace(request, precision="fp32"), fp32_path, torch_scores(module), metadata, log)
     return fp32_path, metadata, torch_scores(module)
+
+
+def _load_network(request: ExportRequest, log: Log):
+    """The contract module and metadata of a nima-rt checkpoint, or of a foreign NIMA model imported
+    (a Keras HDF5 file, a PyTorch state dict: export/imports.py)."""
+    from nima_rt.files import file_sha256
+    from nima_rt.train.checkpoint import load_checkpoint
+
+    from .imports import ImportRequest, identity, import_model, is_keras_file
+    from .torch_import import is_nima_checkpoint
+
+    source = request.source
+    if is_keras_file(source) or not is_nima_checkpoint(source):
+        if is_keras_file(source):
+            _need("h5py", "train", "importing a Keras HDF5 file")
+        kind, name = identity(source, request.kind, request.name)
+        imported = import_model(ImportRequest(source, kind, name, file_sha256(source), _now()), log)
+        return imported.module, imported.metadata
+    checkpoint = load_checkpoint(source)
+    renamed = {k: v for k, v in (("kind", request.kind), ("name", request.name)) if v is not None}
+    metadata = dataclasses.replace(checkpoint.metadata, **renamed, source_checkpoint_sha256=checkpoint.sha256,
+                                   created=_now())
+    return checkpoint.contract_module(), metadata
 
 
 def _opset(model) -> int:
@@ -225,6 +251,53 @@ def _verify_fp(request: ExportRequest, path: Path, reference, metadata: ModelMet
     return drift
 
 
+def _fp16_check(drift) -> dict[str, object]:
+    from .verify import TOLERANCES
+
+    return {"passed": bool(drift.max_abs_mean <= TOLERANCES["fp16"]), "max_abs_mean": float(drift.max_abs_mean),
+            "tolerance": TOLERANCES["fp16"], "images": int(drift.count)}
+
+
+def _save_fp16_check(path: Path, metadata: ModelMetadata, drift) -> ModelMetadata:
+    """Record an fp16 check in ``path``'s metadata (the GPU precision policy reads it) and rewrite the file."""
+    import onnx
+
+    from .onnx_export import save_model, set_metadata
+
+    metadata = dataclasses.replace(metadata, precision_checks={**metadata.precision_checks, "fp16": _fp16_check(drift)})
+    model = onnx.load(str(path))
+    set_metadata(model, metadata)
+    save_model(model, path)
+    return metadata
+
+
+def _record_fp16_check(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata, reference, scratch: Path,
+                       log: Log) -> ModelMetadata:
+    """Measure an fp16 copy of the verified float32 file as export would, and record the verdict in it.
+
+    GPU backends run a model in fp16 by default only when this check passed (docs/architecture.md).
+    """
+    import onnx
+
+    from .images import verification_set
+    from .onnx_export import save_model, to_fp16
+    from .verify import measure, onnx_scores
+
+    half_path = scratch / "fp16-check.onnx"
+    save_model(to_fp16(onnx.load(str(fp32_path))), half_path)
+    images = verification_set(request.verify_images, metadata, request.verify_count)
+    candidate, close = onnx_scores(half_path)
+    try:
+        drift = measure(reference, candidate, images)
+    finally:
+        close()
+    check = _fp16_check(drift)
+    log(f"fp16 check for GPU backends: max |Δ mean| {drift.max_abs_mean:.2e} "
+        f"({'passed' if check['passed'] else 'failed'} the {check['tolerance']:g} bar; GPUs default to "
+        f"{'fp16' if check['passed'] else 'fp32'})")
+    return _save_fp16_check(fp32_path, metadata, drift)
+
+
 def _log_skipped(images, log: Log) -> None:
     if images.skipped:
         log(f"skipped {len(images.skipped)} undecodable file(s), e.g. {images.skipped[0]}")
@@ -248,6 +321,8 @@ def _fp16(request, fp32_path: Path, metadata: ModelMetadata, output: Path, refer
     try:
         result = ExportResult(output, metadata)
         result.drift = _verify_fp(request, output, reference, metadata, log, result.warnings)
+        if result.drift is not None:
+            result.metadata = _save_fp16_check(output, metadata, result.drift)
         return result
     finally:
         if close is not None:

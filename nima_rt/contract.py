@@ -96,6 +96,9 @@ class ModelMetadata:
     created: str = ""
     licenses: list[str] = field(default_factory=list)
     notes: str = ""
+    # Reduced-precision checks export ran on this model: {"fp16": {"passed": bool, "max_abs_mean": float,
+    # "tolerance": float, "images": int}}. The GPU precision policy reads it (default_gpu_precision).
+    precision_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -207,6 +210,16 @@ def engine_sidecar_json(metadata: ModelMetadata, engine: EngineInfo) -> str:
     """The text of ``<engine>.json``: the model's metadata and what the engine was built for."""
     return json.dumps({METADATA_KEY: metadata.to_dict(), ENGINE_SIDECAR_KEY: dataclasses.asdict(engine)},
                       indent=2, sort_keys=True)
+
+
+def default_gpu_precision(metadata: ModelMetadata) -> str:
+    """The precision GPU backends run ``metadata``'s model in when none is asked for.
+
+    fp32, unless export recorded an fp16 check on this model that passed (the same 0.02 bar on the
+    mean score that export applies before it writes an fp16 file). See docs/architecture.md.
+    """
+    check = metadata.precision_checks.get("fp16")
+    return "fp16" if isinstance(check, dict) and check.get("passed") is True else "fp32"
 
 
 def resize_image(image: Image.Image, size: int, spec: ResizeSpec) -> Image.Image:

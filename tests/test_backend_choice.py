@@ -7,6 +7,7 @@ nothing here claims a GPU backend ran. Real GPU runs are in tests/test_gpu_*.py 
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -166,12 +167,17 @@ def test_tensorrt_provider_options_cache_folder_profile_and_precision(tiny_model
         "trt_engine_cache_path": cache,
         "trt_timing_cache_enable": "True",
         "trt_timing_cache_path": cache,
-        "trt_fp16_enable": "True",
+        "trt_fp16_enable": "False",  # no fp16 check recorded in the tiny model: fp32 (docs/architecture.md)
         "trt_profile_min_shapes": "images:1x32x32x3",
         "trt_profile_opt_shapes": "images:64x32x32x3",
         "trt_profile_max_shapes": "images:64x32x32x3",
     }
-    fp32 = onnxruntime_gpu.tensorrt_provider_options(model, BackendOptions(precision="fp32"))
+    fp16 = onnxruntime_gpu.tensorrt_provider_options(model, BackendOptions(precision="fp16"))
+    assert fp16["trt_fp16_enable"] == "True"
+    checked = dataclasses.replace(model, metadata=dataclasses.replace(
+        model.metadata, precision_checks={"fp16": {"passed": True, "max_abs_mean": 0.004}}))
+    assert onnxruntime_gpu.tensorrt_provider_options(checked, BackendOptions())["trt_fp16_enable"] == "True"
+    fp32 = onnxruntime_gpu.tensorrt_provider_options(checked, BackendOptions(precision="fp32"))
     assert fp32["trt_fp16_enable"] == "False"
     with pytest.raises(BackendUnavailable, match="precision 'int8' is not one of fp16, fp32 here"):
         onnxruntime_gpu.tensorrt_provider_options(model, BackendOptions(precision="int8"))

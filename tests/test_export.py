@@ -7,6 +7,7 @@ whose score follows brightness, which INT8 must rank exactly as float32 does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -30,7 +31,9 @@ from nima_rt.train.checkpoint import load_checkpoint  # noqa: E402
 
 from nima_rt.backends import cuda_driver  # noqa: E402
 from nima_rt.cli import app  # noqa: E402
+from nima_rt.contract import default_gpu_precision  # noqa: E402
 from nima_rt.files import file_sha256  # noqa: E402
+from nima_rt.model_file import load_model_file  # noqa: E402
 
 runner = CliRunner()
 SIZE = TINY_SIZE
@@ -90,7 +93,22 @@ def test_fp32_matches_pytorch_within_1e4(fp32_export) -> None:
     assert drift.max_abs_dist <= 1e-5
     assert drift.reference_spread > 0.3  # the check compares scores that actually differ
     assert drift.spearman > 0.999
-    assert lines[-1] == "verify fp32: within tolerance 0.0001"
+    assert lines[-2] == "verify fp32: within tolerance 0.0001"
+
+
+def test_fp32_export_records_the_fp16_check_the_gpu_policy_reads(fp32_export) -> None:
+    result, lines = fp32_export
+    check = result.metadata.precision_checks["fp16"]
+    assert check["passed"] is True and check["tolerance"] == 0.02 and check["images"] == VERIFY
+    assert 0 < check["max_abs_mean"] <= 0.02
+    assert lines[-1] == (f"fp16 check for GPU backends: max |Δ mean| {check['max_abs_mean']:.2e} "
+                         "(passed the 0.02 bar; GPUs default to fp16)")
+    written = load_model_file(result.output).metadata  # the file itself carries the verdict
+    assert written.precision_checks == result.metadata.precision_checks
+    assert default_gpu_precision(written) == "fp16"
+    assert default_gpu_precision(dataclasses.replace(written, precision_checks={})) == "fp32"
+    failed = {"fp16": {**check, "passed": False}}
+    assert default_gpu_precision(dataclasses.replace(written, precision_checks=failed)) == "fp32"
 
 
 def test_dynamic_batch_1_7_64_matches_pytorch(fp32_export, checkpoint: Path) -> None:

@@ -7,8 +7,9 @@ build lists neither provider, which is what the availability check reports.
 - ``onnxruntime-tensorrt``: ONNX Runtime builds TensorRT engines for the graph at the first run and
   keeps them in a cache folder (``BackendOptions.cache_dir``, default ``~/.cache/nima-rt/ort-tensorrt``,
   one sub-folder per model sha256), with an explicit batch profile 1..max_batch so a new batch
-  size never triggers a rebuild. FP16 unless ``precision='fp32'``. Nodes TensorRT cannot take run
-  on the CUDA provider.
+  size never triggers a rebuild. FP16 only where the model's metadata records a passed fp16 check
+  (``contract.default_gpu_precision``), else fp32; ``precision=`` overrides. Nodes TensorRT cannot take
+  run on the CUDA provider.
 - ``onnxruntime-cuda``: the model as exported (its own precision; fp32 for a plain export).
 
 ONNX Runtime silently drops a provider it cannot start (missing CUDA/cuDNN/TensorRT libraries);
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from ..contract import ContractError
+from ..contract import ContractError, default_gpu_precision
 from ..model_file import ModelFile
 from . import cuda_driver
 from .base import BackendOptions, BackendUnavailable
@@ -65,7 +66,7 @@ def tensorrt_provider_options(model: ModelFile, options: BackendOptions) -> dict
     cache = engine_cache_dir(model, options)
     size = model.metadata.input_size
     shape = f"{size}x{size}x3"
-    fp16 = _precision(options, "fp16") == "fp16"
+    fp16 = _precision(options, default_gpu_precision(model.metadata)) == "fp16"
     return {
         "device_id": "0",
         "trt_engine_cache_enable": "True",

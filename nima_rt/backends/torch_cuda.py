@@ -8,7 +8,8 @@ an ONNX file, so this backend runs the checkpoint the ONNX was exported from, wr
   (``aesthetic.onnx`` + ``aesthetic.pt``). It is used only when its sha256 equals the ONNX
   metadata's ``source_checkpoint_sha256`` (written by ``nima-rt export``), so a stale or foreign
   checkpoint can never score under the ONNX model's name. No model_file change was needed.
-- **Speed**: the network in half precision (``precision="fp16"``, the default; normalisation and
+- **Speed**: the network in half precision (``precision="fp16"``, the default where the model records a
+  passed fp16 check, see ``contract.default_gpu_precision``; normalisation and
   the mean/std over the 10 bins stay float32), channels-last memory, uploads from a pinned buffer,
   and CUDA graphs for fixed batches: a batch size seen a second time is captured once and replayed
   from then on (up to MAX_GRAPHS sizes), so the Scorer's fixed batch runs as a graph while a run's
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import NUM_BINS, ContractError, check_outputs
+from ..contract import NUM_BINS, ContractError, check_outputs, default_gpu_precision
 from ..files import file_sha256
 from ..model_file import ModelFile
 from . import cuda_driver
@@ -91,8 +92,8 @@ def create(model: ModelFile, options: BackendOptions) -> TorchCudaBackend:
     except Exception as exc:  # let --device auto fall back; the row of reasons says what went wrong
         message = " ".join(str(exc).split())
         raise BackendUnavailable(f"cannot load {checkpoint.name}: {type(exc).__name__}: {message}") from None
-    return TorchCudaBackend(contract, model.metadata.input_size, options.precision or "fp16", options.max_batch,
-                            source=str(checkpoint))
+    precision = options.precision or default_gpu_precision(model.metadata)
+    return TorchCudaBackend(contract, model.metadata.input_size, precision, options.max_batch, source=str(checkpoint))
 
 
 def _half_network(network: Any) -> Any:
