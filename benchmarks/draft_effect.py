@@ -10,7 +10,6 @@ one model: decoded in full then resized, and decoded with the draft then resized
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -20,13 +19,8 @@ from cpu_throughput import make_corpus, source_photos
 
 from nima_rt.backends import choose_backend
 from nima_rt.decode import Preprocess, decode_file
+from nima_rt.metrics import spearman
 from nima_rt.model_file import load_model_file
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ranks_a = np.argsort(np.argsort(a)).astype(np.float64)
-    ranks_b = np.argsort(np.argsort(b)).astype(np.float64)
-    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
 
 
 def main() -> None:
@@ -46,11 +40,10 @@ def main() -> None:
 
     model = load_model_file(args.model)
     backend = choose_backend(model, "cpu").backend
-    resize = model.metadata.resize
     means = {}
     rates = {}
     for label, draft in (("full", False), ("draft", True)):
-        spec = [Preprocess(model.metadata.input_size, dataclasses.replace(resize, jpeg_draft=draft))]
+        spec = [Preprocess.for_model(model.metadata, jpeg_draft=draft)]
         start = time.perf_counter()
         arrays = [decode_file(p, spec)[0] for p in files]
         rates[label] = len(files) / (time.perf_counter() - start)

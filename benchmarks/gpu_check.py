@@ -28,7 +28,6 @@ Exit code 1 when a test fails or a step crashes (the step's row says how), else 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -39,16 +38,19 @@ import traceback
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # gpu_helpers (engine and model builders shared with the gpu tests)
+
+from gpu_check_corpus import decode_all, decode_rate, make_corpus  # noqa: E402
+from gpu_check_results import Check, one_line, table, write_results  # noqa: E402
+from nima_rt.train import load_contract_module  # noqa: E402
 
 from nima_rt.backends import (  # noqa: E402
     BackendOptions,
@@ -60,6 +62,7 @@ from nima_rt.backends import (  # noqa: E402
     torch_cuda,
 )
 from nima_rt.decode import Preprocess, decode_file  # noqa: E402
+from nima_rt.metrics import spearman  # noqa: E402
 from nima_rt.model_file import ModelFile, load_model_file  # noqa: E402
 
 BATCHES = (1, 64, 256)
@@ -67,50 +70,6 @@ CPU_BATCHES = (1, 64)
 ENGINE_PROFILE = (1, 64, 256)
 TARGET_MODEL_ONLY = 20_000  # images/s at batch 256, fp16, best backend (data-centre GPU)
 TIMED_SECONDS = 1.0  # per throughput figure, after warm-up
-
-
-@dataclass
-class Row:
-    """One line of the results: a figure, or a skip/failure with its reason."""
-
-    step: str
-    item: str
-    status: str  # ok | skipped | failed
-    result: str  # short, for the table
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Check:
-    args: argparse.Namespace
-    out: Path
-    deadline: float
-    rows: list[Row] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-    gpu_reason: str | None = None
-    torch_cuda_reason: str | None = None
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def add(self, step: str, item: str, status: str, result: str, **data: Any) -> Row:
-        row = Row(step, item, status, result, {"at_s": round(self.args.budget - self.left(), 1), **data})
-        self.rows.append(row)
-        print(f"[{row.data['at_s']:6.1f} s] [{step}] {item}: {status} {result}", file=sys.stderr, flush=True)
-        return row
-
-    def skip(self, step: str, item: str, reason: str) -> None:
-        self.add(step, item, "skipped", reason)
-
-    def fits(self, step: str, item: str, seconds: float) -> bool:
-        if self.left() < seconds:
-            self.skip(step, item, f"time budget: {self.left():.0f} s left, needs ~{seconds:.0f} s")
-            return False
-        return True
-
-
-def one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
 
 
 # -- environment ----------------------------------------------------------------------------------
@@ -283,7 +242,7 @@ def candidates(check: Check, model: ModelFile, engines: dict[str, Path]) -> list
                          if not reason else None, reason))
     for precision in ("fp16", "fp32"):
         reason = torch_cuda.availability(model)
-        options = BackendOptions(precision=precision, max_batch=max(BATCHES))
+        options = BackendOptions(precision=precision, max_batch=max(BATCHES), checkpoint_loader=load_contract_module)
         out.append(Candidate("torch-cuda", precision,
                              (lambda o=options: torch_cuda.create(model, o)) if not reason else None, reason))
     if check.args.dry_run:  # CPU-safe parts only: a GPU backend that could run here is not run
@@ -308,11 +267,6 @@ def images_per_second(backend: Any, batch: np.ndarray, seconds: float) -> tuple[
         if elapsed >= seconds and runs >= 3:
             break
     return batch.shape[0] * runs / elapsed, 1000 * elapsed / runs
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ranks_a, ranks_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
 
 
 def parity(backend: Any, reference: Any, images: np.ndarray, batch: int = 64) -> dict[str, float]:
@@ -392,68 +346,11 @@ def dry_run_torch_parity(check: Check, model: ModelFile, reference_model: ModelF
 # -- corpus, decode and end to end ----------------------------------------------------------------
 
 
-def synthetic_photo(seed: int, width: int, height: int) -> np.ndarray:
-    """A photo-like image (smooth shapes, edges, texture, noise) so JPEG sizes and decode costs are real."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    channels = []
-    for c in range(3):
-        fx, fy = rng.uniform(20, 200, 2)
-        wave = 60 * np.sin(xx / fx + rng.uniform(0, 6)) + 60 * np.cos(yy / fy + rng.uniform(0, 6))
-        ramp = 80 * (xx / width if c != 1 else yy / height)
-        channels.append(110 + wave + ramp)
-    image = np.stack(channels, axis=-1)
-    for _ in range(6):  # hard-edged blocks
-        x0, y0 = rng.integers(0, width - 8), rng.integers(0, height - 8)
-        image[y0:y0 + rng.integers(8, height // 3), x0:x0 + rng.integers(8, width // 3)] = rng.uniform(0, 255, 3)
-    image += rng.normal(0, 6, image.shape).astype(np.float32)
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def make_corpus(check: Check) -> list[str]:
-    if check.args.images:
-        from nima_rt.inputs import iter_inputs
-
-        return [item.path for item in iter_inputs([check.args.images]) if item.error is None]
-    count, sizes = (24, [(320, 240), (400, 300)]) if check.args.dry_run else (2048, [(1024, 768), (1600, 1200)])
-    folder = check.out / "corpus"
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def write(index: int) -> str:
-        width, height = sizes[index % len(sizes)]
-        path = folder / f"photo_{index:05d}.jpg"
-        Image.fromarray(synthetic_photo(index, width, height)).save(path, quality=85 + index % 6)
-        return str(path)
-
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        return list(pool.map(write, range(count)))
-
-
-def decode_all(paths: list[str], spec: Preprocess) -> list[list[np.ndarray] | None]:
-    """CPU-decoded arrays per path; None for a file the CPU decoder refuses (a user's --images folder)."""
-    from nima_rt.decode import DecodeError
-
-    out: list[list[np.ndarray] | None] = []
-    for path in paths:
-        try:
-            out.append(decode_file(path, [spec]))
-        except DecodeError:
-            out.append(None)
-    return out
-
-
-def decode_rate(decode: Callable[[list[str]], Any], paths: list[str]) -> float:
-    started = time.perf_counter()
-    decode(paths)
-    return len(paths) / (time.perf_counter() - started)
-
-
 def step_decode(check: Check, model: ModelFile, corpus: list[str]) -> dict[str, float]:
     """Pixel and score differences of GPU decode vs the CPU decoder; decode-only rates."""
     rates: dict[str, float] = {}
-    drafted = Preprocess(model.metadata.input_size, model.metadata.resize)
-    full = Preprocess(model.metadata.input_size, type(model.metadata.resize)(
-        model.metadata.resize.policy, model.metadata.resize.interpolation, jpeg_draft=False))
+    drafted = Preprocess.for_model(model.metadata)
+    full = Preprocess.for_model(model.metadata, jpeg_draft=False)
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(workers) as pool:
         rates["cpu"] = decode_rate(lambda p: list(pool.map(lambda x: decode_file(x, [drafted]), p)), corpus)
@@ -508,7 +405,8 @@ def step_end_to_end(check: Check, model: ModelFile, engines: dict[str, Path], co
         if not check.fits("end-to-end", item, 40):
             continue
         try:
-            with Scorer([target], ScorerConfig(batch_size=batch, device=device, gpu_decode=mode)) as scorer:
+            with Scorer([target], ScorerConfig(batch_size=batch, device=device, gpu_decode=mode,
+                                                        checkpoint_loader=load_contract_module)) as scorer:
                 backend_line = scorer.backend_summary[0]
                 started, stamps, errors = time.perf_counter(), [], 0
                 for result in scorer.score_paths(corpus):
@@ -540,29 +438,6 @@ def target_rows(check: Check) -> None:
     status = "met" if best >= TARGET_MODEL_ONLY else "NOT met"
     check.add("target", f"model-only >= {TARGET_MODEL_ONLY:,} images/s, b256 fp16", "ok",
               f"{status}: {best:,.0f} images/s ({item})")
-
-
-# -- output ---------------------------------------------------------------------------------------
-
-
-def table(rows: list[Row]) -> str:
-    """The short table printed last: one line per row, results and reasons in full."""
-    width = max(len(row.item) for row in rows)
-    lines = [f"{'step':<11} {'item':<{width}}  result", "-" * (width + 40)]
-    for row in rows:
-        result = row.result if row.status == "ok" else f"{row.status.upper()}: {row.result}"
-        lines.append(f"{row.step:<11} {row.item:<{width}}  {result}")
-    return "\n".join(lines)
-
-
-def write_results(check: Check) -> None:
-    check.data["rows"] = [row.__dict__ for row in check.rows]
-    (check.out / "results.json").write_text(json.dumps(check.data, indent=2, default=str), encoding="utf-8")
-    env = check.data.get("environment", {})
-    header = f"# GPU check {env.get('date_utc', '')}\n\nMachine: {json.dumps(env, default=str)}\n\n"
-    body = "| step | item | status | result |\n|---|---|---|---|\n" + "\n".join(
-        f"| {r.step} | {r.item} | {r.status} | {r.result} |" for r in check.rows)
-    (check.out / "summary.md").write_text(header + body + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -600,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             check.skip("engines", "tensorrt engines", "dry run")
         corpus = guarded("corpus", make_corpus, check, default=[])
         size = model.metadata.input_size
-        spec = [Preprocess(size, model.metadata.resize)]
+        spec = [Preprocess.for_model(model.metadata)]
         decoded = [arrays[0] for arrays in decode_all(corpus[:64], spec[0]) if arrays is not None]
         evaluation = np.stack(decoded) if decoded else \
             np.random.default_rng(1).integers(0, 256, (64, size, size, 3), dtype=np.uint8)

@@ -49,13 +49,9 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def preprocess_for(metadata: ModelMetadata) -> Preprocess:
-    return Preprocess(metadata.input_size, metadata.resize)
-
-
 def decode_paths(paths: list[Path], metadata: ModelMetadata, source: str) -> ImageSet:
     """Decode ``paths`` for ``metadata``'s input; files that fail are skipped and listed."""
-    spec = preprocess_for(metadata)
+    spec = Preprocess.for_model(metadata)
     arrays, used, skipped = [], [], []
     for path in paths:
         try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nima_rt.contract import ContractError
+from nima_rt.metrics import spearman
 
 from .images import ImageSet, batches
 
@@ -49,16 +50,6 @@ class Drift:
             f"{self.mean_abs_mean:.2e}, max |Δ std| {self.max_abs_std:.2e}, max |Δ dist| {self.max_abs_dist:.2e}, "
             f"Spearman {spearman} (reference scores span {self.reference_spread:.3f})"
         )
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties); nan when either side is constant."""
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
 
 
 def score_all(fn: ScoreFn, images: np.ndarray, batch: int = VERIFY_BATCH) -> tuple[np.ndarray, ...]:

@@ -23,11 +23,22 @@ import numpy as np
 from PIL import Image
 
 from .backends import BACKENDS, Backend, BackendChoice, BackendOptions, choose_backend
+from .backends.base import concurrent_runs
 from .choices import DEVICES, GPU_DECODE_MODES, PRECISIONS, check_choice
-from .decode import DecodeError, DecodeOptions, Preprocess, decode_file, from_array, from_pil
+from .decode import (
+    DecodeBudget,
+    DecodeError,
+    DecodeOptions,
+    Preprocess,
+    decode_bytes,
+    decode_file,
+    from_array,
+    from_pil,
+)
+from .cpu_plan import CpuPlan, plan_cpu
 from .gpu_decode import choose_gpu_decode
 from .inputs import InputItem, iter_inputs
-from .model_file import ModelFile, load_model_file
+from .model_file import ModelFile, load_model_file, split_model_spec
 from .results import ModelScore, ScoreResult, unique_columns
 
 ModelSpec = str | os.PathLike[str] | None
@@ -43,7 +54,8 @@ class ScorerConfig:
 
     batch_size: int | None = None  # None: 16 on CPU backends, 128 when every model runs on a GPU
     workers: int | None = None  # decode threads
-    threads: int | None = None  # inference threads (CPU backends)
+    threads: int | None = None  # inference threads in all (CPU backends); see nima_rt.cpu_plan.plan_cpu
+    sessions: int | None = None  # onnxruntime-cpu sessions running batches in parallel (None: one per thread)
     prefetch_batches: int = 2  # decoded batches allowed in flight ahead of inference
     device: str = "auto"
     backend: str | None = None
@@ -63,6 +75,7 @@ class ScorerConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.prefetch_batches < 1:
             raise ValueError(f"prefetch_batches must be >= 1, got {self.prefetch_batches}")
+        plan_cpu(None, self.workers, self.threads, self.sessions)  # raises ValueError for a bad split
 
 
 @dataclass
@@ -79,7 +92,7 @@ class LoadedModel:
 
     @property
     def preprocess(self) -> Preprocess:
-        return Preprocess(self.file.metadata.input_size, self.file.metadata.resize)
+        return Preprocess.for_model(self.file.metadata)
 
 
 def _backend_device(name: str) -> str:
@@ -98,18 +111,24 @@ class DecodedInput:
 class Scorer:
     """Scores images with one or more models sharing one decode.
 
-    ``models``: bundled names or model files; ``None`` (default) is the bundled default model.
+    ``models``: bundled names or model files; ``None`` (default) is the bundled default model;
+    ``"NAME=FILE"`` puts a model's scores under NAME instead of its metadata name.
     Raises ContractError/ModelNotFound for a bad model and BackendUnavailable when nothing can run it.
     """
 
     def __init__(self, models: Sequence[ModelSpec] | ModelSpec = (None,), config: ScorerConfig | None = None):
         self.config = config or ScorerConfig()
+        self._closed = False
         specs = list(models) if isinstance(models, (list, tuple)) else [models]
         if not specs:
             specs = [None]
-        files = [load_model_file(spec) for spec in specs]
-        columns = unique_columns([f.name for f in files])
-        options = BackendOptions(threads=self.config.threads, max_batch=self.config.batch_size or 256,
+        named = [split_model_spec(spec) for spec in specs]
+        files = [load_model_file(spec) for _, spec in named]
+        columns = unique_columns([name or f.name for (name, _), f in zip(named, files, strict=True)])
+        self._budget = DecodeBudget(self.config.decode.decode_memory)  # decode buffers in flight, all threads
+        self.cpu_plan: CpuPlan = plan_cpu(None, self.config.workers, self.config.threads, self.config.sessions)
+        options = BackendOptions(threads=self.cpu_plan.threads_per_session, sessions=self.cpu_plan.sessions,
+                                 max_batch=self.config.batch_size or 256,
                                  precision=self.config.precision, checkpoint_loader=self.config.checkpoint_loader)
         self.models: list[LoadedModel] = []
         try:  # a failure half way must not leave the backends opened so far holding GPU memory
@@ -118,6 +137,8 @@ class Scorer:
                 self.models.append(LoadedModel(column, model_file, choice))
             devices = {_backend_device(m.backend.name) for m in self.models}
             self.batch_size = self.config.batch_size or min(DEFAULT_BATCH_SIZE[d] for d in devices)
+            # batches run at once: as many as the least concurrent backend takes (1 for GPU backends)
+            self.streams = min(concurrent_runs(m.backend) for m in self.models)
             self.preprocess: list[Preprocess] = list(dict.fromkeys(m.preprocess for m in self.models))
             self._spec_index = [self.preprocess.index(m.preprocess) for m in self.models]
             self._gpu_decode = choose_gpu_decode(self.config.gpu_decode, self.preprocess, self.config.decode,
@@ -140,13 +161,33 @@ class Scorer:
         lines = [f"{m.column}: {m.choice.summary}" for m in self.models]
         return lines + ([self._gpu_decode.summary] if self._gpu_decode.summary else [])
 
-    def score_paths(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[ScoreResult]:
-        """Score files and folders (walked recursively); yields one result per file, in order."""
+    def score_paths(self, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> Iterator[ScoreResult]:
+        """Score files and folders (walked recursively); yields one result per file, in order.
+        A single path (``"photos/"``) is one path."""
+        self._require_open()
         return self.score_items(iter_inputs(paths))
+
+    def score_bytes(self, data: Iterable[bytes], names: Iterable[str] | None = None) -> Iterator[ScoreResult]:
+        """Score encoded image files held in memory (uploads, object-store reads), decoded in this thread by
+        the same decoder as files (JPEG draft, EXIF, colour rule, errors): equal bytes score as their file."""
+        self._require_open()
+        labels = iter(names) if names is not None else None
+
+        def decoded() -> Iterator[DecodedInput]:
+            for index, encoded in enumerate(data):
+                label = next(labels) if labels is not None else f"<bytes {index}>"
+                try:
+                    yield DecodedInput(label, decode_bytes(encoded, self.preprocess, self.config.decode,
+                                                           self._budget, label), None)
+                except DecodeError as exc:
+                    yield DecodedInput(label, None, str(exc))
+
+        return self._batches(decoded())
 
     def score_items(self, items: Iterable[InputItem]) -> Iterator[ScoreResult]:
         """Score already-expanded inputs (as from :func:`nima_rt.inputs.iter_inputs`)."""
-        workers = self.config.workers or os.cpu_count() or 1
+        self._require_open()
+        workers = self.cpu_plan.decode_workers
         window = self.batch_size * self.config.prefetch_batches
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nima-decode") as pool:
             gpu = self._gpu_decode.decoder
@@ -158,7 +199,9 @@ class Scorer:
     def score_images(
         self, images: Iterable[Image.Image | np.ndarray], names: Iterable[str] | None = None
     ) -> Iterator[ScoreResult]:
-        """Score in-memory Pillow images or uint8 arrays ([H, W], [H, W, 3] RGB, [H, W, 4] RGBA)."""
+        """Score in-memory Pillow images or uint8 arrays ([H, W], [H, W, 3] RGB, [H, W, 4] RGBA).
+        These are pixels already: no JPEG draft (use :meth:`score_bytes` for encoded files)."""
+        self._require_open()
         labels = iter(names) if names is not None else None
 
         def decoded() -> Iterator[DecodedInput]:
@@ -177,13 +220,19 @@ class Scorer:
 
     def score_decoded(self, items: Iterable[DecodedInput]) -> Iterator[ScoreResult]:
         """Score inputs decoded elsewhere (e.g. by Ray decode tasks); same batching and error rows as files."""
+        self._require_open()
         return self._batches(items)
 
     def close(self) -> None:
-        """Release every backend."""
+        """Release every backend; scoring afterwards raises RuntimeError."""
         for model in self.models:
             model.backend.close()
         self.models = []
+        self._closed = True
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Scorer is closed: create a new one (or score inside its `with` block)")
 
     def __enter__(self) -> Scorer:
         return self
@@ -194,7 +243,7 @@ class Scorer:
     # -- pipeline -------------------------------------------------------------------------------
 
     def _decode_one(self, path: str) -> list[np.ndarray]:
-        return decode_file(path, self.preprocess, self.config.decode)
+        return decode_file(path, self.preprocess, self.config.decode, self._budget)
 
     def _decoded(self, pool: ThreadPoolExecutor, items: Iterable[InputItem], window: int) -> Iterator[DecodedInput]:
         """Decode in the pool with at most ``window`` files in flight; yield in input order."""
@@ -222,18 +271,37 @@ class Scorer:
         while in_flight:
             yield take()
 
-    def _batches(self, pending: Iterable[DecodedInput]) -> Iterator[ScoreResult]:
-        """Group decoded inputs into batches, run every model, yield rows in order."""
+    def _chunks(self, pending: Iterable[DecodedInput]) -> Iterator[list[DecodedInput]]:
+        """Decoded inputs in groups of ``batch_size`` decoded images (failed inputs ride along)."""
         chunk: list[DecodedInput] = []
         ready = 0
         for item in pending:
             chunk.append(item)
             ready += item.arrays is not None
             if ready >= self.batch_size:
-                yield from self._infer(chunk)
+                yield chunk
                 chunk, ready = [], 0
         if chunk:
-            yield from self._infer(chunk)
+            yield chunk
+
+    def _batches(self, pending: Iterable[DecodedInput]) -> Iterator[ScoreResult]:
+        """Group decoded inputs into batches, run every model, yield rows in order.
+
+        With ``streams`` > 1 (onnxruntime-cpu with several sessions) up to ``streams`` batches run at once
+        in an inference pool while this thread gathers the next one; rows still come out in input order
+        and at most ``streams`` batches wait for inference beyond the decode window."""
+        if self.streams == 1:
+            for chunk in self._chunks(pending):
+                yield from self._infer(chunk)
+            return
+        with ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="nima-infer") as pool:
+            in_flight: deque[Future[list[ScoreResult]]] = deque()
+            for chunk in self._chunks(pending):
+                in_flight.append(pool.submit(lambda c=chunk: list(self._infer(c))))
+                if len(in_flight) >= self.streams:
+                    yield from in_flight.popleft().result()
+            while in_flight:
+                yield from in_flight.popleft().result()
 
     def _infer(self, chunk: list[DecodedInput]) -> Iterator[ScoreResult]:
         good = [item for item in chunk if item.arrays is not None]

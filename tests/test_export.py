@@ -26,13 +26,14 @@ from nima_rt.export import tensorrt_build  # noqa: E402
 from nima_rt.export.api import ExportFailed, ExportRequest, default_output, run_export  # noqa: E402
 from nima_rt.export.images import ImageSetError, plan_split  # noqa: E402
 from nima_rt.export.onnx_export import OPSET, contract_nodes  # noqa: E402
-from nima_rt.export.verify import Drift, VerificationFailed, check_tolerance, onnx_scores, spearman  # noqa: E402
+from nima_rt.export.verify import Drift, VerificationFailed, check_tolerance, onnx_scores  # noqa: E402
 from nima_rt.train.checkpoint import load_checkpoint  # noqa: E402
 
 from nima_rt.backends import cuda_driver  # noqa: E402
 from nima_rt.cli import app  # noqa: E402
 from nima_rt.contract import default_gpu_precision  # noqa: E402
 from nima_rt.files import file_sha256  # noqa: E402
+from nima_rt.metrics import spearman  # noqa: E402
 from nima_rt.model_file import load_model_file  # noqa: E402
 
 runner = CliRunner()

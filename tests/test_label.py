@@ -20,8 +20,9 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from nima_rt.cli import app
-from nima_rt.label.export import COUNT_COLUMNS, collect, spearman
+from nima_rt.label.export import COUNT_COLUMNS, collect
 from nima_rt.label.store import LabelError, Store
+from nima_rt.metrics import spearman
 
 
 def db_rows(db: Path) -> list[tuple[str, str, int | None]]:
@@ -334,7 +335,7 @@ def test_symlinks_pointing_out_are_never_served(photos: Path, tmp_path: Path) ->
     db = tmp_path / "r.sqlite"
     with thread_server(photos, db) as (server, store):
         client = Client(server.url)
-        assert store.sync_images(photos).outside == 1  # escape.jpg; the linked folder is not walked
+        assert store.sync_images(photos).outside == 2  # escape.jpg and the linked folder's photo: counted, never served
         assert client.get("/images/escape.jpg").error(403) == "path is outside the images folder"
         assert client.get("/images/escape_dir/photo_00.jpg").error(403) == "path is outside the images folder"
         assert client.get("/images/inside_link.jpg").status == 200  # a link within the folder is fine
@@ -440,7 +441,7 @@ def test_spearman_matches_scipy_with_ties() -> None:
         b = rng.integers(1, 11, 12).tolist()
         assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
     assert spearman([1, 2, 3, 4], [1, 2.5, 2.5, 4]) == pytest.approx(3 / math.sqrt(10))
-    assert spearman([5, 5, 5], [1, 2, 3]) is None and spearman([1], [2]) is None
+    assert math.isnan(spearman([5, 5, 5], [1, 2, 3])) and math.isnan(spearman([1], [2]))  # one nan policy
 
 
 def test_export_writes_vote_counts_and_agreement(rated_db: tuple[Path, Path], tmp_path: Path) -> None:

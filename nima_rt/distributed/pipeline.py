@@ -133,7 +133,7 @@ def score_with_ray(
             probe_backends(model_file, config.device, config.backend)
     columns = unique_columns([f.name for f in files])
     records = tuple(ModelRecord(column, f.name, f.sha256) for column, f in zip(columns, files, strict=True))
-    specs = list(dict.fromkeys(Preprocess(f.metadata.input_size, f.metadata.resize) for f in files))
+    specs = list(dict.fromkeys(Preprocess.for_model(f.metadata) for f in files))
     inputs = collect_inputs(given)
     record = RunRecord(len(inputs), inputs.fingerprint, config.shard_size, records)
     store = ShardStore(config.output)

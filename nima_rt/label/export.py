@@ -28,6 +28,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import TextIO
 
+from ..metrics import spearman
 from .store import LabelError, Store
 
 COUNT_COLUMNS = tuple(f"votes_{score}" for score in range(1, 11))
@@ -102,36 +103,6 @@ class AgreementSummary:
         return json.dumps(asdict(self), indent=2)
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda index: values[index])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Spearman's rho with average ranks for ties; None when undefined (fewer than 2, or a constant side)."""
-    if len(a) != len(b):
-        raise ValueError(f"spearman needs equal lengths, got {len(a)} and {len(b)}")
-    if len(a) < 2:
-        return None
-    ra, rb = _ranks(a), _ranks(b)
-    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb, strict=True))
-    var_a = sum((x - mean_a) ** 2 for x in ra)
-    var_b = sum((y - mean_b) ** 2 for y in rb)
-    if var_a == 0 or var_b == 0:
-        return None
-    return cov / math.sqrt(var_a * var_b)
-
-
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -192,7 +163,7 @@ def collect(
         if len(shared) < min_overlap:
             continue
         rho = spearman([by_rater[name_a][p] for p in shared], [by_rater[name_b][p] for p in shared])
-        if rho is not None:
+        if not math.isnan(rho):  # undefined when a rater gave one score to every shared photo
             pairs.append(PairAgreement(name_a, name_b, len(shared), rho))
     per_rater = []
     for name in sorted(by_rater):
@@ -312,7 +283,6 @@ __all__ = [
     "RaterSummary",
     "collect",
     "export_labels",
-    "spearman",
     "split_holdout",
     "write_csv",
 ]
