@@ -238,12 +238,16 @@ def resize_image(image: Image.Image, size: int, spec: ResizeSpec) -> Image.Image
     return resized.crop((left, top, left + size, top + size))
 
 
-def moments(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation over the scores 1..10 of distributions ``[N, 10]``."""
+def moments(dist: np.ndarray, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation over the scores 1..10 of distributions ``[..., 10]`` (the one copy).
+
+    Computed in float64; returned as ``dtype`` (float32, the contract's outputs, by default).
+    """
     dist = np.asarray(dist, dtype=np.float64)
-    mean = dist @ SCORE_VALUES.astype(np.float64)
-    var = dist @ (SCORE_VALUES.astype(np.float64) ** 2) - mean**2
-    return mean.astype(np.float32), np.sqrt(np.maximum(var, 0.0)).astype(np.float32)
+    values = SCORE_VALUES.astype(np.float64)
+    mean = dist @ values
+    var = dist @ values**2 - mean**2
+    return mean.astype(dtype), np.sqrt(np.maximum(var, 0.0)).astype(dtype)
 
 
 def check_outputs(dist: np.ndarray, mean: np.ndarray, std: np.ndarray, batch: int, source: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .contract import SCORE_VALUES
+from .contract import moments
 
 ACCURACY_THRESHOLD = 5.0  # the paper's two-class AVA accuracy: mean score < 5 vs >= 5
 
@@ -21,12 +21,8 @@ ArrayLike = np.ndarray | Sequence[float]
 
 
 def score_moments(dist: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation over the scores 1..10 of distributions ``[..., 10]`` (float64)."""
-    dist = np.asarray(dist, dtype=np.float64)
-    values = SCORE_VALUES.astype(np.float64)
-    mean = dist @ values
-    var = dist @ values**2 - mean**2
-    return mean, np.sqrt(np.maximum(var, 0.0))
+    """Mean and standard deviation over the scores 1..10 of distributions ``[..., 10]``, in float64."""
+    return moments(np.asarray(dist), np.float64)
 
 
 def rank_average(values: ArrayLike) -> np.ndarray:
