@@ -27,13 +27,21 @@ class BackendOutput:
 class BackendOptions:
     """Settings a backend may use; each ignores what it does not need."""
 
-    threads: int | None = None  # CPU threads for inference (None: all cores)
+    threads: int | None = None  # CPU intra-op threads per inference session (None: all cores)
+    sessions: int = 1  # onnxruntime-cpu: sessions that run batches at the same time (each with `threads`)
     cache_dir: str | None = None  # engine/compile caches (TensorRT EP)
     max_batch: int = 256  # the largest batch the caller will send
     precision: str | None = None  # GPU backends: "fp16" | "fp32" (None: the backend's default, fp16 where it can)
     # torch-cuda: turns a training checkpoint into a ContractModule. The runtime never imports the training
     # code itself; the layer that has it (the CLI, or an API user) passes nima_rt.train.load_contract_module.
     checkpoint_loader: Callable[[Path], Any] | None = None
+
+
+def concurrent_runs(backend: Backend) -> int:
+    """How many ``run`` calls ``backend`` takes at once from different threads: its ``concurrent_runs``
+    attribute where it has one (onnxruntime-cpu with several sessions), else 1 (GPU backends, which keep
+    one stream, are called from one thread)."""
+    return max(1, int(getattr(backend, "concurrent_runs", 1)))
 
 
 @runtime_checkable

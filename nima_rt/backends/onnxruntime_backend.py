@@ -1,8 +1,18 @@
-"""ONNX Runtime backend (CPU execution provider; CUDA/TensorRT providers where installed)."""
+"""ONNX Runtime backend (CPU execution provider; CUDA/TensorRT providers where installed).
+
+On CPU the backend can hold several sessions (``BackendOptions.sessions``), each with its own
+intra-op threads, so that several batches run at once (the scorer sends up to ``concurrent_runs``
+batches from as many threads). One 1-thread session per core keeps every core inside a convolution
+kernel, where one session with one thread per core spends part of each operator waiting for its
+slowest thread (docs/runtime.md, "CPU scheduling"). Sessions past the first open when a batch finds
+all the others busy, so a one-image run loads the model once.
+"""
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 
 import numpy as np
 import onnxruntime as ort
@@ -45,7 +55,11 @@ def check_session_io(session: ort.InferenceSession, model: ModelFile) -> None:
 
 
 class OnnxRuntimeBackend:
-    """Runs an ONNX contract model with one ONNX Runtime session."""
+    """Runs an ONNX contract model with up to ``sessions`` ONNX Runtime sessions of the same file.
+
+    ``run`` may be called from ``concurrent_runs`` threads at once; each call takes a free session
+    (opening another while fewer than ``sessions`` exist) and gives it back when done.
+    """
 
     def __init__(
         self,
@@ -53,29 +67,66 @@ class OnnxRuntimeBackend:
         providers: list[str | tuple[str, dict[str, str]]],
         name: str,
         options: BackendOptions = BackendOptions(),
+        sessions: int = 1,
     ) -> None:
         if model.format != "onnx":
             raise BackendUnavailable(f"{name} runs ONNX models, not {model.format} files")
+        if sessions < 1:
+            raise ValueError(f"sessions must be >= 1, got {sessions}")
+        self.name = name
+        self.model = model
+        self.concurrent_runs = sessions
+        self._providers_wanted = providers
+        self._threads = options.threads
+        self._free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
+        self._opened = 0
+        self._lock = threading.Lock()
+        self.session = self._open_session()
+        check_session_io(self.session, model)
+        self.providers = self.session.get_providers()
+        self._free.put(self.session)
+
+    def _open_session(self) -> ort.InferenceSession:
         try:
-            self.session = ort.InferenceSession(
-                str(model.path), sess_options=session_options(options.threads), providers=providers
+            session = ort.InferenceSession(
+                str(self.model.path), sess_options=session_options(self._threads), providers=self._providers_wanted
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             message = " ".join(str(exc).split())
-            raise ContractError(f"{model.path}: onnxruntime cannot load the model ({message})") from None
-        check_session_io(self.session, model)
-        self.name = name
-        self.model = model
-        self.providers = self.session.get_providers()
+            raise ContractError(f"{self.model.path}: onnxruntime cannot load the model ({message})") from None
+        self._opened += 1
+        return session
+
+    def _take_session(self) -> ort.InferenceSession:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._opened < self.concurrent_runs:
+                return self._open_session()
+        return self._free.get()
 
     def run(self, images: np.ndarray) -> BackendOutput:
-        dist, mean, std = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+        if self.session is None:
+            raise RuntimeError(f"{self.name}: backend is closed")
+        session = self._take_session()
+        try:
+            dist, mean, std = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+        finally:
+            self._free.put(session)
         check_outputs(dist, mean, std, images.shape[0], str(self.model.path))
         return BackendOutput(dist.astype(np.float32, copy=False), mean.astype(np.float32, copy=False),
                              std.astype(np.float32, copy=False))
 
+    @property
+    def sessions_opened(self) -> int:
+        """How many sessions this backend has opened so far (at most ``concurrent_runs``)."""
+        return self._opened
+
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
+        self._free = queue.SimpleQueue()
 
 
 def availability(model: ModelFile) -> str | None:
@@ -86,4 +137,4 @@ def availability(model: ModelFile) -> str | None:
 
 
 def create(model: ModelFile, options: BackendOptions) -> OnnxRuntimeBackend:
-    return OnnxRuntimeBackend(model, [CPU_PROVIDER], "onnxruntime-cpu", options)
+    return OnnxRuntimeBackend(model, [CPU_PROVIDER], "onnxruntime-cpu", options, sessions=options.sessions)

@@ -1,0 +1,180 @@
+"""CPU scheduling: the core split, parallel sessions, and the same rows in the same order either way."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import photo_like
+from PIL import Image
+
+from nima_rt import Scorer, ScorerConfig
+from nima_rt.backends import BackendChoice, BackendOptions, BackendOutput
+from nima_rt.backends import onnxruntime_backend
+from nima_rt.backends.base import concurrent_runs
+from nima_rt.cpu_plan import CpuPlan, plan_cpu
+from nima_rt.model_file import load_model_file
+
+
+# -- the split -------------------------------------------------------------------------------------
+
+def test_default_plan_is_one_single_thread_session_per_core_and_a_decoder_per_core() -> None:
+    assert plan_cpu(2) == CpuPlan(decode_workers=2, sessions=2, threads_per_session=1)
+    assert plan_cpu(8) == CpuPlan(8, 8, 1)
+    assert plan_cpu(2).summary == "cpu: 2 decode thread(s), 2 inference session(s) x 1 thread"
+
+
+def test_overrides() -> None:
+    assert plan_cpu(2, workers=1) == CpuPlan(1, 2, 1)
+    assert plan_cpu(2, threads=1) == CpuPlan(2, 1, 1)  # --threads 1: one session, one thread, as before
+    assert plan_cpu(4, threads=3) == CpuPlan(4, 3, 1)
+    assert plan_cpu(2, sessions=1) == CpuPlan(2, 1, 2)  # the schedule before sessions: one session, all cores
+    assert plan_cpu(8, sessions=3) == CpuPlan(8, 3, 2)
+    assert plan_cpu(8, threads=6, sessions=2) == CpuPlan(8, 2, 3)
+    assert plan_cpu(8, sessions=2).summary == "cpu: 8 decode thread(s), 2 inference session(s) x 4 threads"
+
+
+def test_bad_splits_name_the_setting() -> None:
+    with pytest.raises(ValueError, match=r"^threads \(1\) must be >= sessions \(2\): each session needs a thread$"):
+        plan_cpu(2, threads=1, sessions=2)
+    with pytest.raises(ValueError, match=r"^sessions must be >= 1, got 0$"):
+        plan_cpu(2, sessions=0)
+    with pytest.raises(ValueError, match=r"^threads \(2\) must be >= sessions \(3\)"):
+        ScorerConfig(threads=2, sessions=3)
+
+
+# -- the backend -----------------------------------------------------------------------------------
+
+def test_sessions_open_only_when_batches_overlap(tiny_model: Path) -> None:
+    backend = onnxruntime_backend.create(load_model_file(tiny_model), BackendOptions(threads=1, sessions=2))
+    assert concurrent_runs(backend) == 2
+    batch = np.stack([photo_like(seed, 32, 32) for seed in range(5)])
+    first = backend.run(batch)
+    backend.run(batch)
+    assert backend.sessions_opened == 1  # one batch at a time never needs the second session
+    started = threading.Barrier(2, timeout=30)
+    outputs: list[BackendOutput] = []
+
+    def overlapping() -> None:
+        started.wait()
+        outputs.append(backend.run(batch))
+
+    threads = [threading.Thread(target=overlapping) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 1 <= backend.sessions_opened <= 2
+    for output in outputs:
+        np.testing.assert_array_equal(output.mean, first.mean)
+        np.testing.assert_array_equal(output.dist, first.dist)
+    backend.close()
+    with pytest.raises(RuntimeError, match="^onnxruntime-cpu: backend is closed$"):
+        backend.run(batch)
+
+
+# -- the scorer ------------------------------------------------------------------------------------
+
+def _folder(tmp_path: Path, count: int) -> list[str]:
+    names = []
+    for index in range(count):
+        path = tmp_path / f"{index:03d}.jpg" if index % 3 else tmp_path / f"{index:03d}.png"
+        Image.fromarray(photo_like(index, 60 + index % 17, 48)).save(path)
+        names.append(str(path))
+    (tmp_path / "010_bad.jpg").write_bytes(b"not a jpeg")
+    names.insert(11, str(tmp_path / "010_bad.jpg"))
+    return names
+
+
+def test_parallel_sessions_give_the_single_session_rows(tiny_model: Path, tmp_path: Path) -> None:
+    names = _folder(tmp_path, 45)
+    schedules = {
+        "one session, 2 threads (the old path)": ScorerConfig(batch_size=4, threads=2, sessions=1),
+        "two 1-thread sessions": ScorerConfig(batch_size=4, threads=2, sessions=2),
+        "three sessions, 1 decoder": ScorerConfig(batch_size=3, workers=1, threads=3),
+    }
+    rows = {}
+    for label, config in schedules.items():
+        with Scorer([tiny_model], config) as scorer:
+            assert scorer.streams == scorer.cpu_plan.sessions
+            rows[label] = list(scorer.score_paths(names))
+    reference = rows.pop("one session, 2 threads (the old path)")
+    assert [r.path for r in reference] == names
+    assert reference[11].error == f"{names[11]}: not an image file Pillow can read"
+    for label, got in rows.items():
+        assert [r.path for r in got] == names, label
+        assert [r.error for r in got] == [r.error for r in reference], label
+        for a, b in zip(got, reference, strict=True):
+            if a.ok:
+                assert a.scores["tiny"].mean == pytest.approx(b.scores["tiny"].mean, abs=1e-6)
+                np.testing.assert_allclose(a.scores["tiny"].dist, b.scores["tiny"].dist, atol=1e-7)
+
+
+class _OutOfOrderBackend:
+    """Takes two batches at once; the first batch finishes only after the second one has."""
+
+    name = "fake-cpu"
+    concurrent_runs = 2
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.active = 0
+        self.most_active = 0
+        self.lock = threading.Lock()
+        self.second_done = threading.Event()
+        self.threads: set[str] = set()
+
+    def run(self, images: np.ndarray) -> BackendOutput:
+        with self.lock:
+            call = self.calls
+            self.calls += 1
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            self.threads.add(threading.current_thread().name.split("_")[0])
+        if call == 0 and not self.second_done.wait(timeout=30):
+            raise RuntimeError("the second batch never ran beside the first")
+        means = images.astype(np.float32).mean(axis=(1, 2, 3))
+        dist = np.full((len(images), 10), 0.1, np.float32)
+        with self.lock:
+            self.active -= 1
+        if call == 1:
+            self.second_done.set()
+        return BackendOutput(dist, means, np.zeros(len(images), np.float32))
+
+    def close(self) -> None:
+        pass
+
+
+def test_rows_keep_input_order_when_a_later_batch_finishes_first(tiny_model: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _OutOfOrderBackend()
+    monkeypatch.setattr("nima_rt.scorer.choose_backend", lambda *args: BackendChoice(fake, []))
+    arrays = [np.full((32, 32, 3), value, np.uint8) for value in range(0, 250, 10)]
+    with Scorer([tiny_model], ScorerConfig(batch_size=4)) as scorer:
+        assert scorer.streams == 2
+        results = list(scorer.score_images(arrays))
+    assert [r.scores["tiny"].mean for r in results] == [float(v) for v in range(0, 250, 10)]
+    assert fake.calls == 7  # 25 images in batches of 4
+    assert fake.most_active == 2  # never more batches inside the backend than it takes at once
+    assert fake.threads == {"nima-infer"}
+
+
+def test_a_backend_without_concurrent_runs_is_called_from_one_thread(tiny_model: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    class OneAtATime(_OutOfOrderBackend):
+        concurrent_runs = 1
+
+        def run(self, images: np.ndarray) -> BackendOutput:
+            self.second_done.set()  # no waiting: there is no second stream
+            return super().run(images)
+
+    fake = OneAtATime()
+    monkeypatch.setattr("nima_rt.scorer.choose_backend", lambda *args: BackendChoice(fake, []))
+    with Scorer([tiny_model], ScorerConfig(batch_size=4)) as scorer:
+        assert scorer.streams == 1
+        results = list(scorer.score_images([np.zeros((32, 32, 3), np.uint8)] * 9))
+    assert len(results) == 9 and all(r.ok for r in results)
+    assert fake.most_active == 1
+    assert fake.threads == {"MainThread"}
