@@ -18,7 +18,8 @@ def test_catalogue_has_the_37_debian_photographs_and_the_python_ones() -> None:
     by_source = Counter(photo.source for photo in CATALOG)
     assert by_source == {
         refs.PLASMA: 11, refs.MATE: 11, refs.LOMIRI_16: 14, refs.LOMIRI_20: 1,
-        "python:skimage": 4, "python:sklearn": 2,
+        "python:skimage": 5, "python:sklearn": 2, "python:matplotlib": 1, "pypi:imgaug==0.4.0": 1,
+        "pypi:mahotas==1.4.19": 1,
     }
     assert sum(by_source[p] for p in refs.DEBIAN_PACKAGES) == 37
     ids = [photo.id for photo in CATALOG]
@@ -34,9 +35,51 @@ def test_every_photo_has_a_licence_an_author_and_a_split() -> None:
         assert photo.license and photo.author and photo.title, photo.id
         assert photo.split in refs.SPLITS, photo.id
     splits = Counter(photo.split for photo in CATALOG)
-    assert splits == {"train": 29, "val": 6, "test": 8}
+    assert splits == {"train": 29, "val": 6, "test": 12}
     test_sources = {photo.source for photo in CATALOG if photo.split == "test"}
     assert len(test_sources) >= 4  # held-out photos come from several collections
+
+
+def test_opencv_doc_is_never_a_source() -> None:
+    # Reserved for an independent check: not fetched, not used for anything.
+    assert not any("opencv" in photo.source for photo in CATALOG)
+
+
+def test_cross_source_split_holds_out_a_whole_collection() -> None:
+    by_collection = Counter(refs.collection(photo) for photo in CATALOG)
+    assert by_collection == {"debian": 37, "python": 10}
+    splits = Counter((refs.collection(p), refs.cross_source_split(p, "python")) for p in CATALOG)
+    assert splits == {("debian", "train"): 26, ("debian", "val"): 11, ("python", "test"): 10}
+    debian_test = Counter(refs.cross_source_split(p, "debian") for p in CATALOG if refs.collection(p) == "debian")
+    assert debian_test == {"test": 37}
+    with pytest.raises(ReferenceError, match="unknown collection 'web': use one of debian, python"):
+        refs.cross_source_split(CATALOG[0], "web")
+
+
+def test_wheel_member_is_read_from_a_cached_wheel(tmp_path: Path) -> None:
+    import zipfile
+
+    wheels = tmp_path / "cache" / "wheels"
+    wheels.mkdir(parents=True)
+    with zipfile.ZipFile(wheels / "demo_pkg-1.0-py3-none-any.whl", "w") as archive:
+        archive.writestr("demo_pkg/data/photo.jpg", b"not really a jpeg")
+    path = refs.wheel_member("pypi:demo-pkg==1.0", "demo_pkg/data/photo.jpg", tmp_path / "cache")
+    assert path == (tmp_path / "cache" / "extract" / "demo-pkg-1.0" / "demo_pkg" / "data" / "photo.jpg").resolve()
+    assert path.read_bytes() == b"not really a jpeg"
+    with pytest.raises(ReferenceError, match="demo_pkg-1.0-py3-none-any.whl: has no demo_pkg/other.png"):
+        refs.wheel_member("pypi:demo-pkg==1.0", "demo_pkg/other.png", tmp_path / "cache")
+    with pytest.raises(ReferenceError, match="pypi:demo-pkg: expected pypi:NAME==VERSION"):
+        refs.wheel_member("pypi:demo-pkg", "x", tmp_path / "cache")
+
+
+def test_manifest_with_holdout_has_the_cross_source_splits(tmp_path: Path) -> None:
+    pytest.importorskip("skimage")
+    photos = tuple(p for p in CATALOG if p.id in ("skimage-coffee", "skimage-astronaut"))
+    manifest = refs.fetch_references(tmp_path, photos, holdout="python")
+    assert manifest.name == "manifest-holdout-python.json"
+    data = json.loads(manifest.read_text(encoding="utf-8"))["photos"]
+    assert {(e["id"], e["split"], e["collection"]) for e in data} == {
+        ("skimage-coffee", "test", "python"), ("skimage-astronaut", "test", "python")}
 
 
 def _python_photos() -> tuple[ReferencePhoto, ...]:

