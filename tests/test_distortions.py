@@ -166,3 +166,27 @@ def test_interpolation_on_kadids_axis() -> None:
     assert label.std == pytest.approx(std * 9 / 4)
     # Under-exposure is placed by where mid-grey lands: 1 EV puts it at 0.3608 -> KADID a = 0.278.
     assert kadid.SOURCES["underexposure"].to_axis(1.0) == pytest.approx(0.2784, abs=1e-3)
+
+
+def test_oversharpening_adds_edge_energy_and_quantization_limits_the_values() -> None:
+    image = textured()
+
+    def edge_energy(x: np.ndarray) -> float:
+        return float(np.abs(np.diff(x.astype(np.float64), axis=1)).mean())
+
+    energy = [edge_energy(apply(image, "oversharpen", lv, np.random.default_rng(0))) for lv in range(1, 6)]
+    assert energy == sorted(energy) and energy[0] > edge_energy(image)
+    for level, count in zip(range(1, 6), (20, 16, 13, 10, 7), strict=True):
+        out = apply(image, "quantization", level, np.random.default_rng(0))
+        assert all(len(np.unique(out[..., c])) <= count for c in range(3))
+
+
+def test_new_types_take_kadids_scores_level_for_level() -> None:
+    # Our oversharpen / quantization / JPEG 2000 levels use KADID's own parameters (#24, #22, #9),
+    # so each label is exactly that KADID level's mean over the 81 scenes, mapped to 1..10.
+    table = kadid.condition_table("kadid10k")
+    for name, type_id in (("oversharpen", 24), ("quantization", 22), ("jpeg2000", 9)):
+        for level in range(1, 6):
+            label = kadid.distortion_label(name, level)
+            assert label.source_mean == pytest.approx(table[(type_id, level)][0]), (name, level)
+            assert label.mean == pytest.approx(1 + (table[(type_id, level)][0] - 1) * 9 / 4)

@@ -106,13 +106,18 @@ def motion_blur(image: np.ndarray, length: float, rng: np.random.Generator) -> n
     return _to_uint8(_convolve(_to_float(image), motion_kernel(length, angle)))
 
 
-def jpeg(image: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
-    """JPEG compression at ``quality`` (Pillow/libjpeg, 4:2:0 chroma subsampling; KADID #10 used MATLAB)."""
+def _encode_decode(image: np.ndarray, format: str, **options: object) -> np.ndarray:
+    """Encode with Pillow in ``format`` and decode again (a lossy codec's artefacts)."""
     buffer = io.BytesIO()
-    Image.fromarray(image, "RGB").save(buffer, "JPEG", quality=int(round(quality)), subsampling=2)
+    Image.fromarray(image, "RGB").save(buffer, format, **options)
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return np.asarray(decoded.convert("RGB"), dtype=np.uint8).copy()
+
+
+def jpeg(image: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
+    """JPEG compression at ``quality`` (Pillow/libjpeg, 4:2:0 chroma subsampling; KADID #10 used MATLAB)."""
+    return _encode_decode(image, "JPEG", quality=int(round(quality)), subsampling=2)
 
 
 def white_noise(image: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
@@ -191,6 +196,35 @@ def pixelate(image: np.ndarray, scale: float, rng: np.random.Generator) -> np.nd
     return np.asarray(low.resize((width, height), Image.Resampling.NEAREST), dtype=np.uint8).copy()
 
 
+def oversharpen(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Over-sharpening: unsharp masking of every channel, ``x + amount * (x - blur(x))`` (KADID #24).
+
+    The blur is a Gaussian of sigma 1 px (MATLAB ``imsharpen``'s default radius); KADID's amounts
+    are ``[1, 2, 3, 6, 12]`` (ARNIQA's re-implementation) and our levels use the same ones, so each
+    level takes KADID's score of the same level. Halos and clipped edges are the distortion.
+    """
+    from scipy import ndimage
+
+    x = _to_float(image)
+    blurred = np.stack([ndimage.gaussian_filter(x[..., c], 1.0, mode="nearest", truncate=3.0) for c in range(3)], -1)
+    return _to_uint8(x + amount * (x - blurred))
+
+
+def quantize(image: np.ndarray, levels: float, rng: np.random.Generator) -> np.ndarray:
+    """Colour quantisation: every channel to ``levels`` evenly spaced values (banding; KADID #22).
+
+    KADID quantises to ``[20, 16, 13, 10, 7]`` levels with Otsu thresholds; ours are evenly spaced,
+    an approximation with the same level counts (labels: KADID's score of the same level).
+    """
+    steps = int(round(levels)) - 1
+    return _to_uint8(np.rint(_to_float(image) * steps) / steps)
+
+
+def jpeg2000(image: np.ndarray, ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """JPEG 2000 at compression ratio ``ratio`` (Pillow/OpenJPEG; KADID #9, ratios as ARNIQA's)."""
+    return _encode_decode(image, "JPEG2000", quality_mode="rates", quality_layers=[float(ratio)])
+
+
 # --- the table -----------------------------------------------------------------------------------
 
 
@@ -228,6 +262,12 @@ DISTORTIONS: dict[str, Distortion] = {
                    "colour over-saturation"),
         Distortion("pixelation", pixelate, (0.57, 0.48, 0.40, 0.34, 0.29), "scale", False,
                    "nearest-neighbour pixelation"),
+        Distortion("oversharpen", oversharpen, (1.0, 2.0, 3.0, 6.0, 12.0), "unsharp amount", False,
+                   "over-sharpening halos"),
+        Distortion("quantization", quantize, (20.0, 16.0, 13.0, 10.0, 7.0), "levels per channel", False,
+                   "colour quantisation (banding)"),
+        Distortion("jpeg2000", jpeg2000, (16.0, 32.0, 45.0, 120.0, 170.0), "compression ratio", False,
+                   "JPEG 2000 compression"),
     )
 }
 

@@ -92,6 +92,12 @@ SOURCES: dict[str, LabelSource] = {
     "saturation": LabelSource("kadid10k", 8, "Colour saturation (Lab)", (1.0, 2.0, 3.0, 6.0, 9.0),
                               "axis from ARNIQA's re-implementation of KADID's distortions"),
     "pixelation": LabelSource("kadid10k", 21, "Pixelate", _pixelate_axis(), "axis as scale 0.95 - s^0.6"),
+    "oversharpen": LabelSource("kadid10k", 24, "High sharpen", (1.0, 2.0, 3.0, 6.0, 12.0),
+                               "same amounts as KADID's (ARNIQA's re-implementation): level for level"),
+    "quantization": LabelSource("kadid10k", 22, "Quantization", (20.0, 16.0, 13.0, 10.0, 7.0),
+                                "same level counts, evenly spaced instead of Otsu thresholds"),
+    "jpeg2000": LabelSource("kadid10k", 9, "JPEG2000", (16.0, 32.0, 45.0, 120.0, 170.0),
+                            "compression ratios as ARNIQA's re-implementation: level for level"),
     "contrast_loss": LabelSource("tid2013", 17, "Contrast change (decreases: levels 1, 3, 5)", None,
                                  "TID2013 levels 1, 3, 5 on our levels 1, 3, 5; 2 and 4 halfway"),
 }
