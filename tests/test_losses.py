@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from nima_rt.train.losses import emd_loss, emd_per_sample  # noqa: E402
+from nima_rt.train.losses import emd_loss, emd_per_sample, nima_loss, within_group_margin_loss  # noqa: E402
 
 
 def onehot(k: int) -> list[float]:
@@ -53,3 +53,49 @@ def test_gradient_is_finite_at_a_perfect_prediction() -> None:
 def test_shape_mismatch_is_refused() -> None:
     with pytest.raises(ValueError, match=r"pred and target must both be \[N, bins\], got \[2, 10\] and \[2, 9\]"):
         emd_loss(torch.zeros(2, 10), torch.zeros(2, 9))
+
+
+def test_within_group_margin_loss_by_hand() -> None:
+    # Group 0 has three images: labels 9 > 5 > 4, predicted 5.0, 4.9, 3.0. Its pairs (better first):
+    # (0, 1) gap 0.1 -> 0.25 - 0.1 = 0.15; (0, 2) gap 2.0 -> 0; (1, 2) gap 1.9 -> 0. Image 3 is alone
+    # in group 1 (photos are never compared with each other). Mean over 3 pairs: 0.05.
+    pred = torch.tensor([5.0, 4.9, 3.0, 6.0])
+    target = torch.tensor([9.0, 5.0, 4.0, 8.0])
+    groups = torch.tensor([0, 0, 0, 1])
+    assert within_group_margin_loss(pred, target, groups, margin=0.25).item() == pytest.approx(0.05)
+    # A wrong order costs margin + the gap: labels say 1 > 0, prediction has 0 ahead by 1.
+    wrong = within_group_margin_loss(torch.tensor([6.0, 5.0]), torch.tensor([3.0, 7.0]), torch.tensor([2, 2]), 0.5)
+    assert wrong.item() == pytest.approx(1.5)
+    # Equal labels make no pair; no pair gives 0 with a gradient path.
+    none = within_group_margin_loss(torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor([5.0, 5.0]),
+                                    torch.tensor([0, 0]))
+    assert none.item() == 0.0 and none.requires_grad
+
+
+def test_nima_loss_adds_the_weighted_ranking_term() -> None:
+    pred = torch.tensor([onehot(5), onehot(6)])
+    target = torch.tensor([onehot(9), onehot(4)])
+    groups = torch.tensor([0, 0])
+    emd = emd_loss(pred, target).item()
+    # Labels 9 > 4, predictions 5 < 6: 0.25 - (5 - 6) = 1.25.
+    assert nima_loss(pred, target, groups, rank_weight=0.5, rank_margin=0.25).item() == pytest.approx(emd + 0.625)
+    assert nima_loss(pred, target, groups, rank_weight=0.0).item() == pytest.approx(emd)
+    assert nima_loss(pred, target, None, rank_weight=1.0).item() == pytest.approx(emd)
+
+
+def test_grouped_order_is_a_permutation_of_runs_of_one_group() -> None:
+    from nima_rt.train.sampling import group_ids, grouped_order
+
+    ids = group_ids(["a", "a", "a", "a", "b", "b", "b", "c"])
+    assert ids.tolist() == [0, 0, 0, 0, 1, 1, 1, 2]
+    order = grouped_order(ids, 2, torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == list(range(8))
+    # Runs: a in two runs of 2, b in one of 2 and one of 1, c in one of 1 -> 5 runs; reading the
+    # order, the group changes at most 4 times and every run of 2 stays together.
+    groups = ids[order].tolist()
+    changes = sum(1 for x, y in zip(groups, groups[1:], strict=False) if x != y)
+    assert changes <= 4
+    again = grouped_order(ids, 2, torch.Generator().manual_seed(0))
+    assert again.tolist() == order.tolist()
+    with pytest.raises(ValueError, match="per_group must be >= 1, got 0"):
+        grouped_order(ids, 0, torch.Generator())

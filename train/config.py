@@ -35,6 +35,11 @@ class StageConfig:
     backbone features of K augmented views of every training image once and train the head on
     them, each epoch drawing one view per image from a generator seeded by (seed, epoch); 0 runs
     the backbone on freshly augmented images every epoch. Works on CPU too.
+    ``rank_weight``: weight of the within-reference ranking term added to the EMD
+    (:func:`.losses.within_group_margin_loss`, pairs of images of the same group with different
+    labels, ``rank_margin`` in score units). ``per_group``: with cached features, build each batch
+    from runs of this many images of one group (``train/sampling.py``; 0 = plain shuffling), so
+    batches hold pairs for the ranking term.
     """
 
     epochs: int = 1
@@ -45,6 +50,9 @@ class StageConfig:
     momentum: float = 0.9  # sgd only
     frozen: str = "backbone"
     cache_views: int = 0
+    rank_weight: float = 0.0
+    rank_margin: float = 0.25
+    per_group: int = 0
 
     def validate(self, name: str) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -60,6 +68,12 @@ class StageConfig:
             raise ConfigError(f"{name}.cache_views must be an integer >= 0")
         if self.cache_views and self.frozen != "backbone":
             raise ConfigError(f"{name}.cache_views needs frozen = 'backbone' (trained backbone features change)")
+        if not self.rank_weight >= 0 or not self.rank_margin >= 0:
+            raise ConfigError(f"{name}.rank_weight and {name}.rank_margin must be >= 0")
+        if not isinstance(self.per_group, int) or self.per_group < 0:
+            raise ConfigError(f"{name}.per_group must be an integer >= 0")
+        if self.per_group and not self.cache_views:
+            raise ConfigError(f"{name}.per_group needs cache_views > 0 (grouped batches are drawn from the cache)")
 
 
 def frozen_blocks(frozen: str, name: str = "stage") -> int | None:

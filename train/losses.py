@@ -17,3 +17,35 @@ def emd_per_sample(pred: torch.Tensor, target: torch.Tensor, r: int = 2) -> torc
 def emd_loss(pred: torch.Tensor, target: torch.Tensor, r: int = 2) -> torch.Tensor:
     """Batch mean of :func:`emd_per_sample` (r = 2 as in the paper and the seed)."""
     return emd_per_sample(pred, target, r).mean()
+
+
+def within_group_margin_loss(pred_mean: torch.Tensor, target_mean: torch.Tensor, groups: torch.Tensor,
+                             margin: float = 0.25) -> torch.Tensor:
+    """Pairwise ranking term inside each group (the same reference photo at different levels).
+
+    For every pair ``(i, j)`` of the batch with ``groups[i] == groups[j]`` and a higher label for
+    ``i`` (``target_mean[i] > target_mean[j]``), the loss is ``max(0, margin - (pred_mean[i] -
+    pred_mean[j]))``: the better image must score at least ``margin`` higher. Returns the mean over
+    such pairs, or 0 when the batch has none. Photos are never compared with each other, so the
+    term asks for the right order of a photo's versions whatever the photo shows.
+    """
+    if not (pred_mean.shape == target_mean.shape == groups.shape) or pred_mean.ndim != 1:
+        raise ValueError(f"pred_mean, target_mean and groups must be [N], got {list(pred_mean.shape)}, "
+                         f"{list(target_mean.shape)} and {list(groups.shape)}")
+    same = groups.unsqueeze(1) == groups.unsqueeze(0)
+    better = target_mean.unsqueeze(1) > target_mean.unsqueeze(0) + 1e-6
+    pairs = same & better
+    if not bool(pairs.any()):
+        return pred_mean.sum() * 0.0
+    gaps = pred_mean.unsqueeze(1) - pred_mean.unsqueeze(0)
+    return torch.relu(margin - gaps[pairs]).mean()
+
+
+def nima_loss(dist: torch.Tensor, target: torch.Tensor, groups: torch.Tensor | None = None,
+              rank_weight: float = 0.0, rank_margin: float = 0.25) -> torch.Tensor:
+    """EMD, plus ``rank_weight`` times the within-group ranking term of the predicted mean scores."""
+    loss = emd_loss(dist, target)
+    if rank_weight > 0 and groups is not None:
+        scores = torch.arange(1, dist.shape[1] + 1, dtype=dist.dtype, device=dist.device)
+        loss = loss + rank_weight * within_group_margin_loss(dist @ scores, target @ scores, groups, rank_margin)
+    return loss

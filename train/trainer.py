@@ -32,9 +32,10 @@ from .config import ConfigError, StageConfig, TrainConfig, frozen_blocks
 from .datasets import ImageDataset, LabelSet, collate_samples, load_label_set, split_by_group
 from .evaluate import compute_metrics, format_metrics
 from .labels import parse_scale
-from .losses import emd_loss
+from .losses import nima_loss
 from .model import NimaNetwork, build_network, normalization_for
 from .runs import Run, create_run, open_run
+from .sampling import group_ids, grouped_order
 
 CACHE_KEY_BASE = 1_000_000  # augmentation keys of cached views, apart from epoch numbers
 
@@ -275,9 +276,15 @@ class Trainer:
         return (np.concatenate(preds) if preds else np.zeros((0, 10), np.float32)), kept
 
     def step(self, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, dist: torch.Tensor,
-             target: torch.Tensor, preds: list[np.ndarray], trues: list[np.ndarray]) -> float:
-        """One optimisation step on the EMD of ``dist`` against ``target``; records both; returns the loss."""
-        loss = emd_loss(dist.float(), target)
+             target: torch.Tensor, preds: list[np.ndarray], trues: list[np.ndarray],
+             stage: StageConfig | None = None, groups: torch.Tensor | None = None) -> float:
+        """One optimisation step on the loss of ``dist`` against ``target``; records both; returns the loss.
+
+        The loss is the EMD, plus the stage's within-group ranking term when ``rank_weight`` > 0.
+        """
+        rank_weight = stage.rank_weight if stage is not None else 0.0
+        margin = stage.rank_margin if stage is not None else 0.0
+        loss = nima_loss(dist.float(), target, groups, rank_weight, margin)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -291,7 +298,8 @@ class Trainer:
 
     def train_epoch_images(self, network: NimaNetwork, dataset: ImageDataset, targets: torch.Tensor,
                            frozen: list[nn.Module], head_only: bool, epoch: int, optimizer: Any, scheduler: Any,
-                           scaler: Any) -> tuple[np.ndarray, np.ndarray, int]:
+                           scaler: Any, stage: StageConfig | None = None,
+                           groups: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         dataset.set_augmentation_key(epoch)
         set_train_mode(network, frozen)
         loader = self.loader(dataset, shuffle=True, epoch_seed=self.config.seed * 100_003 + epoch)
@@ -311,7 +319,8 @@ class Trainer:
                     dist = network.head(feats.float())
                 else:
                     dist = network(x)
-            bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues))
+            batch_groups = groups[batch.indices].to(self.device) if groups is not None else None
+            bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues, stage, batch_groups))
         bar.close()
         if not preds:
             raise ValueError(f"{dataset.labels.source}: none of the {len(dataset)} training images could be decoded")
@@ -319,11 +328,15 @@ class Trainer:
 
     def train_epoch_cached(self, network: NimaNetwork, cache: torch.Tensor, ok: torch.Tensor,
                            targets: torch.Tensor, epoch: int, optimizer: Any, scheduler: Any,
-                           scaler: Any) -> tuple[np.ndarray, np.ndarray, int]:
+                           scaler: Any, stage: StageConfig | None = None,
+                           groups: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         views, count = cache.shape[0], cache.shape[1]
         generator = torch.Generator()
         generator.manual_seed(self.config.seed * 100_003 + epoch)
-        order = torch.randperm(count, generator=generator)
+        if stage is not None and stage.per_group and groups is not None:
+            order = grouped_order(groups, stage.per_group, generator)
+        else:
+            order = torch.randperm(count, generator=generator)
         view_of = torch.randint(views, (count,), generator=generator)
         order = order[ok[order]]
         network.head.train()
@@ -339,7 +352,8 @@ class Trainer:
             target = targets[idx].to(self.device)
             with self.autocast():
                 dist = network.head(feats)
-            bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues))
+            batch_groups = groups[idx].to(self.device) if groups is not None else None
+            bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues, stage, batch_groups))
         bar.close()
         if not preds:
             raise ValueError("none of the training images could be decoded (feature cache is empty)")
@@ -397,6 +411,7 @@ class Trainer:
         train_images = ImageDataset(train_set, size, train=True, seed=config.seed)
         val_images = ImageDataset(val_set, size, train=False, seed=config.seed)
         targets = torch.from_numpy(train_set.dists.astype(np.float32))
+        groups = group_ids(train_set.groups)
         start_epoch = int(resume_state["epoch"]) + 1 if resume_state else 1
         if resume_state:
             self.best_val_emd = float(resume_state.get("best_val_emd", math.inf))
@@ -439,7 +454,7 @@ class Trainer:
                 if cached is not None:
                     cache, ok, val_feats, val_ok = cached
                     pred, true, skipped = self.train_epoch_cached(network, cache, ok, targets, epoch,
-                                                                  optimizer, scheduler, scaler)
+                                                                  optimizer, scheduler, scaler, stage, groups)
                     network.eval()
                     with torch.inference_mode():
                         val_pred = network.head(val_feats[val_ok].to(self.device)).float().cpu().numpy()
@@ -447,7 +462,7 @@ class Trainer:
                 else:
                     pred, true, skipped = self.train_epoch_images(network, train_images, targets, frozen,
                                                                   plan.name == "head" and stage.frozen == "backbone",
-                                                                  epoch, optimizer, scheduler, scaler)
+                                                                  epoch, optimizer, scheduler, scaler, stage, groups)
                     val_pred, val_kept = self.predict(network, val_images)
                 train_metrics = compute_metrics(true, pred)
                 val_metrics = compute_metrics(val_set.dists[val_kept], val_pred)
