@@ -127,11 +127,13 @@ def _logger_class(trt: Any) -> type:
 
 
 def _cuda(cudart: Any, function: str, *args: Any) -> Any:
-    """Call a cuda-python runtime function; raise on a non-zero error, return its value."""
-    error, *values = getattr(cudart, function)(*args)
-    if int(error) != 0:
-        raise TensorRTBuildFailed(f"CUDA {function} failed ({error})")
-    return values[0] if values else None
+    """The runtime backend's ``cuda_call``, failing as a build error."""
+    from nima_rt.backends.tensorrt_engine import CudaError, cuda_call
+
+    try:
+        return cuda_call(cudart, function, *args)
+    except CudaError as exc:
+        raise TensorRTBuildFailed(str(exc)) from None
 
 
 def _calibrator_class(trt: Any) -> type:

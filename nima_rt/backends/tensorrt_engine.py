@@ -130,22 +130,31 @@ def create(model: ModelFile, options: BackendOptions) -> TensorRTBackend:
     return TensorRTBackend(model, importlib.import_module("tensorrt"), import_cudart())
 
 
+class CudaError(RuntimeError):
+    """A CUDA runtime call failed; ``str()`` is ``CUDA <function> failed: <error name>``."""
+
+
+def cuda_call(cudart: Any, function: str, *args: Any) -> Any:
+    """Call a cuda-python runtime function (they return ``(error, *values)``): raise on error, else the value(s)."""
+    result = getattr(cudart, function)(*args)
+    error, values = result[0], result[1:]
+    if int(error) != 0:
+        named = cudart.cudaGetErrorName(error) if hasattr(cudart, "cudaGetErrorName") else None
+        text = named[1].decode() if isinstance(named, tuple) and isinstance(named[1], bytes) else str(error)
+        raise CudaError(f"CUDA {function} failed: {text}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
 class _Cuda:
-    """cuda-python's runtime calls return ``(error, *values)``; this raises on error instead."""
+    """``cuda_call`` bound to one cuda-python runtime module."""
 
     def __init__(self, cudart: Any) -> None:
         self.rt = cudart
 
     def __call__(self, function: str, *args: Any) -> Any:
-        result = getattr(self.rt, function)(*args)
-        error, values = result[0], result[1:]
-        if int(error) != 0:
-            named = self.rt.cudaGetErrorName(error)
-            text = named[1].decode() if isinstance(named, tuple) and isinstance(named[1], bytes) else str(error)
-            raise RuntimeError(f"CUDA {function} failed: {text}")
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else values
+        return cuda_call(self.rt, function, *args)
 
 
 @dataclass
