@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,29 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from nima_rt.metrics import ACCURACY_THRESHOLD, emd, pearson, spearman, two_class_accuracy
+
 from .labels import SCORES, distribution_moments
 
-ACCURACY_THRESHOLD = 5.0
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 2:
-        return float("nan")
-    a, b = a - a.mean(), b - b.mean()
-    denom = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b) / denom if denom > 0 else float("nan")
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(values).astype(np.float64)
-
-
-def emd_numpy(pred: np.ndarray, true: np.ndarray, r: int = 2) -> np.ndarray:
-    """Per-row EMD as in :func:`.losses.emd_per_sample` (without the gradient floor)."""
-    diff = np.cumsum(pred, axis=1) - np.cumsum(true, axis=1)
-    return np.mean(np.abs(diff) ** r, axis=1) ** (1.0 / r)
+# ACCURACY_THRESHOLD is re-exported for train/plots.py.
+__all__ = ["ACCURACY_THRESHOLD", "EvalResult", "compute_metrics", "evaluate_checkpoint", "format_metrics"]
 
 
 def compute_metrics(true_dist: np.ndarray, pred_dist: np.ndarray) -> dict[str, float]:
@@ -65,10 +47,10 @@ def compute_metrics(true_dist: np.ndarray, pred_dist: np.ndarray) -> dict[str, f
     pred_mean, _ = distribution_moments(pred_dist)
     return {
         "count": int(true_dist.shape[0]),
-        "emd": float(emd_numpy(pred_dist, true_dist).mean()),
-        "lcc": _pearson(pred_mean, true_mean),
-        "srcc": _pearson(_ranks(pred_mean), _ranks(true_mean)) if true_mean.size >= 2 else float("nan"),
-        "accuracy": float(np.mean((pred_mean >= ACCURACY_THRESHOLD) == (true_mean >= ACCURACY_THRESHOLD))),
+        "emd": float(emd(pred_dist, true_dist).mean()),
+        "lcc": pearson(pred_mean, true_mean),
+        "srcc": spearman(pred_mean, true_mean),
+        "accuracy": two_class_accuracy(pred_mean, true_mean),
         "pred_mean_mean": float(pred_mean.mean()),
         "pred_mean_std": float(pred_mean.std()),
         "true_mean_mean": float(true_mean.mean()),

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nima_rt.metrics import score_moments
+
 NUM_BINS = 10
 SCORES = np.arange(1, NUM_BINS + 1, dtype=np.float64)
 # Scores rescaled to [-1, 1] keep the dual problem well conditioned.
@@ -86,11 +88,8 @@ def normalise_votes(votes: np.ndarray) -> np.ndarray:
 
 
 def distribution_moments(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over 1..10 of distributions ``[N, 10]`` (float64)."""
-    dist = np.asarray(dist, dtype=np.float64)
-    mean = dist @ SCORES
-    var = dist @ SCORES**2 - mean**2
-    return mean, np.sqrt(np.maximum(var, 0.0))
+    """Mean and std over 1..10 of distributions ``[N, 10]`` (float64; :func:`nima_rt.metrics.score_moments`)."""
+    return score_moments(dist)
 
 
 def variance_bounds(mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
