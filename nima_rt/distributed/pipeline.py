@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -157,57 +158,82 @@ def score_with_ray(
         resources = ray.cluster_resources()
         plan = plan_resources(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), config)
         say(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; {plan.describe()}")
-        payloads = [ModelPayload.load(spec) for spec in config.models]
-        scorer_config = ScorerConfig(batch_size=plan.batch_size, workers=1, threads=plan.threads,
-                                     device=plan.device, backend=config.backend,
-                                     gpu_decode="off",  # actors get decoded arrays; decode tasks run on CPUs
-                                     checkpoint_loader=load_contract_module)
-        dataset = ray.data.from_arrow(_pending_tables(inputs, config.shard_size, pending))
-        dataset = dataset.map_batches(
-            decode_batch, fn_kwargs={"specs": specs}, batch_size=config.decode_batch, batch_format="numpy",
-            num_cpus=plan.decode_cpus,
-        )
-        dataset = dataset.map_batches(
-            ScoreActor, fn_constructor_kwargs={"models": payloads, "config": scorer_config},
-            batch_size=plan.batch_size, batch_format="numpy", num_cpus=plan.actor_cpus,
-            num_gpus=plan.actor_gpus or None, memory=plan.actor_memory,
-            compute=ray.data.ActorPoolStrategy(size=plan.actors),
-        )  # its own memory request also keeps Ray Data from fusing decode into the actors (see plan.py)
-        expected = {s: min(config.shard_size, len(inputs) - s * config.shard_size) for s in pending}
-        waiting: dict[int, dict[int, ScoreResult]] = {}  # by index: a retried task's rows cannot count twice
-        rows = failed = written = 0
-        finished: set[int] = set()
-        last_note = time.perf_counter()
+        dataset = _scoring_dataset(inputs, pending, specs, config, plan)
+        collector = _ShardCollector(store, records, columns, pending, len(inputs), config.shard_size, say, on_shard)
         batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
         try:
             for batch in batches:
-                for shard, index, result in _rows(batch, columns):
-                    if shard in finished:
-                        continue
-                    waiting.setdefault(shard, {})[index] = result
-                    if len(waiting[shard]) < expected[shard]:
-                        continue
-                    arrived = waiting.pop(shard)
-                    ordered = [arrived[i] for i in sorted(arrived)]
-                    location = store.write_shard(shard, ordered, records)
-                    finished.add(shard)
-                    bad = sum(not r.ok for r in ordered)
-                    rows, failed, written = rows + len(ordered), failed + bad, written + 1
-                    if time.perf_counter() - last_note > 10 or written == len(pending):
-                        last_note = time.perf_counter()
-                        say(f"{written}/{len(pending)} shards written ({rows} rows, {failed} failed)")
-                    if on_shard is not None:
-                        on_shard(ShardDone(shard, len(ordered), bad, location))
+                collector.add(_rows(batch, columns))
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
-        if waiting or written != len(pending):
-            missing = sorted(set(pending) - finished)
-            raise IncompleteRun(f"Ray Data returned incomplete shards {missing[:10]}; run again to resume")
-        return RunSummary(config.output, len(inputs), record.shards, len(done), written, rows, failed,
-                          time.perf_counter() - started, plan, dataset.stats())
+        collector.check_complete()
+        return RunSummary(config.output, len(inputs), record.shards, len(done), collector.written, collector.rows,
+                          collector.failed, time.perf_counter() - started, plan, dataset.stats())
     finally:
         context.enable_progress_bars, context.print_on_execution_start = saved
         if owns_ray:
             ray.shutdown()
+
+
+def _scoring_dataset(inputs: InputList, pending: list[int], specs: list[Preprocess], config: RayScoreConfig,
+                     plan: ResourcePlan) -> Any:
+    """The Ray Data pipeline: pending shards' paths -> decode tasks on CPUs -> a pool of scoring actors."""
+    import ray.data
+
+    payloads = [ModelPayload.load(spec) for spec in config.models]
+    scorer_config = ScorerConfig(batch_size=plan.batch_size, workers=1, threads=plan.threads,
+                                 device=plan.device, backend=config.backend,
+                                 gpu_decode="off",  # actors get decoded arrays; decode tasks run on CPUs
+                                 checkpoint_loader=load_contract_module)
+    dataset = ray.data.from_arrow(_pending_tables(inputs, config.shard_size, pending))
+    dataset = dataset.map_batches(
+        decode_batch, fn_kwargs={"specs": specs}, batch_size=config.decode_batch, batch_format="numpy",
+        num_cpus=plan.decode_cpus,
+    )
+    return dataset.map_batches(
+        ScoreActor, fn_constructor_kwargs={"models": payloads, "config": scorer_config},
+        batch_size=plan.batch_size, batch_format="numpy", num_cpus=plan.actor_cpus,
+        num_gpus=plan.actor_gpus or None, memory=plan.actor_memory,
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+    )  # its own memory request also keeps Ray Data from fusing decode into the actors (see plan.py)
+
+
+class _ShardCollector:
+    """Gathers rows arriving in any order into shards and writes each one, in input order, once complete."""
+
+    def __init__(self, store: ShardStore, records: tuple[ModelRecord, ...], columns: list[str], pending: list[int],
+                 inputs: int, shard_size: int, say: Log, on_shard: Callable[[ShardDone], None] | None) -> None:
+        self.store, self.records, self.pending, self.say, self.on_shard = store, records, pending, say, on_shard
+        self.expected = {s: min(shard_size, inputs - s * shard_size) for s in pending}
+        self.waiting: dict[int, dict[int, ScoreResult]] = {}  # by index: a retried task's rows cannot count twice
+        self.finished: set[int] = set()
+        self.rows = self.failed = self.written = 0
+        self.last_note = time.perf_counter()
+
+    def add(self, rows: Iterable[tuple[int, int, ScoreResult]]) -> None:
+        for shard, index, result in rows:
+            if shard in self.finished:
+                continue
+            self.waiting.setdefault(shard, {})[index] = result
+            if len(self.waiting[shard]) == self.expected[shard]:
+                self._write(shard)
+
+    def _write(self, shard: int) -> None:
+        arrived = self.waiting.pop(shard)
+        ordered = [arrived[i] for i in sorted(arrived)]
+        location = self.store.write_shard(shard, ordered, self.records)
+        self.finished.add(shard)
+        bad = sum(not r.ok for r in ordered)
+        self.rows, self.failed, self.written = self.rows + len(ordered), self.failed + bad, self.written + 1
+        if time.perf_counter() - self.last_note > 10 or self.written == len(self.pending):
+            self.last_note = time.perf_counter()
+            self.say(f"{self.written}/{len(self.pending)} shards written ({self.rows} rows, {self.failed} failed)")
+        if self.on_shard is not None:
+            self.on_shard(ShardDone(shard, len(ordered), bad, location))
+
+    def check_complete(self) -> None:
+        if self.waiting or self.written != len(self.pending):
+            missing = sorted(set(self.pending) - self.finished)
+            raise IncompleteRun(f"Ray Data returned incomplete shards {missing[:10]}; run again to resume")
