@@ -17,7 +17,10 @@ from .common import fail, note
 
 
 def export(
-    source: Path = typer.Argument(..., help="A checkpoint (best.pt) or a contract ONNX file (model.onnx)."),
+    source: Path = typer.Argument(
+        ..., help="A checkpoint (best.pt), a contract ONNX file (model.onnx), or a NIMA model to import: Keras "
+        "HDF5 (idealo's weights_mobilenet_*.hdf5) or a PyTorch state dict (nima.pytorch, pyiqa); docs/importing.md."
+    ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="File to write (default: beside SOURCE, e.g. best.onnx, best.fp16.onnx)."
     ),
@@ -54,6 +57,11 @@ def export(
         None, "--calibration-cache", help="TensorRT INT8 calibration cache (default: beside the engine)."
     ),
     workspace_gib: float | None = typer.Option(None, "--workspace-gib", help="TensorRT builder memory limit."),
+    kind: str | None = typer.Option(
+        None, "--kind", help="aesthetic | technical | custom (metadata; an imported Keras/PyTorch file defaults "
+        "to what its name says, e.g. weights_mobilenet_aesthetic_0.07.hdf5 -> aesthetic)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Model name: the score columns' prefix (default: the kind)."),
 ) -> None:
     """Export a checkpoint to the contract ONNX model (fp32/fp16/INT8) or a TensorRT engine, and verify it."""
     from ..export.api import ExportRequest, run_export
@@ -75,6 +83,8 @@ def export(
         simplify=simplify,
         force=force,
         tensorrt=TensorRTSettings(min_batch, opt_batch, max_batch, timing_cache, calibration_cache, workspace_gib),
+        kind=kind,
+        name=name,
     )
     try:
         result = run_export(request, note)
