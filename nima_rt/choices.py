@@ -12,7 +12,7 @@ from collections.abc import Sequence
 DEVICES = ("auto", "cpu", "cuda")
 # Precision a backend runs a model in. None (the default) is the model's own policy: fp32, unless its
 # metadata records an fp16 check that passed (contract.default_gpu_precision).
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")  # int8: a bundled model's INT8 copy on CPU (nima_rt/variants.py)
 GPU_DECODE_MODES = ("auto", "on", "off")
 ENGINES = ("local", "ray")
 

@@ -40,6 +40,7 @@ from .gpu_decode import choose_gpu_decode
 from .inputs import InputItem, iter_inputs
 from .model_file import ModelFile, load_model_file, split_model_spec
 from .results import ModelScore, ScoreResult, unique_columns
+from .variants import int8_variant
 
 ModelSpec = str | os.PathLike[str] | None
 
@@ -123,13 +124,16 @@ class Scorer:
         if not specs:
             specs = [None]
         named = [split_model_spec(spec) for spec in specs]
+        if self.config.precision == "int8":  # the bundled models' INT8 copies (nima_rt/variants.py)
+            named = [(name, int8_variant(spec)) for name, spec in named]
         files = [load_model_file(spec) for _, spec in named]
         columns = unique_columns([name or f.name for (name, _), f in zip(named, files, strict=True)])
         self._budget = DecodeBudget(self.config.decode.decode_memory)  # decode buffers in flight, all threads
         self.cpu_plan: CpuPlan = plan_cpu(None, self.config.workers, self.config.threads, self.config.sessions)
         options = BackendOptions(threads=self.cpu_plan.threads_per_session, sessions=self.cpu_plan.sessions,
                                  max_batch=self.config.batch_size or 256,
-                                 precision=self.config.precision, checkpoint_loader=self.config.checkpoint_loader)
+                                 precision=None if self.config.precision == "int8" else self.config.precision,
+                                 checkpoint_loader=self.config.checkpoint_loader)
         self.models: list[LoadedModel] = []
         try:  # a failure half way must not leave the backends opened so far holding GPU memory
             for column, model_file in zip(columns, files, strict=True):

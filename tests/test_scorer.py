@@ -148,5 +148,5 @@ def test_precision_reaches_the_backend_options(tiny_model: Path, monkeypatch: py
     with Scorer([tiny_model], ScorerConfig(precision="fp32", batch_size=4)):
         pass
     assert seen[0].precision == "fp32" and seen[0].max_batch == 4
-    with pytest.raises(ValueError, match="precision must be one of fp32, fp16, got 'fp8'"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, fp16, int8, got 'fp8'"):
         ScorerConfig(precision="fp8")
