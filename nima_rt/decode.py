@@ -3,33 +3,56 @@
 One file is opened once, whatever number of models (and input sizes) it is scored by.
 Every failure becomes a :class:`DecodeError` with a one-line message; nothing here prints.
 
+:func:`load_rgb` is THE "open an image, apply its EXIF orientation, convert it to RGB" of the project
+(the runtime, the report's thumbnails, the labelling app and the dataset builder all call it), with one
+decompression-bomb policy: the declared size is checked before any pixel is decoded.
+
 Colour-mode rule (docs/runtime.md):
 - transparent images (RGBA, LA, PA, P or L/RGB with a transparency key) are composited onto white;
 - 16-bit and 32-bit integer greyscale (I;16*, I) are scaled from 0..65535 to 0..255;
-- float greyscale (F) is read as 0..1 and scaled to 0..255 (values outside are clipped);
+- float greyscale (F, e.g. PFM, SPIDER): values within 0..1 are x255, within 0..255 are kept, any other
+  range is stretched from the image's own finite minimum..maximum to 0..255 (NaN is the minimum);
 - CMYK, YCbCr, LAB, HSV, 1, L and P convert with Pillow's ``convert("RGB")``;
-- EXIF orientation is applied before resizing; animated images use their first frame.
+- EXIF orientation is applied before resizing; multi-frame files use the frame Pillow opens on (the first
+  frame of an animation, the merged composite of a layered PSD).
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import os
+import stat
+import struct
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .contract import Preprocess, resize_image
 
-__all__ = ["DecodeError", "DecodeOptions", "Preprocess", "decode_file", "from_array", "from_pil", "to_rgb"]
+__all__ = [
+    "DecodeBudget", "DecodeError", "DecodeOptions", "Preprocess", "decode_bytes", "decode_file", "from_array",
+    "from_pil", "image_extensions", "load_rgb", "path_label", "to_rgb",
+]
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
-)
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# Decode buffers allowed in flight across all decode threads (see DecodeBudget): with ONNX Runtime's batch
+# of 16 and the interpreter this keeps a run under ~600 MB whatever the inputs (docs/runtime.md).
+DEFAULT_DECODE_MEMORY = 256 << 20
+TRIM_AFTER = 64 << 20  # a decode reserving this much hands its freed pages back to the system after it
 WHITE = (255, 255, 255)
+T = TypeVar("T")
 ORIENTATION_TAG = 0x0112
+# Extensions Pillow registers for formats a photo pipeline has no business walking into (documents, scientific
+# containers, video): a file named so is still tried when given explicitly.
+NOT_PHOTO_EXTENSIONS = frozenset({".pdf", ".eps", ".ps", ".h5", ".hdf", ".bufr", ".grib", ".fit", ".fits",
+                                  ".mpg", ".mpeg", ".wmf", ".emf"})
+# Bytes Pillow keeps per pixel for a decoded image of each mode (RGB is stored in 4 bytes).
+_STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
 class DecodeError(Exception):
@@ -42,15 +65,359 @@ class DecodeOptions:
 
     max_pixels: int = DEFAULT_MAX_PIXELS  # Pillow's decompression-bomb limit, kept by default
     jpeg_draft: bool = True  # False: always decode JPEGs in full, whatever the model's metadata allows
+    decode_memory: int = DEFAULT_DECODE_MEMORY  # bytes of decode buffers in flight across threads (DecodeBudget)
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.decode_memory < 1:
+            raise ValueError(f"decode_memory must be >= 1 byte, got {self.decode_memory}")
 
 
-def is_image_path(path: os.PathLike[str] | str) -> bool:
+class DecodeBudget:
+    """Bytes of decode buffers in flight across threads, bounded by ``limit``.
+
+    A decode reserves its estimated working memory (from the declared size, before any pixel is decoded)
+    and waits while other decodes hold the budget; one larger than the whole budget runs alone. Decodes
+    never wait on anything but other decodes, which always finish, so the wait cannot deadlock.
+    """
+
+    def __init__(self, limit: int = DEFAULT_DECODE_MEMORY) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0  # the largest total ever reserved at once (tests and benchmarks read it)
+        self._condition = threading.Condition()
+
+    def take(self, nbytes: int) -> None:
+        """Wait until ``nbytes`` fit (or nothing else is reserved), then reserve them."""
+        with self._condition:
+            while self.used and self.used + nbytes > self.limit:
+                self._condition.wait()
+            self.used += nbytes
+            self.peak = max(self.peak, self.used)
+
+    def give_back(self, nbytes: int) -> None:
+        with self._condition:
+            self.used -= nbytes
+            self._condition.notify_all()
+
+
+class _Reservation:
+    """One decode's share of a :class:`DecodeBudget`, given back when the decode (failed or not) is over
+    and nothing refers to its buffers any more."""
+
+    def __init__(self, budget: DecodeBudget | None) -> None:
+        self.budget, self.nbytes = budget, 0
+
+    def take(self, nbytes: int) -> None:
+        if self.budget is not None:
+            self.budget.take(nbytes)
+            self.nbytes += nbytes
+
+    def __enter__(self) -> _Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.budget is not None and self.nbytes:
+            if self.nbytes >= TRIM_AFTER:
+                _release_freed_memory()
+            self.budget.give_back(self.nbytes)
+            self.nbytes = 0
+
+
+def _release_freed_memory() -> None:
+    """Hand the pages a large decode freed back to the system (glibc keeps them in the decode thread's
+    malloc arena otherwise, and the next large decode on another thread adds its own: +200 MB measured)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():  # type: ignore[no-untyped-def]
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to trim
+        return None
+
+
+def image_extensions() -> frozenset[str]:
+    """The file extensions a folder walk picks up: every extension the installed Pillow registers for a
+    format it can open (AVIF, PPM/PGM, PSD, TGA, ICO, JPEG 2000... when the build has them), lower case,
+    minus :data:`NOT_PHOTO_EXTENSIONS`."""
+    Image.init()
+    return _extensions_of(len(Image.OPEN), len(Image.EXTENSION))  # recomputed when a plugin registers
+
+
+@functools.lru_cache(maxsize=4)
+def _extensions_of(_formats: int, _extensions: int) -> frozenset[str]:
+    readable = set(Image.OPEN)
+    extensions = {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in readable}
+    if "JPEG" in readable:
+        extensions.add(".mpo")  # multi-picture JPEGs: Pillow's JPEG opener reads them
+    return frozenset(extensions - NOT_PHOTO_EXTENSIONS)
+
+
+def is_image_path(path: os.PathLike[str] | str, extensions: frozenset[str] | None = None) -> bool:
     """True when the file name ends in an image extension (case-insensitive)."""
-    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+    return os.path.splitext(os.fspath(path))[1].lower() in (extensions or image_extensions())
+
+
+def path_label(path: str | os.PathLike[str]) -> str:
+    """A path as it appears inside one-line messages: control characters (``\\n``, ``\\r``, ``\\t``...)
+    and bytes that are not UTF-8 are written as Python escapes, so a message is one line whatever the
+    name holds."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split()) or "unknown error"
+
+
+def _open_order() -> tuple[str, ...]:
+    """Every format Pillow can open, in an order that does not depend on what was opened before.
+
+    ``Image.open`` imports the plugin of a file's extension first, which moves it ahead in Pillow's
+    global list: after a ``.tga`` the TGA plugin (which has no magic number and accepts almost any
+    header) was tried before ICO and claimed ``.ico`` files. Formats with a magic number go first, by
+    plugin module; those without one (TGA, SPIDER, IM, IPTC, PCD...) last.
+    """
+    Image.init()
+    return tuple(sorted(Image.ID, key=lambda f: (Image.OPEN[f][1] is None, Image.OPEN[f][0].__module__, f)))
+
+
+def _open_regular(path: str, label: str) -> BinaryIO:
+    """Open a regular file without ever blocking: FIFOs, sockets and devices are refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise DecodeError(f"{label}: no such file (or a broken symlink)") from None
+    except IsADirectoryError:
+        raise DecodeError(f"{label}: is a directory, expected an image file") from None
+    except PermissionError:
+        raise DecodeError(f"{label}: permission denied") from None
+    except OSError as exc:
+        raise DecodeError(f"{label}: cannot open ({_one_line(exc.strerror or str(exc))})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise DecodeError(f"{label}: is a directory, expected an image file")
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise DecodeError(f"{label}: is {kind}, not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _blp_embedded_size(image: Image.Image) -> tuple[int, int] | None:
+    """The size of the JPEG a BLP1 texture embeds (its decoder decodes it whatever the texture's declared
+    size: a 700-byte file could make Pillow allocate gigabytes)."""
+    if image.format != "BLP" or getattr(image, "magic", None) != b"BLP1" or image.tile[0].args[0] != 0:
+        return None
+    fp = image.fp
+    fp.seek(image.tile[0].offset + 128)
+    (header_size,) = struct.unpack("<I", fp.read(4))
+    header = fp.read(min(header_size, 1 << 16))
+    for marker in range(0xC0, 0xD0):
+        if marker in (0xC4, 0xC8, 0xCC):
+            continue
+        at = header.find(bytes((0xFF, marker)))
+        if at >= 0 and at + 9 <= len(header):
+            height, width = struct.unpack(">HH", header[at + 5 : at + 9])
+            return width, height
+    return (0, 0)
+
+
+def _check_size(image: Image.Image, label: str, max_pixels: int) -> None:
+    """The decompression-bomb policy, applied to the declared size before any pixel is decoded."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise DecodeError(
+            f"{label}: image is {width}x{height} = {width * height} pixels, above the "
+            f"decompression-bomb limit of {max_pixels} pixels"
+        )
+    if width == 0 or height == 0:
+        raise DecodeError(f"{label}: image has no pixels ({width}x{height})")
+    embedded = _blp_embedded_size(image)
+    if embedded is not None and embedded[0] * embedded[1] > width * height:
+        raise DecodeError(
+            f"{label}: BLP texture declares {width}x{height} but embeds a {embedded[0]}x{embedded[1]} JPEG"
+        )
+
+
+def decode_cost(image: Image.Image) -> int:
+    """Bytes a decode of ``image`` (at its current, possibly drafted, size) may hold at once: the decoded
+    pixels plus up to three 4-byte-per-pixel working copies (orientation, colour conversion, flattening)."""
+    width, height = image.size
+    return width * height * (_STORED_BYTES.get(image.mode, 4) + 12)
+
+
+def _opened(source: str | os.PathLike[str] | BinaryIO, label: str) -> Image.Image:
+    stream = _open_regular(os.fspath(source), label) if not hasattr(source, "read") else source
+    try:
+        return Image.open(stream, formats=_open_order())  # type: ignore[arg-type]
+    except BaseException:
+        if stream is not source:
+            stream.close()  # type: ignore[union-attr]
+        raise
+
+
+def _rgb_from_open(
+    image: Image.Image, label: str, max_pixels: int, draft_side: int | None, reservation: _Reservation
+) -> Image.Image:
+    """Check, draft, decode, orient and colour-convert an opened image; the result is loaded RGB."""
+    _check_size(image, label, max_pixels)
+    if draft_side is not None and image.format == "JPEG":
+        # DCT-domain downscaling by 1/2, 1/4 or 1/8 while both sides stay >= draft_side.
+        image.draft("RGB", (draft_side, draft_side))
+    reservation.take(decode_cost(image))
+    image.load()
+    if image.getexif().get(ORIENTATION_TAG, 1) != 1:  # exif_transpose copies even when nothing turns
+        image = ImageOps.exif_transpose(image) or image
+    rgb = to_rgb(image)
+    rgb.load()
+    return rgb
+
+
+def _failure(label: str, exc: BaseException) -> str:
+    """The one-line reason for a failed open or decode (the exception itself is dropped by the caller,
+    with its traceback and the half-decoded image its frames hold)."""
+    if isinstance(exc, DecodeError):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return f"{label}: no such file (or a broken symlink)"
+    if isinstance(exc, IsADirectoryError):
+        return f"{label}: is a directory, expected an image file"
+    if isinstance(exc, PermissionError):
+        return f"{label}: permission denied"
+    if isinstance(exc, UnidentifiedImageError):
+        return f"{label}: not an image file Pillow can read"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"{label}: {_one_line(str(exc))}"
+    return f"{label}: cannot decode image ({_one_line(str(exc))})"
+
+
+_DECODE_FAILURES = (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError,
+                    KeyError, ZeroDivisionError, struct.error, Image.DecompressionBombError, DecodeError)
+
+
+def _source_label(source: str | os.PathLike[str] | BinaryIO, label: str | None) -> str:
+    if label is not None:
+        return path_label(label)
+    if hasattr(source, "read"):
+        return path_label(str(getattr(source, "name", "<stream>")))
+    return path_label(source)  # type: ignore[arg-type]
+
+
+def load_rgb(
+    source: str | os.PathLike[str] | BinaryIO,
+    label: str | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_side: int | None = None,
+    budget: DecodeBudget | None = None,
+) -> Image.Image:
+    """Open an image file (or binary stream), apply its EXIF orientation and convert it to RGB.
+
+    The one opener of the project: regular files only (a FIFO or device is refused, never read), the
+    declared size checked against ``max_pixels`` before decoding, formats tried in a fixed order, the
+    colour rule of :func:`to_rgb`. ``draft_side`` lets a JPEG decode DCT-scaled while both sides stay
+    >= it. Returns a loaded image whose file is closed; raises :class:`DecodeError` (one line).
+    """
+    return _decode(source, _source_label(source, label), max_pixels, draft_side, budget, _as_is)
+
+
+def _as_is(rgb: Image.Image) -> Image.Image:
+    return rgb
+
+
+def _decode(
+    source: str | os.PathLike[str] | BinaryIO, shown: str, max_pixels: int, draft_side: int | None,
+    budget: DecodeBudget | None, finish: Callable[[Image.Image], T],
+) -> T:
+    """Open and decode ``source`` to RGB, then ``finish`` it, inside one budget reservation that is given
+    back only once nothing (not even a failure's traceback) refers to the decode's buffers."""
+    message = None
+    with _Reservation(budget) as reservation:
+        try:
+            return _open_and_finish(source, shown, max_pixels, draft_side, reservation, finish)
+        except _DECODE_FAILURES as exc:
+            message = _failure(shown, exc)
+    raise DecodeError(message)  # raised outside the handler: no reference to the failed image survives
+
+
+def _open_and_finish(
+    source: str | os.PathLike[str] | BinaryIO, shown: str, max_pixels: int, draft_side: int | None,
+    reservation: _Reservation, finish: Callable[[Image.Image], T],
+) -> T:
+    with _opened(source, shown) as image:
+        rgb = _rgb_from_open(image, shown, max_pixels, draft_side, reservation)
+    return finish(rgb)  # this frame (and the full-size images) ends before the reservation is given back
+
+
+def prepare(
+    image: Image.Image, specs: list[Preprocess], max_pixels: int, label: str, allow_draft: bool = False,
+    budget: DecodeBudget | None = None,
+) -> list[np.ndarray]:
+    """Turn an opened Pillow image into one uint8 [S, S, 3] array per spec.
+
+    Applies the JPEG draft (for a file not yet loaded, when every spec allows it), EXIF orientation
+    and the colour rule.
+    """
+    draft = allow_draft and all(spec.resize.jpeg_draft for spec in specs)
+    with _Reservation(budget) as reservation:
+        rgb = _rgb_from_open(image, label, max_pixels, max(s.size for s in specs) if draft else None, reservation)
+    return resize_all(rgb, specs, label)
+
+
+def resize_all(rgb: Image.Image, specs: list[Preprocess], label: str) -> list[np.ndarray]:
+    """One uint8 [S, S, 3] array per spec from an RGB image (the contract's resize)."""
+    arrays = []
+    for spec in specs:
+        resized = resize_image(rgb, spec.size, spec.resize)
+        array = np.asarray(resized, dtype=np.uint8)
+        if array.shape != (spec.size, spec.size, 3):
+            raise DecodeError(f"{label}: decoded to shape {array.shape}, expected ({spec.size}, {spec.size}, 3)")
+        arrays.append(array)
+    return arrays
+
+
+def decode_file(
+    path: str | os.PathLike[str] | BinaryIO,
+    specs: list[Preprocess],
+    options: DecodeOptions = DecodeOptions(),
+    budget: DecodeBudget | None = None,
+    label: str | None = None,
+) -> list[np.ndarray]:
+    """Open, decode and resize one image file; raise :class:`DecodeError` with a one-line reason.
+
+    JPEGs are DCT-scaled (the draft) when ``options.jpeg_draft`` and every spec allow it. ``budget``
+    bounds the decode buffers in flight across threads.
+    """
+    draft = options.jpeg_draft and all(spec.resize.jpeg_draft for spec in specs)
+    shown = _source_label(path, label)
+    return _decode(path, shown, options.max_pixels, max(s.size for s in specs) if draft else None, budget,
+                   lambda rgb: resize_all(rgb, specs, shown))
+
+
+def decode_bytes(
+    data: bytes | bytearray | memoryview,
+    specs: list[Preprocess],
+    options: DecodeOptions = DecodeOptions(),
+    budget: DecodeBudget | None = None,
+    label: str = "<bytes>",
+) -> list[np.ndarray]:
+    """:func:`decode_file` on an encoded file's bytes (an upload, an object-store read): the same draft,
+    EXIF, colour rule and errors, so equal bytes give equal arrays whichever way they arrive."""
+    return decode_file(io.BytesIO(data), specs, options, budget, label)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -67,13 +434,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
             return _flatten(image.convert("RGBA"))
         return image.convert("RGB")
     if mode.startswith("I;16") or mode == "I":
-        data = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(np.clip(data / 257.0, 0, 255).round().astype(np.uint8), "L").convert("RGB")
+        data = np.asarray(image, dtype=np.float32)
+        data /= 257.0
+        return _grey_to_rgb(data)
     if mode == "F":
-        data = np.asarray(image, dtype=np.float64)
-        data = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=0.0)
-        return Image.fromarray(np.clip(data * 255.0, 0, 255).round().astype(np.uint8), "L").convert("RGB")
+        return _grey_to_rgb(_float_to_255(np.asarray(image, dtype=np.float32)))
     return image.convert("RGB")
+
+
+def _float_to_255(data: np.ndarray) -> np.ndarray:
+    """The float rule: 0..1 -> x255; 0..255 kept; any other range stretched from its finite min..max."""
+    finite = np.isfinite(data)
+    if not finite.any():
+        return np.zeros_like(data)
+    low, high = float(data[finite].min()), float(data[finite].max())
+    data = np.nan_to_num(data, nan=low, posinf=high, neginf=low)
+    if low >= 0.0 and high <= 1.0:
+        data *= 255.0
+    elif low < 0.0 or high > 255.0:
+        data -= low
+        data *= 255.0 / (high - low)
+    return data
+
+
+def _grey_to_rgb(data: np.ndarray) -> Image.Image:
+    np.clip(data, 0, 255, out=data)
+    np.rint(data, out=data)
+    return Image.fromarray(data.astype(np.uint8), "L").convert("RGB")
 
 
 def _flatten(rgba: Image.Image) -> Image.Image:
@@ -81,78 +468,15 @@ def _flatten(rgba: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
-def _largest_size(specs: list[Preprocess]) -> int:
-    return max(spec.size for spec in specs)
-
-
-def prepare(
-    image: Image.Image, specs: list[Preprocess], max_pixels: int, label: str, allow_draft: bool = False
-) -> list[np.ndarray]:
-    """Turn an opened Pillow image into one uint8 [S, S, 3] array per spec.
-
-    Applies the JPEG draft (for a file not yet loaded, when every spec allows it), EXIF orientation
-    and the colour rule.
-    """
-    width, height = image.size
-    if width * height > max_pixels:
-        raise DecodeError(
-            f"{label}: image is {width}x{height} = {width * height} pixels, above the "
-            f"decompression-bomb limit of {max_pixels} pixels"
-        )
-    if width == 0 or height == 0:
-        raise DecodeError(f"{label}: image has no pixels ({width}x{height})")
-    if allow_draft and image.format == "JPEG" and all(spec.resize.jpeg_draft for spec in specs):
-        side = _largest_size(specs)
-        # DCT-domain downscaling by 1/2, 1/4 or 1/8 while both sides stay >= the model input.
-        image.draft("RGB", (side, side))
-    if image.getexif().get(ORIENTATION_TAG, 1) != 1:  # exif_transpose copies even when nothing turns
-        image = ImageOps.exif_transpose(image) or image
-    rgb = to_rgb(image)
-    arrays = []
-    for spec in specs:
-        resized = resize_image(rgb, spec.size, spec.resize)
-        array = np.asarray(resized, dtype=np.uint8)
-        if array.shape != (spec.size, spec.size, 3):
-            raise DecodeError(f"{label}: decoded to shape {array.shape}, expected ({spec.size}, {spec.size}, 3)")
-        arrays.append(array)
-    return arrays
-
-
-def decode_file(
-    path: str | os.PathLike[str] | BinaryIO, specs: list[Preprocess], options: DecodeOptions = DecodeOptions()
-) -> list[np.ndarray]:
-    """Open, decode and resize one image file; raise :class:`DecodeError` with a one-line reason."""
-    label = str(path) if not hasattr(path, "read") else getattr(path, "name", "<stream>")
-    try:
-        with Image.open(path) as image:
-            image.seek(0)
-            arrays = prepare(image, specs, options.max_pixels, label, allow_draft=options.jpeg_draft)
-    except DecodeError:
-        raise
-    except FileNotFoundError:
-        raise DecodeError(f"{label}: no such file (or a broken symlink)") from None
-    except IsADirectoryError:
-        raise DecodeError(f"{label}: is a directory, expected an image file") from None
-    except PermissionError:
-        raise DecodeError(f"{label}: permission denied") from None
-    except UnidentifiedImageError:
-        raise DecodeError(f"{label}: not an image file Pillow can read") from None
-    except Image.DecompressionBombError as exc:
-        raise DecodeError(f"{label}: {_one_line(str(exc))}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise DecodeError(f"{label}: cannot decode image ({_one_line(str(exc))})") from None
-    return arrays
-
-
 def from_pil(image: Image.Image, specs: list[Preprocess], options: DecodeOptions = DecodeOptions()) -> list[np.ndarray]:
     """Model inputs from an in-memory Pillow image (same rules as files, no JPEG draft)."""
-    label = getattr(image, "filename", "") or "<PIL image>"
+    label = path_label(getattr(image, "filename", "") or "<PIL image>")
+    message = None
     try:
         return prepare(image, specs, options.max_pixels, label)
-    except DecodeError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise DecodeError(f"{label}: cannot convert image ({_one_line(str(exc))})") from None
+    except _DECODE_FAILURES as exc:
+        message = str(exc) if isinstance(exc, DecodeError) else f"{label}: cannot convert image ({_one_line(str(exc))})"
+    raise DecodeError(message)
 
 
 def from_array(array: np.ndarray, specs: list[Preprocess]) -> list[np.ndarray]:
@@ -166,5 +490,3 @@ def from_array(array: np.ndarray, specs: list[Preprocess]) -> list[np.ndarray]:
     else:
         raise DecodeError(f"array input must have shape [H, W], [H, W, 3] or [H, W, 4], got {array.shape}")
     return prepare(image, specs, DEFAULT_MAX_PIXELS, "<array>")
-
-

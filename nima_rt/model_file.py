@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from .onnx_meta import read_metadata_props
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "technical"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+COLUMN_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # what NAME=FILE may call a model's output columns
 
 AESTHETIC_HELP = (
     "no aesthetic model is bundled: nima-rt cannot ship one trained honestly (AVA's images are not "
@@ -71,6 +73,22 @@ def resolve_model_path(spec: str | os.PathLike[str] | None) -> Path:
         names = ", ".join(bundled) or "none"
         raise ModelNotFound(f"{text}: no such model file or bundled model name (bundled: {names})")
     return path
+
+
+def split_model_spec(spec: str | os.PathLike[str] | None) -> tuple[str | None, str | os.PathLike[str] | None]:
+    """``"NAME=FILE"`` -> ``("NAME", "FILE")``: the column the model's scores go under, and the model.
+
+    Anything else (a bundled name, a path, None) has no name of its own: its metadata name is used. A
+    path that exists is never split, even when it holds ``=``.
+    """
+    if not isinstance(spec, str) or "=" not in spec or spec in bundled_models() or Path(spec).exists():
+        return None, spec
+    name, _, model = spec.partition("=")
+    if not COLUMN_NAME.fullmatch(name) or not model:
+        raise ModelNotFound(
+            f"{spec}: expected NAME=FILE with NAME of letters, digits, '_', '-' or '.' (e.g. ava=runs/ava.onnx)"
+        )
+    return name, model
 
 
 def sidecar_path(engine_path: Path) -> Path:

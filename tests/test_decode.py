@@ -84,9 +84,20 @@ def test_sixteen_bit_greyscale_scales_to_eight_bits(tmp_path: Path) -> None:
     assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
 
 
-def test_float_and_int32_modes() -> None:
-    floats = Image.fromarray(np.array([[-1.0, 0.0, 0.5, 2.0]] * 2, dtype=np.float32), "F")
-    assert list(np.asarray(to_rgb(floats))[0, :, 0]) == [0, 0, 128, 255]
+def float_image(values: list[float]) -> Image.Image:
+    return Image.fromarray(np.array([values] * 2, dtype=np.float32), "F")
+
+
+def test_float_rule_depends_on_the_images_own_range() -> None:
+    grey = lambda values: list(np.asarray(to_rgb(float_image(values)))[0, :, 0])  # noqa: E731
+    assert grey([0.0, 0.25, 0.5, 1.0]) == [0, 64, 128, 255]  # within 0..1: x255
+    assert grey([0.0, 20.0, 127.6, 200.0]) == [0, 20, 128, 200]  # within 0..255: kept
+    assert grey([-1.0, 0.0, 0.5, 2.0]) == [0, 85, 128, 255]  # other ranges: stretched min..max
+    assert grey([10.0, 1000.0, 505.0, float("nan")]) == [0, 255, 128, 0]  # HDR values; NaN is the minimum
+    assert grey([float("nan")] * 4) == [0, 0, 0, 0]
+
+
+def test_int32_mode() -> None:
     ints = Image.fromarray(np.array([[0, 65535, 70000]] * 2, dtype=np.int32), "I")
     assert list(np.asarray(to_rgb(ints))[0, :, 0]) == [0, 255, 255]
 

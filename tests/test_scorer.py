@@ -150,3 +150,53 @@ def test_precision_reaches_the_backend_options(tiny_model: Path, monkeypatch: py
     assert seen[0].precision == "fp32" and seen[0].max_batch == 4
     with pytest.raises(ValueError, match="precision must be one of fp32, fp16, int8, got 'fp8'"):
         ScorerConfig(precision="fp8")
+
+
+def test_bytes_score_exactly_as_their_file(tiny_model: Path, tmp_path: Path) -> None:
+    paths = []
+    for index in range(4):
+        path = tmp_path / f"{index}.jpg"
+        Image.fromarray(photo_like(index, 640, 480)).save(path, quality=88)  # large enough for the draft
+        paths.append(path)
+    Image.fromarray(photo_like(9, 64, 48)).save(tmp_path / "p.png")
+    paths.append(tmp_path / "p.png")
+    with Scorer([tiny_model]) as scorer:
+        from_files = list(scorer.score_paths(paths))
+        from_bytes = list(scorer.score_bytes([p.read_bytes() for p in paths], names=[str(p) for p in paths]))
+        broken = list(scorer.score_bytes([b"\xff\xd8 not really"]))
+        from_pixels = list(scorer.score_images([Image.open(paths[0]).convert("RGB")]))
+    assert [r.scores for r in from_bytes] == [r.scores for r in from_files]  # identical, not close
+    assert all(r.ok for r in from_files)
+    assert broken[0].error == "<bytes 0>: not an image file Pillow can read"
+    # decoded pixels get no draft: the documented difference that score_bytes exists to avoid
+    assert from_pixels[0].scores["tiny"].mean != from_files[0].scores["tiny"].mean
+
+
+def test_a_single_path_string_is_one_path(tiny_model: Path, photo_dir: Path) -> None:
+    with Scorer([tiny_model]) as scorer:
+        as_string = [r.path for r in scorer.score_paths(str(photo_dir))]
+        as_list = [r.path for r in scorer.score_paths([photo_dir])]
+    assert as_string == as_list and len(as_string) == 6
+
+
+def test_a_closed_scorer_raises(tiny_model: Path, photo_dir: Path) -> None:
+    scorer = Scorer([tiny_model])
+    scorer.close()
+    message = r"this Scorer is closed: create a new one \(or score inside its `with` block\)"
+    for call in (lambda: scorer.score_paths([photo_dir]), lambda: scorer.score_images([photo_like(1)]),
+                 lambda: scorer.score_bytes([b""]), lambda: next(scorer.score_items([]))):
+        with pytest.raises(RuntimeError, match=message):
+            call()
+
+
+def test_name_equals_file_sets_the_column(tiny_model: Path, tmp_path: Path, photo_dir: Path) -> None:
+    with Scorer([f"ava={tiny_model}", tiny_model]) as scorer:
+        assert scorer.columns == ["ava", "tiny"]
+        result = next(scorer.score_paths(photo_dir))
+    assert result.scores["ava"] == result.scores["tiny"]
+    linked = tmp_path / "odd=name.onnx"  # an existing path is never split at '='
+    linked.symlink_to(tiny_model)
+    with Scorer([str(linked)]) as scorer:
+        assert scorer.columns == ["tiny"]
+    with pytest.raises(ModelNotFound, match=r"bad name=x.onnx: expected NAME=FILE with NAME of letters"):
+        Scorer(["bad name=x.onnx"])
