@@ -91,7 +91,7 @@ def test_same_seed_same_dataset(tmp_path: Path) -> None:
 
 
 def test_generic_csv_reader_accepts_the_output(tmp_path: Path) -> None:
-    datasets = pytest.importorskip("nima_rt.train.datasets")
+    datasets = pytest.importorskip("nima_rt.train.label_sets")
     photos = make_photos(tmp_path / "refs", 3)
     config = BuildConfig(short_side=48, distortions=("jpeg",), val_share=0.0, test_share=0.0)
     build_dataset(find_references(photos, None, config), tmp_path / "ds", config)

@@ -9,17 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nima_rt.train.datasets import (
-    ImageDataset,
-    LabelError,
-    attach_images,
-    collate_samples,
-    detect_format,
-    load_label_set,
-    read_labels,
-    split_by_group,
-    train_load_size,
-)
+from nima_rt.train.image_data import ImageDataset, collate_samples, train_load_size
+from nima_rt.train.label_files import LabelError, detect_format, read_labels
+from nima_rt.train.label_sets import attach_images, load_label_set, split_by_group
 from nima_rt.train.labels import distribution_from_moments, distribution_moments
 from PIL import Image
 

@@ -16,8 +16,8 @@ pytest.importorskip("timm")
 from nima_rt.train import model as model_module  # noqa: E402
 from nima_rt.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from nima_rt.train.config import ConfigError, resolve_config  # noqa: E402
-from nima_rt.train.datasets import load_label_set, split_by_group  # noqa: E402
 from nima_rt.train.evaluate import compute_metrics, evaluate_checkpoint  # noqa: E402
+from nima_rt.train.label_sets import load_label_set, split_by_group  # noqa: E402
 from nima_rt.train.model import (  # noqa: E402
     ModelConfig,
     PretrainedError,

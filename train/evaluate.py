@@ -76,7 +76,7 @@ def predict_label_set(contract_module: Any, labels: Any, image_size: int, resize
     import torch
     from torch.utils.data import DataLoader
 
-    from .datasets import ImageDataset, collate_samples
+    from .image_data import ImageDataset, collate_samples
 
     dataset = ImageDataset(labels, image_size, train=False, resize=resize)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,

@@ -29,8 +29,9 @@ from nima_rt.contract import ModelMetadata
 
 from .checkpoint import read_checkpoint_dict, save_checkpoint
 from .config import ConfigError, StageConfig, TrainConfig, frozen_blocks
-from .datasets import ImageDataset, LabelSet, collate_samples, load_label_set, split_by_group
 from .evaluate import compute_metrics, format_metrics
+from .image_data import ImageDataset, collate_samples
+from .label_sets import LabelSet, load_label_set, split_by_group
 from .labels import parse_scale
 from .losses import nima_loss
 from .model import NimaNetwork, build_network, normalization_for
