@@ -190,7 +190,7 @@ def test_bad_checkpoint_files_get_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_partial_freeze_keeps_stem_and_first_blocks_fixed() -> None:
-    from nima_rt.train.trainer import apply_freeze, set_train_mode
+    from nima_rt.train.stages import apply_freeze, set_train_mode
 
     network = build_network(ModelConfig(backbone=TINY, image_size=64), "none")
     frozen = apply_freeze(network, "blocks:2")

@@ -13,9 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,15 +26,18 @@ from torch.utils.data import DataLoader
 from nima_rt.contract import ModelMetadata
 
 from .checkpoint import read_checkpoint_dict, save_checkpoint
-from .config import ConfigError, StageConfig, TrainConfig, frozen_blocks
+from .config import ConfigError, StageConfig, TrainConfig
+from .devices import resolve_device, resolve_workers
 from .evaluate import compute_metrics, format_metrics
 from .image_data import ImageDataset, collate_samples
 from .label_sets import LabelSet, load_label_set, split_by_group
 from .labels import parse_scale
 from .losses import nima_loss
 from .model import NimaNetwork, build_network, normalization_for
+from .progress import EpochProgress
 from .runs import Run, create_run, open_run
 from .sampling import group_ids, grouped_order
+from .stages import InverseTimeDecay, apply_freeze, make_optimizer, set_train_mode, stage_plan
 
 CACHE_KEY_BASE = 1_000_000  # augmentation keys of cached views, apart from epoch numbers
 
@@ -50,42 +51,7 @@ class TrainResult:
     best_val_emd: float = math.inf
 
 
-@dataclass
-class StagePlan:
-    name: str  # "head" or "full"
-    config: StageConfig
-    first_epoch: int
-    last_epoch: int
-
-
-def stage_plan(config: TrainConfig) -> list[StagePlan]:
-    plans, epoch = [], 0
-    for name, stage in (("head", config.head), ("full", config.full)):
-        if stage.epochs:
-            plans.append(StagePlan(name, stage, epoch + 1, epoch + stage.epochs))
-            epoch += stage.epochs
-    return plans
-
-
 # --- devices, data ---------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available here")
-    return device
-
-
-def resolve_workers(requested: int, device: torch.device) -> int:
-    if requested >= 0:
-        return requested
-    cpus = os.cpu_count() or 1
-    if device.type == "cuda":
-        return min(8, cpus)
-    return 0 if cpus <= 2 else min(4, cpus // 2)
 
 
 def load_data(config: TrainConfig, log: Any) -> tuple[LabelSet, LabelSet]:
@@ -103,59 +69,6 @@ def load_data(config: TrainConfig, log: Any) -> tuple[LabelSet, LabelSet]:
     return train, val
 
 
-# --- network helpers -------------------------------------------------------------------------------
-
-
-def apply_freeze(network: NimaNetwork, frozen: str) -> list[nn.Module]:
-    """Set ``requires_grad`` for a stage; return the modules to keep in eval mode (frozen BN)."""
-    network.requires_grad_(True)
-    count = frozen_blocks(frozen)
-    if count is None:
-        return []
-    if count == -1:
-        modules: list[nn.Module] = [network.backbone]
-    else:
-        blocks = getattr(network.backbone, "blocks", None)
-        if blocks is None:
-            raise ConfigError(f"frozen 'blocks:N' needs a backbone with .blocks ({network.config.backbone} has none)")
-        modules = []
-        for name, child in network.backbone.named_children():
-            if name == "blocks":
-                break
-            modules.append(child)
-        modules.extend(list(blocks)[:count])
-    for module in modules:
-        module.requires_grad_(False)
-    return modules
-
-
-def set_train_mode(network: nn.Module, frozen_modules: list[nn.Module]) -> None:
-    network.train()
-    for module in frozen_modules:
-        module.eval()
-
-
-def make_optimizer(stage: StageConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
-    if not params:
-        raise ConfigError("the stage has no trainable parameters")
-    if stage.optimizer == "adam":
-        return torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
-    if stage.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
-    return torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay)
-
-
-class InverseTimeDecay:
-    """Keras' ``decay``: factor ``1 / (1 + decay * step)`` (a picklable LambdaLR function)."""
-
-    def __init__(self, decay: float) -> None:
-        self.decay = decay
-
-    def __call__(self, step: int) -> float:
-        return 1.0 / (1.0 + self.decay * step)
-
-
 class Normalize(nn.Module):
     """uint8 NHWC -> normalised float NCHW (the same arithmetic as ContractModule)."""
 
@@ -167,36 +80,6 @@ class Normalize(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float()
         return (x - self.mean) / self.std
-
-
-# --- progress --------------------------------------------------------------------------------------
-
-
-class EpochProgress:
-    """A one-line progress bar on stderr while an epoch runs (only when stderr is a terminal)."""
-
-    def __init__(self, label: str, total: int, enabled: bool | None = None) -> None:
-        self.label, self.total = label, max(total, 1)
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.start = time.perf_counter()
-        self.last_draw = 0.0
-
-    def update(self, done: int, loss: float) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (now - self.last_draw < 0.2 and done < self.total):
-            return
-        self.last_draw = now
-        width = 24
-        filled = int(width * done / self.total)
-        rate = done / max(now - self.start, 1e-9)
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-                         f"loss {loss:.4f} {rate:.1f} batch/s ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 # --- the trainer -----------------------------------------------------------------------------------
