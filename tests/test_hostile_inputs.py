@@ -199,7 +199,13 @@ def test_a_very_deep_tree_is_walked_without_recursion(tmp_path: Path) -> None:
         folder.mkdir()
     Image.new("RGB", (8, 8)).save(folder / "deep.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "top.png")
-    assert [i.path for i in iter_inputs([tmp_path])] == [str(tmp_path / "top.png"), str(folder / "deep.png")]
+    try:
+        assert [i.path for i in iter_inputs([tmp_path])] == [str(tmp_path / "top.png"), str(folder / "deep.png")]
+    finally:  # pytest's clean-up (shutil.rmtree) recurses: take the tree down bottom-up here
+        (folder / "deep.png").unlink()
+        while folder != tmp_path:
+            folder.rmdir()
+            folder = folder.parent
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root lists folders whatever their permissions")
