@@ -257,17 +257,14 @@ class LabelApp:
     @staticmethod
     def _transcoded(real: str, label: str) -> Response:
         """TIFF and other files a browser cannot show: decoded with Pillow and sent as JPEG."""
-        from PIL import Image, ImageOps
-
-        from ..decode import to_rgb
+        from ..decode import DecodeError, load_rgb
 
         try:
-            with Image.open(real) as opened:
-                picture = to_rgb(ImageOps.exif_transpose(opened))
-                buffer = io.BytesIO()
-                picture.save(buffer, "JPEG", quality=92)
-        except (OSError, ValueError, Image.DecompressionBombError):
+            picture = load_rgb(real, label)  # the project's one opener: EXIF, RGB, bomb policy
+        except DecodeError:
             raise RequestError(415, f"{label}: cannot decode this image") from None
+        buffer = io.BytesIO()
+        picture.save(buffer, "JPEG", quality=92)
         response = Response(200, buffer.getvalue(), "image/jpeg")
         response.headers["Cache-Control"] = "private, max-age=3600"
         return response
