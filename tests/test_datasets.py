@@ -15,7 +15,7 @@ from nima_rt.train.label_sets import attach_images, load_label_set, split_by_gro
 from nima_rt.train.labels import distribution_from_moments, distribution_moments
 from PIL import Image
 
-from nima_rt.contract import ResizeSpec
+from nima_rt.contract import ModelMetadata, ResizeSpec
 from nima_rt.decode import Preprocess, decode_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "training"
@@ -224,10 +224,10 @@ def test_image_dataset_train_crops_and_eval_matches_the_runtime(tmp_path: Path) 
     path.write_text("path,mean\n0.jpg,3\n1.jpg,4\n2.jpg,5\nbroken.jpg,6\n")
     labels = load_label_set(path)
     assert train_load_size(224) == 256 and train_load_size(64) == 73
-    evaluation = ImageDataset(labels, 32, train=False)
+    evaluation = ImageDataset(labels, Preprocess.for_model(ModelMetadata("t", input_size=32)), train=False)
     expected = decode_file(paths[1], [Preprocess(32, ResizeSpec())])[0]
     np.testing.assert_array_equal(evaluation[1].image, expected)
-    training = ImageDataset(labels, 32, train=True, seed=7)
+    training = ImageDataset(labels, Preprocess(32, ResizeSpec()), train=True, seed=7)
     first = training[0].image
     assert first.shape == (32, 32, 3) and first.dtype == np.uint8
     np.testing.assert_array_equal(training[0].image, first)  # same key, same crop

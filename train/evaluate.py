@@ -70,15 +70,16 @@ class EvalResult:
     source: str = ""
 
 
-def predict_label_set(contract_module: Any, labels: Any, image_size: int, resize: Any, batch_size: int = 32,
+def predict_label_set(contract_module: Any, labels: Any, preprocess: Any, batch_size: int = 32,
                       device: str = "cpu", workers: int = 0) -> tuple[np.ndarray, list[int], list[str]]:
-    """Run a ContractModule over a LabelSet's images (runtime resize); -> (dist, kept indices, failures)."""
+    """Run a ContractModule over a LabelSet's images, resized as ``preprocess`` (the contract's
+    ``Preprocess.for_model``) says; -> (dist, kept indices, failures)."""
     import torch
     from torch.utils.data import DataLoader
 
     from .image_data import ImageDataset, collate_samples
 
-    dataset = ImageDataset(labels, image_size, train=False, resize=resize)
+    dataset = ImageDataset(labels, preprocess, train=False)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate_samples)
     contract_module = contract_module.to(device).eval()
@@ -100,9 +101,10 @@ def predict_label_set(contract_module: Any, labels: Any, image_size: int, resize
 def evaluate_checkpoint(checkpoint: Any, dataset: Any, batch_size: int = 32, device: str = "cpu",
                         workers: int = 0) -> EvalResult:
     """Score ``dataset`` (a :class:`~.datasets.LabelSet`) with ``checkpoint`` (a loaded Checkpoint)."""
-    meta = checkpoint.metadata
-    pred, kept, failed = predict_label_set(checkpoint.contract_module(), dataset, meta.input_size, meta.resize,
-                                           batch_size, device, workers)
+    from nima_rt.contract import Preprocess
+
+    pred, kept, failed = predict_label_set(checkpoint.contract_module(), dataset,
+                                           Preprocess.for_model(checkpoint.metadata), batch_size, device, workers)
     if not kept:
         raise ValueError(f"{dataset.source}: none of the {len(dataset)} images could be decoded")
     true = dataset.dists[kept].astype(np.float64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,20 +33,20 @@ class ImageDataset:
     with probability 1/2. Randomness comes from ``(seed, augmentation_key, index)`` only, so a
     sample's crop does not depend on worker processes or on what ran before (exact resume).
     ``train=False``: the runtime's own resize to ``S`` (what the model sees when scoring).
+
+    ``preprocess`` is the model's geometry as the contract resolves it
+    (``Preprocess.for_model(metadata)``, the resolver the runtime and export verification use);
+    training views squash with the same resize to the larger :func:`train_load_size` first.
     """
 
-    def __init__(self, labels: LabelSet, image_size: int, train: bool, seed: int = 0,
-                 resize: Any = None) -> None:
-        from nima_rt.contract import ResizeSpec
-
+    def __init__(self, labels: LabelSet, preprocess: Preprocess, train: bool, seed: int = 0) -> None:
         self.labels = labels
-        self.image_size = image_size
+        self.image_size = preprocess.size
         self.train = train
         self.seed = seed
         self.augmentation_key = 0
-        spec = resize or ResizeSpec()
-        size = train_load_size(image_size) if train else image_size
-        self.preprocess = [Preprocess(size, spec)]
+        size = train_load_size(preprocess.size) if train else preprocess.size
+        self.preprocess = [dataclasses.replace(preprocess, size=size)]
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nima_rt.contract import ModelMetadata
+from nima_rt.contract import ModelMetadata, Preprocess
 
 from .checkpoint import read_checkpoint_dict, save_checkpoint
 from .config import ConfigError, StageConfig, TrainConfig
@@ -257,6 +257,10 @@ class Trainer:
             notes=f"run {self.run.path.name}, epoch {epoch}",
         )
 
+    def preprocess(self) -> Preprocess:
+        """The input geometry of the model this run saves, from the contract's one resolver."""
+        return Preprocess.for_model(self.metadata({}, 0))
+
     def save_last(self, network: NimaNetwork, metadata: ModelMetadata, epoch: int, stage: str,
                   optimizer: Any, scheduler: Any, scaler: Any) -> None:
         save_checkpoint(
@@ -287,13 +291,13 @@ class Trainer:
     def fit(self, network: NimaNetwork, train_set: LabelSet, val_set: LabelSet,
             resume_state: dict[str, Any] | None = None) -> None:
         config = self.config
-        size = config.model.image_size
         self.failures: set[str] = set()
         network.to(self.device)
         if config.channels_last:
             network.to(memory_format=torch.channels_last)
-        train_images = ImageDataset(train_set, size, train=True, seed=config.seed)
-        val_images = ImageDataset(val_set, size, train=False, seed=config.seed)
+        preprocess = self.preprocess()
+        train_images = ImageDataset(train_set, preprocess, train=True, seed=config.seed)
+        val_images = ImageDataset(val_set, preprocess, train=False, seed=config.seed)
         targets = torch.from_numpy(train_set.dists.astype(np.float32))
         groups = group_ids(train_set.groups)
         start_epoch = int(resume_state["epoch"]) + 1 if resume_state else 1
