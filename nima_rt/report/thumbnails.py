@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from ..decode import DEFAULT_MAX_PIXELS, to_rgb
+from ..decode import DecodeError, load_rgb, path_label
 
 
 @dataclass(frozen=True)
@@ -34,24 +34,16 @@ def thumbnail_name(path: str) -> str:
 
 def render_thumbnail(path: str, size: int, quality: int = 80) -> tuple[bytes, int, int]:
     """JPEG bytes of ``path`` fitted inside ``size`` x ``size`` (aspect kept), and their width, height."""
+    label = path_label(path)
     try:
-        with Image.open(path) as image:
-            image.seek(0)
-            width, height = image.size
-            if width * height > DEFAULT_MAX_PIXELS:
-                raise ThumbnailError(f"{path}: {width}x{height} is above the decompression-bomb limit")
-            if image.format == "JPEG":
-                image.draft("RGB", (size, size))
-            oriented = ImageOps.exif_transpose(image) or image
-            rgb = to_rgb(oriented)
-            rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
-            buffer = io.BytesIO()
-            rgb.save(buffer, "JPEG", quality=quality, optimize=True)
-            return buffer.getvalue(), rgb.width, rgb.height
-    except ThumbnailError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise ThumbnailError(f"{path}: cannot make a thumbnail ({' '.join(str(exc).split())})") from None
+        rgb = load_rgb(path, draft_side=size)  # the project's one opener: bomb policy, EXIF, RGB
+    except DecodeError as exc:
+        reason = str(exc).removeprefix(f"{label}: ")
+        raise ThumbnailError(f"{label}: cannot make a thumbnail ({reason})") from None
+    rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    rgb.save(buffer, "JPEG", quality=quality, optimize=True)
+    return buffer.getvalue(), rgb.width, rgb.height
 
 
 def write_thumbnail(path: str, folder: Path, url_prefix: str, size: int) -> Thumbnail:
