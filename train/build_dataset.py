@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from nima_rt.decode import is_image_path, to_rgb
+from nima_rt.decode import DecodeError, is_image_path, load_rgb
 
 from .distortions import DISTORTIONS, NUM_LEVELS, apply
 from .kadid import Label, label_table
@@ -138,12 +138,9 @@ def find_references(folder: str | Path, manifest: str | Path | None, config: Bui
 def load_reference(path: Path, short_side: int) -> np.ndarray:
     """Decode ``path`` to RGB uint8 and downscale so its shorter side is ``short_side`` (never up)."""
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image) or image
-            rgb = to_rgb(image)
-            rgb.load()
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise BuildError(f"{path}: cannot read reference photo ({' '.join(str(exc).split())})") from None
+        rgb = load_rgb(path)  # the project's one opener: bomb policy, EXIF, RGB
+    except DecodeError as exc:
+        raise BuildError(f"cannot read reference photo: {exc}") from None
     width, height = rgb.size
     scale = short_side / min(width, height)
     if scale < 1.0:
