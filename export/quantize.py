@@ -12,12 +12,19 @@ weights, which avoids int16 saturation on CPUs without VNNI. float32 stays:
 
 Measured on an EfficientNet-Lite0 with a fitted quality head (docs/export.md): Spearman against
 float32 0.64 with everything quantised, 0.97 with stem and depthwise kept float32.
+
+A *selective* recipe also keeps the first ``float_stages`` backbone stages (timm's ``blocks.N``
+modules, found by node name) and the head (the convolutions after the last stage and every
+``Gemm``) in float32: the early, high-resolution stages carry the fine detail a technical-quality
+model reads, and the head turns features into scores. :data:`SELECTIVE` is the recipe chosen by
+measurement for the bundled model (``tools/ship_int8.py`` measures the candidates; docs/export.md).
 """
 
 from __future__ import annotations
 
 import tempfile
 import warnings
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,16 +52,49 @@ class QuantizeSettings:
     method: str = "minmax"
     float_stem: bool = True
     float_depthwise: bool = True
+    float_stages: int = 0  # leading backbone stages (nodes named ``.../blocks.N/...``, N < float_stages) kept float32
+    float_head: bool = False  # the convolutions after the last stage and every Gemm kept float32
+
+    @property
+    def label(self) -> str:
+        """A short name of what stays float32, for tables and the model's notes."""
+        kept = ["contract"] + (["stem"] if self.float_stem else []) + (["depthwise"] if self.float_depthwise else [])
+        if self.float_stages:
+            kept.append(f"stages 0-{self.float_stages - 1}")
+        if self.float_head:
+            kept.append("head")
+        return "float32: " + ", ".join(kept)
+
+
+# The bundled technical model's recipe (EfficientNet-Lite0): measured in docs/export.md.
+SELECTIVE = QuantizeSettings(float_stages=3, float_head=True)
+
+_STAGE = re.compile(r"(?:^|/)blocks\.(\d+)(?:/|$)")
+
+
+def node_stage(name: str) -> int | None:
+    """The backbone stage a node belongs to, from its name (``/network/blocks.3/blocks.3.1/...`` -> 3)."""
+    match = _STAGE.search(name)
+    return int(match.group(1)) if match else None
 
 
 def float32_nodes(model: onnx.ModelProto, settings: QuantizeSettings) -> list[str]:
-    """Nodes INT8 leaves in float32: the contract's, the stem and depthwise convolutions (see above)."""
+    """Nodes INT8 leaves in float32: the contract's, the stem and depthwise convolutions, and with a
+    selective recipe the leading stages and the head (see above)."""
     names = contract_nodes(model)  # also names unnamed nodes
     convs = [node for node in model.graph.node if node.op_type == "Conv"]
     if settings.float_stem and convs:
         names.append(convs[0].name)
     if settings.float_depthwise:
         names += [n.name for n in convs if next((a.i for a in n.attribute if a.name == "group"), 1) > 1]
+    if settings.float_stages:
+        names += [n.name for n in model.graph.node
+                  if (stage := node_stage(n.name)) is not None and stage < settings.float_stages]
+    if settings.float_head:
+        staged = [index for index, node in enumerate(convs) if node_stage(node.name) is not None]
+        after = staged[-1] + 1 if staged else len(convs)  # no stages found: no convolution counts as head
+        names += [n.name for n in convs[after:]]
+        names += [n.name for n in model.graph.node if n.op_type == "Gemm"]
     return sorted(set(names))
 
 
