@@ -48,6 +48,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from nima_rt.backends.onnxruntime_backend import session_options
 from nima_rt.contract import INPUT_NAME, OUTPUT_NAMES, Preprocess
 from nima_rt.decode import decode_file
 from nima_rt.model_file import ModelFile, load_model_file
@@ -278,11 +279,7 @@ def decode_cpu_ms(files: list[Path], spec: Preprocess, workers: int) -> float:
 
 def infer_cpu_ms(path: Path, batch: np.ndarray, runs: int) -> float:
     """CPU ms per image of one 1-thread session (no spinning) at this batch: the cheapest inference shape."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
     session.run(None, {INPUT_NAME: batch})  # warm-up
     start = time.process_time()
     for _ in range(runs):

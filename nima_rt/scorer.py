@@ -160,9 +160,12 @@ class Scorer:
 
     @property
     def backend_summary(self) -> list[str]:
-        """One line per model naming the backend that runs it and what was skipped (then one ``decode:``
-        line when GPU decoding was in question: on, or auto with a model on a CUDA backend)."""
+        """One line per model naming the backend that runs it and what was skipped, then a ``cpu:`` line
+        (the core split and batch) when a model runs on the CPU, then one ``decode:`` line when GPU
+        decoding was in question: on, or auto with a model on a CUDA backend."""
         lines = [f"{m.column}: {m.choice.summary}" for m in self.models]
+        if any(_backend_device(m.backend.name) == "cpu" for m in self.models):
+            lines.append(f"{self.cpu_plan.summary}, batch {self.batch_size}")
         return lines + ([self._gpu_decode.summary] if self._gpu_decode.summary else [])
 
     def score_paths(self, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> Iterator[ScoreResult]:

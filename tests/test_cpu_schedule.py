@@ -178,3 +178,39 @@ def test_a_backend_without_concurrent_runs_is_called_from_one_thread(tiny_model:
     assert len(results) == 9 and all(r.ok for r in results)
     assert fake.most_active == 1
     assert fake.threads == {"MainThread"}
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+def test_cli_sessions_and_threads_reach_the_plan_and_say_so(tiny_model: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nima_rt.cli import app
+
+    names = _folder(tmp_path, 9)
+    runner = CliRunner()
+    one = runner.invoke(app, ["score", *names, "--model", str(tiny_model), "--threads", "2", "--sessions", "1",
+                              "-b", "4", "-w", "1"])
+    assert one.exit_code == 0, one.output
+    assert one.stderr.splitlines()[1] == "cpu: 1 decode thread(s), 1 inference session(s) x 2 threads, batch 4"
+    two = runner.invoke(app, ["score", *names, "--model", str(tiny_model), "--threads", "2", "-b", "4"])
+    assert two.exit_code == 0, two.output
+    assert two.stderr.splitlines()[1].startswith("cpu: ") and "2 inference session(s) x 1 thread, batch 4" in two.stderr
+    assert two.stdout == one.stdout  # the same rows, byte for byte, in the same order
+    bad = runner.invoke(app, ["score", *names, "--model", str(tiny_model), "--threads", "1", "--sessions", "2"])
+    assert bad.exit_code == 2
+    words = " ".join(bad.stderr.replace("│", " ").split())  # typer draws usage errors in a wrapped box
+    assert "threads (1) must be >= sessions (2): each session needs a thread" in words
+
+
+def test_cli_precision_int8_refuses_a_model_file_in_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nima_rt.cli import app
+
+    result = CliRunner().invoke(app, ["score", str(tmp_path), "--model", str(tiny_model), "--precision", "int8"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: {tiny_model}: --precision int8 picks a bundled model's INT8 variant; for this model export one "
+        f"(`nima-rt export {tiny_model} --precision int8 --calibration-images PHOTOS/`) and pass that file with "
+        "--model\n")

@@ -33,6 +33,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from nima_rt.backends.onnxruntime_backend import session_options
 from nima_rt.contract import INPUT_NAME, OUTPUT_NAMES, Preprocess
 from nima_rt.decode import from_array
 from nima_rt.export.onnx_export import save_model, set_metadata
@@ -103,11 +104,8 @@ def calibration_set(paths: list[Path], spec: Preprocess, count: int, seed: int) 
 
 
 def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """One 1-thread session with the runtime's options: the shape nima-rt runs on CPU."""
+    return ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
 
 
 def mean_scores(model: ort.InferenceSession, images: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ Precision = Annotated[
     typer.Option(
         "--precision", callback=one_of(PRECISIONS),
         help="Backend precision (default: the model's policy: fp32 unless its metadata records a passed fp16 "
-        "check; docs/runtime.md).",
+        "check; docs/runtime.md). int8: the bundled model's INT8 copy (CPU; docs/export.md).",
     ),
 ]
 
@@ -68,7 +68,16 @@ BatchSize = Annotated[
     typer.Option("--batch-size", "-b", min=1, max=4096,
                  help="Images per inference call (default: 16 on CPU, 128 on GPU)."),
 ]
-Threads = Annotated[int | None, typer.Option("--threads", min=1, help="Inference threads on CPU (default: all cores).")]
+Threads = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, help="Inference threads on CPU in all (default: all cores, one per session)."),
+]
+Sessions = Annotated[
+    int | None,
+    typer.Option("--sessions", min=1,
+                 help="ONNX Runtime sessions on CPU running batches in parallel, sharing --threads "
+                 "(default: one per thread; 1: one session using every thread).")
+]
 
 # -- reporting ------------------------------------------------------------------------------------
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No backend line and no summary on stderr.")]
@@ -81,6 +90,7 @@ def scorer_config(
     batch_size: int | None = None,
     workers: int | None = None,
     threads: int | None = None,
+    sessions: int | None = None,
     device: str = "auto",
     backend: str | None = None,
     precision: str | None = None,
@@ -88,7 +98,8 @@ def scorer_config(
     full_decode: bool = False,
 ) -> ScorerConfig:
     """The library config for the shared options above (the one place they meet ``ScorerConfig``)."""
-    return ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, device=device, backend=backend,
+    return ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, sessions=sessions, device=device,
+                        backend=backend,
                         precision=precision, gpu_decode=gpu_decode, decode=DecodeOptions(jpeg_draft=not full_decode),
                         checkpoint_loader=load_contract_module)
 

@@ -70,6 +70,7 @@ def score(
     batch_size: options.BatchSize = None,
     workers: options.Workers = None,
     threads: options.Threads = None,
+    sessions: options.Sessions = None,
     device: options.Device = "auto",
     backend: options.BackendName = None,
     precision: options.Precision = None,
@@ -96,7 +97,7 @@ def score(
         single = {"--sort": sort, "--sort-by": sort_by is not None, "--top": top is not None,
                   "--group-by": group_by is not None, "--strict": strict, "--workers": workers is not None,
                   "--gpu-decode on": gpu_decode == "on", "--full-decode": full_decode,
-                  "--precision": precision is not None}
+                  "--precision": precision is not None, "--sessions": sessions is not None}
         score_ray(engine=engine, paths=paths, models=model, output=output, fmt=fmt, address=address,
                   batch_size=batch_size, threads=threads, device=device, backend=backend,
                   single_machine_options=single, quiet=quiet)
@@ -110,9 +111,12 @@ def score(
         fmt = format_for(output, fmt)
     except OutputError as exc:
         raise typer.BadParameter(str(exc), param_hint="--format") from None
-    config = options.scorer_config(batch_size=batch_size, workers=workers, threads=threads, device=device,
-                                   backend=backend, precision=precision, gpu_decode=gpu_decode,
-                                   full_decode=full_decode)
+    try:
+        config = options.scorer_config(batch_size=batch_size, workers=workers, threads=threads, sessions=sessions,
+                                       device=device, backend=backend, precision=precision, gpu_decode=gpu_decode,
+                                       full_decode=full_decode)
+    except ValueError as exc:  # a split the cores cannot make (--threads 1 --sessions 2)
+        raise typer.BadParameter(str(exc), param_hint="--sessions") from None
     with options.open_scorer(model, config, quiet) as scorer:
         rank_column = options.check_rank_column(sort_by, scorer.columns)
         extra = GROUP_COLUMNS if group_by else ()
