@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "nima_rt.cli.train",
     "nima_rt.cli.export",
     "nima_rt.cli.build_dataset",
+    "nima_rt.cli.references",
+    "nima_rt.cli.graded_eval",
 )
 
 for _module in COMMAND_MODULES:

