@@ -39,7 +39,7 @@ class CrossSourceConfig:
 
     dataset: Path
     models: tuple[str, ...] = ()
-    baselines: Path | None = None  # folder with the NIQE/BRISQUE parameters (fetch_baseline_parameters)
+    baselines: Path | None = None  # folder for the NIQE/BRISQUE parameters (fetched there when missing)
     split: str = "test"
     view: str = "full"  # whole photos only (crops are a training device)
     pair_levels: tuple[int, ...] = (2, 3, 4)
@@ -133,9 +133,14 @@ def run_cross_source(config: CrossSourceConfig, progress: Callable[[str], None] 
         scores = score_with_runtime(dataset, rows, model)
         scorers.append(evaluate_scores(Path(model).stem if model.endswith(".onnx") else model, rows, scores, config))
     if config.baselines is not None:
-        from .baselines import load_baselines
+        from .baselines import BaselineError, fetch_baseline_parameters, load_baselines
 
-        for baseline in load_baselines(config.baselines):
+        try:
+            fetch_baseline_parameters(config.baselines)  # no download when the files are there
+            baselines = load_baselines(config.baselines)
+        except BaselineError as exc:
+            raise CrossSourceError(str(exc)) from None
+        for baseline in baselines:
             if progress is not None:
                 progress(baseline.name)
             scorers.append(evaluate_scores(baseline.name, rows, _image_scorer(rows, dataset, baseline.quality),

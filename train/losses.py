@@ -20,7 +20,7 @@ def emd_loss(pred: torch.Tensor, target: torch.Tensor, r: int = 2) -> torch.Tens
 
 
 def within_group_margin_loss(pred_mean: torch.Tensor, target_mean: torch.Tensor, groups: torch.Tensor,
-                             margin: float = 0.25) -> torch.Tensor:
+                             margin: float = 0.25, branches: torch.Tensor | None = None) -> torch.Tensor:
     """Pairwise ranking term inside each group (the same reference photo at different levels).
 
     For every pair ``(i, j)`` of the batch with ``groups[i] == groups[j]`` and a higher label for
@@ -28,6 +28,11 @@ def within_group_margin_loss(pred_mean: torch.Tensor, target_mean: torch.Tensor,
     pred_mean[j]))``: the better image must score at least ``margin`` higher. Returns the mean over
     such pairs, or 0 when the batch has none. Photos are never compared with each other, so the
     term asks for the right order of a photo's versions whatever the photo shows.
+
+    ``branches`` (optional, ``[N]`` integers) limits the pairs further to the same branch or a
+    branch-0 image: with branch = distortion type and 0 for the clean photo, only the levels of one
+    type are compared with each other and with the clean photo (labels of different types come
+    from different human studies and are not on one scale).
     """
     if not (pred_mean.shape == target_mean.shape == groups.shape) or pred_mean.ndim != 1:
         raise ValueError(f"pred_mean, target_mean and groups must be [N], got {list(pred_mean.shape)}, "
@@ -35,6 +40,11 @@ def within_group_margin_loss(pred_mean: torch.Tensor, target_mean: torch.Tensor,
     same = groups.unsqueeze(1) == groups.unsqueeze(0)
     better = target_mean.unsqueeze(1) > target_mean.unsqueeze(0) + 1e-6
     pairs = same & better
+    if branches is not None:
+        if branches.shape != groups.shape:
+            raise ValueError(f"branches must be [N] like groups, got {list(branches.shape)}")
+        root = branches == 0
+        pairs &= (branches.unsqueeze(1) == branches.unsqueeze(0)) | root.unsqueeze(1) | root.unsqueeze(0)
     if not bool(pairs.any()):
         return pred_mean.sum() * 0.0
     gaps = pred_mean.unsqueeze(1) - pred_mean.unsqueeze(0)
@@ -42,10 +52,12 @@ def within_group_margin_loss(pred_mean: torch.Tensor, target_mean: torch.Tensor,
 
 
 def nima_loss(dist: torch.Tensor, target: torch.Tensor, groups: torch.Tensor | None = None,
-              rank_weight: float = 0.0, rank_margin: float = 0.25) -> torch.Tensor:
+              rank_weight: float = 0.0, rank_margin: float = 0.25,
+              branches: torch.Tensor | None = None) -> torch.Tensor:
     """EMD, plus ``rank_weight`` times the within-group ranking term of the predicted mean scores."""
     loss = emd_loss(dist, target)
     if rank_weight > 0 and groups is not None:
         scores = torch.arange(1, dist.shape[1] + 1, dtype=dist.dtype, device=dist.device)
-        loss = loss + rank_weight * within_group_margin_loss(dist @ scores, target @ scores, groups, rank_margin)
+        loss = loss + rank_weight * within_group_margin_loss(dist @ scores, target @ scores, groups, rank_margin,
+                                                             branches)
     return loss

@@ -301,6 +301,8 @@ def fetch_references(cache: str | Path, photos: tuple[ReferencePhoto, ...] = CAT
     ones (:func:`cross_source_split`); without, the catalogue's own (v1) splits. Returns the
     manifest's path. Existing copies are kept (a re-run only fetches what is missing).
     """
+    if holdout is not None and holdout not in COLLECTIONS:
+        raise ReferenceError(f"unknown collection {holdout!r}: use one of {', '.join(COLLECTIONS)}")
     cache = Path(cache).resolve()
     out = cache / PHOTOS_DIR
     out.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,13 @@ appearing exactly once per epoch (so every reference photo weighs the same as in
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+
+from .label_sets import LabelSet
 
 
 def group_ids(groups: Sequence[str]) -> torch.Tensor:
@@ -35,3 +39,26 @@ def grouped_order(ids: torch.Tensor, per_group: int, generator: torch.Generator)
         runs.extend(members.split(per_group))
     order = torch.randperm(len(runs), generator=generator).tolist()
     return torch.cat([runs[i] for i in order]) if runs else torch.zeros(0, dtype=torch.long)
+
+
+def ranking_keys(labels: LabelSet) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Group and branch ids ``[N]`` for the ranking term of ``labels``' images.
+
+    For a ``build-dataset`` split file (columns ``group``, ``view``, ``distortion``) a group is one
+    view of one reference photo and a branch one distortion type (0 = the clean image), so the
+    ranking term compares the levels of one type of one photo with each other and with the clean
+    photo. For any other label file: the file's groups, no branches.
+    """
+    source = Path(labels.source)
+    if source.suffix.lower() == ".csv" and source.is_file():
+        with source.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames and {"path", "group", "view", "distortion"} <= set(reader.fieldnames):
+                by_path = {str((source.parent / row["path"]).resolve()): row for row in reader}
+                rows = [by_path.get(str(Path(p).resolve())) for p in labels.paths]
+                if all(row is not None for row in rows):
+                    types: dict[str, int] = {"clean": 0}
+                    branches = [types.setdefault(r["distortion"], len(types)) for r in rows]
+                    return (group_ids([f"{r['group']}/{r['view']}" for r in rows]),
+                            torch.tensor(branches, dtype=torch.long))
+    return group_ids(labels.groups), None

@@ -36,7 +36,7 @@ from .losses import nima_loss
 from .model import NimaNetwork, build_network, normalization_for
 from .progress import EpochProgress
 from .runs import Run, create_run, open_run
-from .sampling import group_ids, grouped_order
+from .sampling import grouped_order, ranking_keys
 from .stages import InverseTimeDecay, apply_freeze, make_optimizer, set_train_mode, stage_plan
 
 CACHE_KEY_BASE = 1_000_000  # augmentation keys of cached views, apart from epoch numbers
@@ -161,14 +161,15 @@ class Trainer:
 
     def step(self, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, dist: torch.Tensor,
              target: torch.Tensor, preds: list[np.ndarray], trues: list[np.ndarray],
-             stage: StageConfig | None = None, groups: torch.Tensor | None = None) -> float:
+             stage: StageConfig | None = None, groups: torch.Tensor | None = None,
+             branches: torch.Tensor | None = None) -> float:
         """One optimisation step on the loss of ``dist`` against ``target``; records both; returns the loss.
 
         The loss is the EMD, plus the stage's within-group ranking term when ``rank_weight`` > 0.
         """
         rank_weight = stage.rank_weight if stage is not None else 0.0
         margin = stage.rank_margin if stage is not None else 0.0
-        loss = nima_loss(dist.float(), target, groups, rank_weight, margin)
+        loss = nima_loss(dist.float(), target, groups, rank_weight, margin, branches)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -183,7 +184,8 @@ class Trainer:
     def train_epoch_images(self, network: NimaNetwork, dataset: ImageDataset, targets: torch.Tensor,
                            frozen: list[nn.Module], head_only: bool, epoch: int, optimizer: Any, scheduler: Any,
                            scaler: Any, stage: StageConfig | None = None,
-                           groups: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+                           groups: torch.Tensor | None = None,
+                           branches: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         dataset.set_augmentation_key(epoch)
         set_train_mode(network, frozen)
         loader = self.loader(dataset, shuffle=True, epoch_seed=self.config.seed * 100_003 + epoch)
@@ -204,7 +206,9 @@ class Trainer:
                 else:
                     dist = network(x)
             batch_groups = groups[batch.indices].to(self.device) if groups is not None else None
-            bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues, stage, batch_groups))
+            batch_branches = branches[batch.indices].to(self.device) if branches is not None else None
+            bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues, stage, batch_groups,
+                                       batch_branches))
         bar.close()
         if not preds:
             raise ValueError(f"{dataset.labels.source}: none of the {len(dataset)} training images could be decoded")
@@ -213,7 +217,8 @@ class Trainer:
     def train_epoch_cached(self, network: NimaNetwork, cache: torch.Tensor, ok: torch.Tensor,
                            targets: torch.Tensor, epoch: int, optimizer: Any, scheduler: Any,
                            scaler: Any, stage: StageConfig | None = None,
-                           groups: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+                           groups: torch.Tensor | None = None,
+                           branches: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         views, count = cache.shape[0], cache.shape[1]
         generator = torch.Generator()
         generator.manual_seed(self.config.seed * 100_003 + epoch)
@@ -237,7 +242,9 @@ class Trainer:
             with self.autocast():
                 dist = network.head(feats)
             batch_groups = groups[idx].to(self.device) if groups is not None else None
-            bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues, stage, batch_groups))
+            batch_branches = branches[idx].to(self.device) if branches is not None else None
+            bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues, stage, batch_groups,
+                                       batch_branches))
         bar.close()
         if not preds:
             raise ValueError("none of the training images could be decoded (feature cache is empty)")
@@ -299,7 +306,7 @@ class Trainer:
         train_images = ImageDataset(train_set, preprocess, train=True, seed=config.seed)
         val_images = ImageDataset(val_set, preprocess, train=False, seed=config.seed)
         targets = torch.from_numpy(train_set.dists.astype(np.float32))
-        groups = group_ids(train_set.groups)
+        groups, branches = ranking_keys(train_set)
         start_epoch = int(resume_state["epoch"]) + 1 if resume_state else 1
         if resume_state:
             self.best_val_emd = float(resume_state.get("best_val_emd", math.inf))
@@ -342,7 +349,8 @@ class Trainer:
                 if cached is not None:
                     cache, ok, val_feats, val_ok = cached
                     pred, true, skipped = self.train_epoch_cached(network, cache, ok, targets, epoch,
-                                                                  optimizer, scheduler, scaler, stage, groups)
+                                                                  optimizer, scheduler, scaler, stage, groups,
+                                                                  branches)
                     network.eval()
                     with torch.inference_mode():
                         val_pred = network.head(val_feats[val_ok].to(self.device)).float().cpu().numpy()
@@ -350,7 +358,8 @@ class Trainer:
                 else:
                     pred, true, skipped = self.train_epoch_images(network, train_images, targets, frozen,
                                                                   plan.name == "head" and stage.frozen == "backbone",
-                                                                  epoch, optimizer, scheduler, scaler, stage, groups)
+                                                                  epoch, optimizer, scheduler, scaler, stage, groups,
+                                                                  branches)
                     val_pred, val_kept = self.predict(network, val_images)
                 train_metrics = compute_metrics(true, pred)
                 val_metrics = compute_metrics(val_set.dists[val_kept], val_pred)
