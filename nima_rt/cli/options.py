@@ -14,6 +14,7 @@ import typer
 
 from ..choices import DEVICES, GPU_DECODE_MODES, PRECISIONS
 from ..decode import DecodeOptions
+from ..ranking import RankRule, RankRuleError, parse_rank_rule
 from ..scorer import Scorer, ScorerConfig
 from ..train import load_contract_module
 from .common import fail, note
@@ -83,6 +84,11 @@ Sessions = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No backend line and no summary on stderr.")]
 RankColumn = Annotated[str | None, typer.Option("--sort-by", help="Model column to sort/rank by (default: the first).")]
 Top = Annotated[int | None, typer.Option("--top", min=1, help="Keep only the K best (per group with --group-by).")]
+RankBy = Annotated[
+    str | None,
+    typer.Option("--rank-by", help="Rank rule over the models' means: 'aesthetic', '0.7*aesthetic+0.3*technical' or "
+                 "'aesthetic if technical>=5' (photos meeting the condition first; docs/ranking.md)."),
+]
 
 
 def scorer_config(
@@ -117,6 +123,20 @@ def open_scorer(models: list[str] | None, config: ScorerConfig, quiet: bool) -> 
         for line in scorer.backend_summary:
             note(line)
     return scorer
+
+
+def rank_rule(rank_by: str | None, sort_by: str | None, columns: list[str]) -> RankRule:
+    """The rule rows are ranked by: ``--rank-by``, else ``--sort-by``'s column, else the first model; or exit."""
+    if rank_by is not None and sort_by is not None:
+        fail("--rank-by and --sort-by cannot be combined (--rank-by COLUMN does what --sort-by COLUMN does)")
+    if rank_by is None:
+        return RankRule.column(check_rank_column(sort_by, columns))
+    try:
+        rule = parse_rank_rule(rank_by)
+        rule.check(columns)
+    except RankRuleError as exc:
+        fail(f"--rank-by: {exc}")
+    return rule
 
 
 def check_rank_column(column: str | None, columns: list[str], option: str = "--sort-by") -> str:

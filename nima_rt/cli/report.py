@@ -22,6 +22,7 @@ def report(
     ),
     model: options.Models = None,
     sort_by: options.RankColumn = None,
+    rank_by: options.RankBy = None,
     group_by: str = typer.Option("parent", "--group-by", help="parent: one listing per folder; none: one ranking."),
     top: int | None = typer.Option(None, "--top", min=1, help="Show only the K best photos of each listing."),
     title: str = typer.Option("nima-rt report", "--title", help="Page title."),
@@ -47,8 +48,8 @@ def report(
         raise typer.BadParameter("give image PATHs to score, or --scores FILE, not both", param_hint="PATH")
     if scores is not None and model:
         raise typer.BadParameter("--model scores images; with --scores the file has the scores", param_hint="--model")
-    config = ReportConfig(title=title, rank_column=sort_by, group_by=group_by, top=top, thumb_size=thumb_size,
-                          embed=embed, workers=workers)
+    config = ReportConfig(title=title, rank_column=sort_by, rank_by=rank_by, group_by=group_by, top=top,
+                          thumb_size=thumb_size, embed=embed, workers=workers)
     progress = Progress()
     try:
         if scores is not None:
@@ -62,8 +63,8 @@ def report(
                 batch_size=batch_size, workers=workers, threads=threads, device=device, backend=backend,
                 precision=precision, gpu_decode=gpu_decode, full_decode=full_decode)
             with options.open_scorer(model, scorer_config, quiet) as scorer:
-                if sort_by is not None:
-                    options.check_rank_column(sort_by, scorer.columns)
+                if sort_by is not None or rank_by is not None:
+                    options.rank_rule(rank_by, sort_by, scorer.columns)
 
                 def counted() -> list[ScoreResult]:
                     collected = []

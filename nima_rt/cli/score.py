@@ -19,7 +19,7 @@ from ..output import (
     format_for,
     open_text,
 )
-from ..ranking import rank_groups, sort_rows
+from ..ranking import RULE_COLUMNS, rank_groups, rank_rows, sort_rows
 from ..results import ScoreResult
 from ..scorer import Scorer
 from . import options
@@ -65,6 +65,7 @@ def score(
     ),
     sort: bool = typer.Option(False, "--sort", help="Best first by the first model's mean (holds rows in memory)."),
     sort_by: options.RankColumn = None,
+    rank_by: options.RankBy = None,
     top: options.Top = None,
     group_by: str | None = typer.Option(None, "--group-by", help="'parent': rank within each folder, mark the best."),
     batch_size: options.BatchSize = None,
@@ -94,7 +95,8 @@ def score(
     if engine != "local" or address is not None:
         from .score_ray import score_ray
 
-        single = {"--sort": sort, "--sort-by": sort_by is not None, "--top": top is not None,
+        single = {"--sort": sort, "--sort-by": sort_by is not None, "--rank-by": rank_by is not None,
+                  "--top": top is not None,
                   "--group-by": group_by is not None, "--strict": strict, "--workers": workers is not None,
                   "--gpu-decode on": gpu_decode == "on", "--full-decode": full_decode,
                   "--precision": precision is not None, "--sessions": sessions is not None}
@@ -102,11 +104,12 @@ def score(
                   batch_size=batch_size, threads=threads, device=device, backend=backend,
                   single_machine_options=single, quiet=quiet)
         return
-    ranking = sort or top is not None or group_by is not None
+    ranking = sort or top is not None or group_by is not None or rank_by is not None
     if resume and (output is None or output == "-"):
         raise typer.BadParameter("--resume needs --output FILE", param_hint="--resume")
     if resume and ranking:
-        raise typer.BadParameter("--resume cannot be combined with --sort, --top or --group-by", param_hint="--resume")
+        raise typer.BadParameter("--resume cannot be combined with --sort, --rank-by, --top or --group-by",
+                                 param_hint="--resume")
     try:
         fmt = format_for(output, fmt)
     except OutputError as exc:
@@ -118,18 +121,19 @@ def score(
     except ValueError as exc:  # a split the cores cannot make (--threads 1 --sessions 2)
         raise typer.BadParameter(str(exc), param_hint="--sessions") from None
     with options.open_scorer(model, config, quiet) as scorer:
-        rank_column = options.check_rank_column(sort_by, scorer.columns)
-        extra = GROUP_COLUMNS if group_by else ()
+        rule = options.rank_rule(rank_by, sort_by, scorer.columns)
+        extra = _extra_columns(group_by is not None, rank_by is not None)
         writer, items = _open_output(scorer, paths, output, fmt, extra, resume, quiet)
         progress = Progress()
         results = _counted(scorer.score_items(items), progress)
         try:
             failed_path = None
-            if group_by:
-                for row in rank_groups(results, rank_column, top):
-                    writer.write(row.result, row.extra())
+            if group_by or rank_by is not None:
+                ranked = rank_groups(results, rule, top) if group_by else rank_rows(results, rule, top)
+                for row in ranked:
+                    writer.write(row.result, {k: v for k, v in row.extra().items() if k in extra})
             elif ranking:
-                failed_path = _write_all(writer, sort_rows(results, rank_column, top), strict=False)
+                failed_path = _write_all(writer, sort_rows(results, rule, top), strict=False)
             else:
                 failed_path = _write_all(writer, results, strict)
         except OSError as exc:
@@ -146,6 +150,14 @@ def score(
             )
         if failed_path is not None:
             fail(f"--strict: {failed_path}")
+
+
+def _extra_columns(grouped: bool, ruled: bool) -> tuple[str, ...]:
+    """Columns after the scores: group/rank/best when grouping; the rule's score (and, per listing, the rule
+    that picked the best photo) with --rank-by."""
+    if grouped:
+        return GROUP_COLUMNS + (RULE_COLUMNS if ruled else ())
+    return ("rank", RULE_COLUMNS[0]) if ruled else ()
 
 
 def _open_output(scorer: Scorer, paths: list[str], output: str | None, fmt: str, extra: tuple[str, ...],

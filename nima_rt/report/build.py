@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..files import write_text_atomic
-from ..ranking import RankedRow, group_of, rank_groups, sort_rows
+from ..ranking import RankedRow, RankRule, RankRuleError, group_of, parse_rank_rule, rank_groups, rank_rows
 from ..results import ScoreResult
 from .page import Card, Listing, PageInfo, render_page
 from .thumbnails import Thumbnail, ThumbnailError, embed_thumbnail, write_thumbnail
@@ -27,10 +28,12 @@ class ReportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """How the page looks. ``rank_column`` defaults to the first model column."""
+    """How the page looks. Rows are ranked by ``rank_by`` (a rank rule, nima_rt.ranking) or else by
+    ``rank_column``'s mean (default: the first model column)."""
 
     title: str = "nima-rt report"
     rank_column: str | None = None
+    rank_by: str | None = None
     group_by: str = "parent"  # parent: one listing per folder; none: one ranking of everything
     top: int | None = None  # best K per listing (failed files are always listed)
     thumb_size: int = 200
@@ -63,13 +66,29 @@ def thumbnails_dir_for(output: Path) -> Path:
     return output.with_name(output.stem + "_files")
 
 
-def _ranked(results: Iterable[ScoreResult], column: str, config: ReportConfig) -> list[RankedRow]:
+def _ranked(results: Iterable[ScoreResult], rule: RankRule, config: ReportConfig) -> list[RankedRow]:
+    """The same ranking ``nima-rt score`` writes (nima_rt.ranking), one listing or one per folder."""
     if config.group_by == "parent":
-        return list(rank_groups(results, column, config.top))
-    ordered = sort_rows(results, column)
-    scored = [r for r in ordered if r.ok][: config.top]
-    rows = [RankedRow(r, "", rank, rank == 1) for rank, r in enumerate(scored, 1)]
-    return rows + [RankedRow(r, "", None, False) for r in ordered if not r.ok]
+        return list(rank_groups(results, rule, config.top))
+    ordered = list(rank_rows(results, rule))
+    scored = [row for row in ordered if row.rank is not None][: config.top]
+    return [dataclasses.replace(row, group="") for row in scored + [r for r in ordered if r.rank is None]]
+
+
+def _rule(config: ReportConfig, columns: Sequence[str]) -> RankRule:
+    if config.rank_by is not None:
+        if config.rank_column is not None:
+            raise ReportError("give a rank rule or a rank column, not both")
+        try:
+            rule = parse_rank_rule(config.rank_by)
+            rule.check(columns)
+        except RankRuleError as exc:
+            raise ReportError(str(exc)) from None
+        return rule
+    rank_column = config.rank_column or columns[0]
+    if rank_column not in columns:
+        raise ReportError(f"rank column {rank_column!r} is not one of the models ({', '.join(columns)})")
+    return RankRule.column(rank_column)
 
 
 def _labels(keys: Sequence[str]) -> tuple[dict[str, str], str | None]:
@@ -85,9 +104,10 @@ def _labels(keys: Sequence[str]) -> tuple[dict[str, str], str | None]:
     return {key: (root_name if label == "." else label) for key, label in labels.items()}, root or None
 
 
-def _require_score(result: ScoreResult, column: str) -> ScoreResult:
-    if result.ok and column not in result.scores:
-        return ScoreResult(result.path, f"{result.path}: has no {column!r} score", {})
+def _require_score(result: ScoreResult, columns: Sequence[str]) -> ScoreResult:
+    missing = next((column for column in columns if column not in result.scores), None)
+    if result.ok and missing is not None:
+        return ScoreResult(result.path, f"{result.path}: has no {missing!r} score", {})
     return result
 
 
@@ -109,12 +129,11 @@ def build_report(
     """
     if not columns:
         raise ReportError("no model columns to rank by (the score file has no scores)")
-    rank_column = config.rank_column or columns[0]
-    if rank_column not in columns:
-        raise ReportError(f"rank column {rank_column!r} is not one of the models ({', '.join(columns)})")
+    rule = _rule(config, columns)
+    rank_column = rule.columns[0]
     page = Path(output)
-    results = [_require_score(result, rank_column) for result in results]
-    rows = _ranked(results, rank_column, config)
+    results = [_require_score(result, rule.columns) for result in results]
+    rows = _ranked(results, rule, config)
     scored_per_group: dict[str, int] = {}
     for result in results:
         if result.ok:
@@ -139,7 +158,7 @@ def build_report(
         if row.result.ok and row.rank is not None:
             thumb, error = thumbs[row.result.path]
             thumb_failures += thumb is None
-            listing.cards.append(Card(row.result, row.rank, row.best, thumb, error))
+            listing.cards.append(Card(row.result, row.rank, row.best, thumb, error, row.rank_score, row.best_by))
         else:
             listing.failed.append(row.result)
     for key, listing in listings.items():
@@ -153,6 +172,7 @@ def build_report(
         title=config.title, columns=list(columns), rank_column=rank_column, thumb_size=config.thumb_size,
         page_dir=os.path.abspath(page.parent), root=root,
         footer=f"Written by nima-rt {__version__} on {stamp}. Click a photo to open the original.",
+        rank_rule=rule.text() if config.rank_by is not None else None,
     )
     html = render_page(list(listings.values()), info)
     try:

@@ -53,6 +53,7 @@ details.failed summary { cursor: pointer; color: #b42318; font-weight: 600; }
 details.failed li { word-break: break-all; }
 details.failed code { font-size: 12px; }
 footer { color: var(--muted); padding: 0 24px 24px; font-size: 12px; }
+.why { font-size: 12px; color: var(--muted); }
 """
 
 
@@ -65,6 +66,8 @@ class Card:
     best: bool
     thumbnail: Thumbnail | None
     thumbnail_error: str | None = None
+    rank_score: float | None = None  # the rank rule's score (ranking.RankedRow)
+    best_by: str | None = None  # on the best card: the rule that picked it
 
 
 @dataclass
@@ -89,6 +92,7 @@ class PageInfo:
     page_dir: str  # folder of the HTML file, for links to the original photos
     root: str | None = None
     footer: str = ""
+    rank_rule: str | None = None  # a --rank-by rule (its text); None: ranked by rank_column's mean
 
 
 def escape(text: str, quote: bool = True) -> str:
@@ -154,6 +158,8 @@ def _card_html(card: Card, info: PageInfo) -> str:
             f"<b>{score.mean:.2f}</b><span>&plusmn;{score.std:.2f}</span>{dist_svg(score)}</div>"
         )
     best = '<span class="badge">&#9733; best</span>' if card.best else ""
+    if card.best and card.best_by and info.rank_rule:
+        scores.append(f'<div class="why">picked by <code>{escape(card.best_by)}</code></div>')
     cls = "card best" if card.best else "card"
     return (
         f'<li class="{cls}" data-path="{escape(result.path, quote=True)}"><a class="thumb" href="{href}">{media}</a>'
@@ -167,8 +173,7 @@ def _listing_html(index: int, listing: Listing, info: PageInfo) -> str:
     parts = [f'<section class="listing" id="listing-{index}" data-group="{escape(listing.key, quote=True)}">']
     count = f"{len(listing.cards) + listing.hidden} photo{'s' if len(listing.cards) + listing.hidden != 1 else ''}"
     if listing.cards:
-        best = listing.cards[0].result.scores[info.rank_column].mean
-        count += f" &middot; best {best:.2f}"
+        count += f" &middot; best {_best_value(listing, info):.2f}"
     if listing.hidden:
         count += f" &middot; top {len(listing.cards)} shown"
     if listing.failed:
@@ -190,13 +195,22 @@ def _listing_html(index: int, listing: Listing, info: PageInfo) -> str:
     return "\n".join(parts)
 
 
+def _best_value(listing: Listing, info: PageInfo) -> float:
+    """The best card's ranking value: the rule's score with --rank-by, else the rank column's mean."""
+    card = listing.cards[0]
+    if info.rank_rule and card.rank_score is not None:
+        return card.rank_score
+    return card.result.scores[info.rank_column].mean
+
+
 def render_page(listings: Sequence[Listing], info: PageInfo) -> str:
     """The whole page as a string."""
     scored = sum(len(listing.cards) + listing.hidden for listing in listings)
     failed = sum(len(listing.failed) for listing in listings)
     summary = (
         f"{scored} photo{'s' if scored != 1 else ''} scored in {len(listings)} "
-        f"listing{'s' if len(listings) != 1 else ''}, ranked by <b>{escape(info.rank_column)}</b> mean"
+        f"listing{'s' if len(listings) != 1 else ''}, ranked by "
+        + (f"<b>{escape(info.rank_rule)}</b>" if info.rank_rule else f"<b>{escape(info.rank_column)}</b> mean")
     )
     if failed:
         summary += f"; <b>{failed}</b> file{'s' if failed != 1 else ''} failed"
@@ -206,9 +220,7 @@ def render_page(listings: Sequence[Listing], info: PageInfo) -> str:
     if len(listings) > 1:
         links = []
         for index, listing in enumerate(listings):
-            best = (
-                f" {listing.cards[0].result.scores[info.rank_column].mean:.2f}" if listing.cards else ""
-            )
+            best = f" {_best_value(listing, info):.2f}" if listing.cards else ""
             links.append(f'<a href="#listing-{index}">{escape(listing.label)}{best}</a>')
         toc = f'<nav class="toc">{"".join(links)}</nav>'
     card_px = max(info.thumb_size, 160) + 18
