@@ -99,3 +99,25 @@ def test_grouped_order_is_a_permutation_of_runs_of_one_group() -> None:
     assert again.tolist() == order.tolist()
     with pytest.raises(ValueError, match="per_group must be >= 1, got 0"):
         grouped_order(ids, 0, torch.Generator())
+
+
+def test_branches_limit_the_pairs_to_one_type_and_the_clean_photo() -> None:
+    # Same numbers as above with branches [clean, type 1, type 2, clean]: (0, 1) and (0, 2) remain
+    # (the clean image pairs with every type), (1, 2) compares two types and is dropped: 0.15 / 2.
+    pred = torch.tensor([5.0, 4.9, 3.0, 6.0])
+    target = torch.tensor([9.0, 5.0, 4.0, 8.0])
+    groups = torch.tensor([0, 0, 0, 1])
+    branches = torch.tensor([0, 1, 2, 0])
+    assert within_group_margin_loss(pred, target, groups, 0.25, branches).item() == pytest.approx(0.075)
+    with pytest.raises(ValueError, match="branches must be \\[N\\] like groups, got \\[2\\]"):
+        within_group_margin_loss(pred, target, groups, 0.25, torch.tensor([0, 1]))
+
+
+def test_ranking_options_are_validated() -> None:
+    from nima_rt.train.config import ConfigError, StageConfig
+
+    with pytest.raises(ConfigError, match="head.per_group needs cache_views > 0"):
+        StageConfig(per_group=8).validate("head")
+    with pytest.raises(ConfigError, match="head.rank_weight and head.rank_margin must be >= 0"):
+        StageConfig(rank_weight=-1.0).validate("head")
+    StageConfig(cache_views=2, per_group=8, rank_weight=0.3).validate("head")
