@@ -118,6 +118,15 @@ def test_ranking_options_are_validated() -> None:
 
     with pytest.raises(ConfigError, match="head.per_group needs cache_views > 0"):
         StageConfig(per_group=8).validate("head")
-    with pytest.raises(ConfigError, match="head.rank_weight and head.rank_margin must be >= 0"):
+    with pytest.raises(ConfigError, match="head.rank_weight, head.rank_margin and head.cross_weight must be >= 0"):
         StageConfig(rank_weight=-1.0).validate("head")
     StageConfig(cache_views=2, per_group=8, rank_weight=0.3).validate("head")
+
+
+def test_cross_photo_term_only_pairs_with_a_large_label_gap() -> None:
+    pred = torch.tensor([onehot(5), onehot(6)])
+    target = torch.tensor([onehot(9), onehot(4)])
+    emd = emd_loss(pred, target).item()
+    # Different photos (no groups needed): labels 9 vs 4 differ by 5 > 2, predictions 5 < 6 -> 1.25.
+    assert nima_loss(pred, target, cross_weight=1.0, cross_gap=2.0).item() == pytest.approx(emd + 1.25)
+    assert nima_loss(pred, target, cross_weight=1.0, cross_gap=6.0).item() == pytest.approx(emd)

@@ -39,7 +39,8 @@ class StageConfig:
     (:func:`.losses.within_group_margin_loss`, pairs of images of the same group with different
     labels, ``rank_margin`` in score units). ``per_group``: with cached features, build each batch
     from runs of this many images of one group (``train/sampling.py``; 0 = plain shuffling), so
-    batches hold pairs for the ranking term.
+    batches hold pairs for the ranking term. ``cross_weight``: weight of the same margin term over
+    all pairs of a batch, across photos, whose labels differ by more than ``cross_gap`` points.
     """
 
     epochs: int = 1
@@ -53,6 +54,8 @@ class StageConfig:
     rank_weight: float = 0.0
     rank_margin: float = 0.25
     per_group: int = 0
+    cross_weight: float = 0.0
+    cross_gap: float = 2.0
 
     def validate(self, name: str) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -68,8 +71,10 @@ class StageConfig:
             raise ConfigError(f"{name}.cache_views must be an integer >= 0")
         if self.cache_views and self.frozen != "backbone":
             raise ConfigError(f"{name}.cache_views needs frozen = 'backbone' (trained backbone features change)")
-        if not self.rank_weight >= 0 or not self.rank_margin >= 0:
-            raise ConfigError(f"{name}.rank_weight and {name}.rank_margin must be >= 0")
+        if not self.rank_weight >= 0 or not self.rank_margin >= 0 or not self.cross_weight >= 0:
+            raise ConfigError(f"{name}.rank_weight, {name}.rank_margin and {name}.cross_weight must be >= 0")
+        if not self.cross_gap >= 0:
+            raise ConfigError(f"{name}.cross_gap must be >= 0")
         if not isinstance(self.per_group, int) or self.per_group < 0:
             raise ConfigError(f"{name}.per_group must be an integer >= 0")
         if self.per_group and not self.cache_views:

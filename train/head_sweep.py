@@ -50,6 +50,8 @@ class HeadOption:
     rank_weight: float = 0.0
     rank_margin: float = 0.25
     per_group: int = 0
+    cross_weight: float = 0.0
+    cross_gap: float = 2.0
 
 
 def _trainer(config: TrainConfig, out: Path) -> Trainer:
@@ -98,7 +100,8 @@ def fit_option(config: TrainConfig, cache: dict[str, Any], option: HeadOption, o
     train_set, val_set = load_data(config, lambda _message: None)
     stage = dataclasses.replace(config.head, epochs=option.epochs, lr=option.lr, weight_decay=option.weight_decay,
                                 rank_weight=option.rank_weight, rank_margin=option.rank_margin,
-                                per_group=option.per_group)
+                                per_group=option.per_group, cross_weight=option.cross_weight,
+                                cross_gap=option.cross_gap)
     torch.manual_seed(config.seed)
     head = NimaHead(cache["train"].shape[2], option.dropout, standardize=config.model.head == "multilevel")
     holder = torch.nn.Module()

@@ -20,7 +20,8 @@ def emd_loss(pred: torch.Tensor, target: torch.Tensor, r: int = 2) -> torch.Tens
 
 
 def within_group_margin_loss(pred_mean: torch.Tensor, target_mean: torch.Tensor, groups: torch.Tensor,
-                             margin: float = 0.25, branches: torch.Tensor | None = None) -> torch.Tensor:
+                             margin: float = 0.25, branches: torch.Tensor | None = None,
+                             min_gap: float = 0.0) -> torch.Tensor:
     """Pairwise ranking term inside each group (the same reference photo at different levels).
 
     For every pair ``(i, j)`` of the batch with ``groups[i] == groups[j]`` and a higher label for
@@ -32,13 +33,15 @@ def within_group_margin_loss(pred_mean: torch.Tensor, target_mean: torch.Tensor,
     ``branches`` (optional, ``[N]`` integers) limits the pairs further to the same branch or a
     branch-0 image: with branch = distortion type and 0 for the clean photo, only the levels of one
     type are compared with each other and with the clean photo (labels of different types come
-    from different human studies and are not on one scale).
+    from different human studies and are not on one scale). ``min_gap``: only pairs whose labels
+    differ by more than this (with all images in one group: "a clearly better image of any photo
+    must score higher than a clearly worse image of any other").
     """
     if not (pred_mean.shape == target_mean.shape == groups.shape) or pred_mean.ndim != 1:
         raise ValueError(f"pred_mean, target_mean and groups must be [N], got {list(pred_mean.shape)}, "
                          f"{list(target_mean.shape)} and {list(groups.shape)}")
     same = groups.unsqueeze(1) == groups.unsqueeze(0)
-    better = target_mean.unsqueeze(1) > target_mean.unsqueeze(0) + 1e-6
+    better = target_mean.unsqueeze(1) > target_mean.unsqueeze(0) + max(min_gap, 1e-6)
     pairs = same & better
     if branches is not None:
         if branches.shape != groups.shape:
@@ -53,11 +56,19 @@ def within_group_margin_loss(pred_mean: torch.Tensor, target_mean: torch.Tensor,
 
 def nima_loss(dist: torch.Tensor, target: torch.Tensor, groups: torch.Tensor | None = None,
               rank_weight: float = 0.0, rank_margin: float = 0.25,
-              branches: torch.Tensor | None = None) -> torch.Tensor:
-    """EMD, plus ``rank_weight`` times the within-group ranking term of the predicted mean scores."""
+              branches: torch.Tensor | None = None, cross_weight: float = 0.0,
+              cross_gap: float = 2.0) -> torch.Tensor:
+    """EMD, plus ``rank_weight`` times the within-group ranking term of the predicted mean scores,
+    plus ``cross_weight`` times the same term over every pair of the batch whose labels differ by
+    more than ``cross_gap`` (across photos: content must not outweigh a large quality difference)."""
     loss = emd_loss(dist, target)
+    scores = torch.arange(1, dist.shape[1] + 1, dtype=dist.dtype, device=dist.device)
     if rank_weight > 0 and groups is not None:
-        scores = torch.arange(1, dist.shape[1] + 1, dtype=dist.dtype, device=dist.device)
         loss = loss + rank_weight * within_group_margin_loss(dist @ scores, target @ scores, groups, rank_margin,
                                                              branches)
+    if cross_weight > 0:
+        pred_mean, target_mean = dist @ scores, target @ scores
+        everyone = torch.zeros_like(pred_mean, dtype=torch.long)
+        loss = loss + cross_weight * within_group_margin_loss(pred_mean, target_mean, everyone, rank_margin,
+                                                              min_gap=cross_gap)
     return loss

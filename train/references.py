@@ -317,8 +317,8 @@ def fetch_references(cache: str | Path, photos: tuple[ReferencePhoto, ...] = CAT
         entry = asdict(photo)
         if holdout is not None:
             entry["split"] = cross_source_split(photo, holdout)
-        entry.update(collection=collection(photo), file=target.name, original=str(original.relative_to(cache)) if original.is_relative_to(cache)
-                     else f"{photo.source}/{photo.member}", width=width, height=height)
+        where = str(original.relative_to(cache)) if original.is_relative_to(cache) else f"{photo.source}/{photo.member}"
+        entry.update(collection=collection(photo), file=target.name, original=where, width=width, height=height)
         entries.append(entry)
     manifest = cache / (MANIFEST_NAME if holdout is None else f"manifest-holdout-{holdout}.json")
     manifest.write_text(json.dumps({"photos": entries}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -169,7 +169,9 @@ class Trainer:
         """
         rank_weight = stage.rank_weight if stage is not None else 0.0
         margin = stage.rank_margin if stage is not None else 0.0
-        loss = nima_loss(dist.float(), target, groups, rank_weight, margin, branches)
+        cross_weight = stage.cross_weight if stage is not None else 0.0
+        cross_gap = stage.cross_gap if stage is not None else 0.0
+        loss = nima_loss(dist.float(), target, groups, rank_weight, margin, branches, cross_weight, cross_gap)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
