@@ -54,13 +54,24 @@ def report_metrics(report: GradedReport) -> dict[str, float]:
     return metrics
 
 
+def held_out_note(summary: dict) -> str:
+    """`` of another collection (python)`` when no test photo shares a collection with a training one."""
+    from nima_rt.train.references import source_collection
+
+    def collections(split: str) -> set[str]:
+        return {source_collection(str(r.get("source", ""))) for r in summary["references"] if r["split"] == split}
+
+    test, seen = collections("test"), collections("train") | collections("val")
+    return f" of another collection ({', '.join(sorted(test))}: cross-source)" if test and not test & seen else ""
+
+
 def finish_metadata(metadata: ModelMetadata, report: GradedReport, dataset_dir: Path) -> ModelMetadata:
     summary = json.loads((dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     splits = {s: sum(1 for r in summary["references"] if r["split"] == s) for s in ("train", "val", "test")}
     trained_on = (
         f"nima-rt build-dataset: {len(summary['config']['distortions'])} graded distortions x 5 levels of "
         f"{splits['train']} training photos (validation: {splits['val']} other photos), labels from KADID-10k and "
-        f"TID2013 human scores mapped to 1..10; tested on {splits['test']} held-out photos"
+        f"TID2013 human scores mapped to 1..10; tested on {splits['test']} held-out photos{held_out_note(summary)}"
     )
     metrics = {k: v for k, v in metadata.metrics.items() if not k.startswith("test_")}
     metrics.update(report_metrics(report))

@@ -163,7 +163,12 @@ COLLECTIONS = ("debian", "python")
 
 def collection(photo: ReferencePhoto) -> str:
     """``debian`` for the wallpaper packages, ``python`` for photos shipped inside PyPI packages."""
-    return "python" if photo.source.startswith(("python:", "pypi:")) else "debian"
+    return source_collection(photo.source)
+
+
+def source_collection(source: str) -> str:
+    """The collection of a catalogue ``source`` (a Debian package name, ``python:...`` or ``pypi:...``)."""
+    return "python" if source.startswith(("python:", "pypi:")) else "debian"
 
 
 # The photos of the v1 test split that are not in the held-out collection become validation
