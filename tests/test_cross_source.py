@@ -84,3 +84,19 @@ def test_evaluate_scores_refuses_non_finite_scores() -> None:
 def test_missing_split_is_named(tmp_path: Path) -> None:
     with pytest.raises(CrossSourceError, match="test.csv: no such split file"):
         run_cross_source(CrossSourceConfig(tmp_path))
+
+
+def test_graded_eval_command_prints_the_table(tmp_path: Path, tiny_model: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nima_rt.cli import app
+
+    dataset = _dataset(tmp_path)
+    result = CliRunner().invoke(app, ["graded-eval", str(dataset), "--model", str(tiny_model),
+                                      "--output", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert "| **underexposure** | -1.000 / 1.00 |" in result.output
+    assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["images"] == 22
+    empty = CliRunner().invoke(app, ["graded-eval", str(dataset)])
+    assert empty.exit_code == 1
+    assert empty.output.strip().endswith("error: nothing to evaluate: give --model and/or --baselines")

@@ -172,3 +172,14 @@ def test_bad_manifests_are_refused(tmp_path: Path, text: str, message: str) -> N
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ReferenceError, match=message):
         refs.read_manifest(path)
+
+
+def test_fetch_references_command_refuses_an_unknown_collection(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nima_rt.cli import app
+
+    result = CliRunner().invoke(app, ["fetch-references", str(tmp_path / "cache"), "--holdout", "web"])
+    assert result.exit_code == 1
+    assert result.output.strip().endswith("error: unknown collection 'web': use one of debian, python")
+    assert not (tmp_path / "cache").exists()  # refused before anything is fetched

@@ -1,7 +1,7 @@
 """Cross-source evaluation: graded distortions of photos from a collection no model was made from.
 
 The dataset is a ``build_dataset`` folder made with a cross-source manifest
-(``python -m nima_rt.train.references CACHE --holdout python``): its ``test`` split is one whole
+(``nima-rt fetch-references CACHE --holdout python``): its ``test`` split is one whole
 photo collection that played no part in training or validation. Every scorer (ONNX models through
 the runtime, and the classical baselines NIQE and BRISQUE of ``train/baselines.py``) scores the same
 images; for each the result has

@@ -9,17 +9,14 @@ score per row. Output (:class:`GradedReport`):
   scores higher, for chosen levels (by default 2-4);
 - score summaries per condition.
 
-``python -m nima_rt.train.graded_eval DATASET_DIR --model MODEL.onnx`` scores ``test.csv`` with
-the runtime (``nima_rt.Scorer``: the same decode and resize as ``nima-rt score``) and prints the
-report as JSON.
+:func:`score_with_runtime` scores a split with the runtime (``nima_rt.Scorer``: the same decode and
+resize as ``nima-rt score``); ``nima-rt graded-eval DATASET_DIR --model MODEL.onnx`` runs both for
+models and baselines (``train/cross_source.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
-import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -138,24 +135,3 @@ def score_with_runtime(dataset_dir: Path, rows: list[dict[str, str]], model: str
                 raise RuntimeError(f"could not score {result.path}: {result.error}")
             means[result.path] = result.scores[column].mean
     return np.array([means[str(p)] for p in paths])
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nima_rt.train.graded_eval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", type=Path, help="a build-dataset output folder")
-    parser.add_argument("--model", default=None, help="model file or bundled name (default: the bundled model)")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--output", type=Path, default=None, help="write the JSON report here too")
-    args = parser.parse_args(argv)
-    rows = read_rows(args.dataset / f"{args.split}.csv")
-    scores = score_with_runtime(args.dataset, rows, args.model)
-    report = graded_report(rows, scores).to_dict()
-    text = json.dumps(report, indent=2)
-    if args.output is not None:
-        args.output.write_text(text + "\n", encoding="utf-8")
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

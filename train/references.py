@@ -16,12 +16,11 @@ They form two collections (:data:`COLLECTIONS`): ``debian`` (landscape/nature wa
 ``python`` (people, animals, indoor objects); ``--holdout python`` writes a manifest in which that
 whole collection is the test split, for the cross-source evaluation (``train/graded_eval.py``).
 
-Run it with ``python -m nima_rt.train.references CACHE_DIR [--holdout python]``.
+Run it with ``nima-rt fetch-references CACHE_DIR [--holdout python]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -352,26 +351,3 @@ def read_manifest(path: str | Path) -> dict[str, dict[str, object]]:
             raise ReferenceError(f"{path}: photos[{index}] ({entry['file']}) split must be one of {', '.join(SPLITS)}")
         entries[entry["file"]] = entry
     return entries
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m nima_rt.train.references",
-        description="Fetch the offline reference photographs (apt-get download + dpkg -x, scikit-image, "
-        "scikit-learn) into CACHE/photos and write CACHE/manifest.json.",
-    )
-    parser.add_argument("cache", type=Path, help="cache folder (created)")
-    parser.add_argument("--holdout", choices=COLLECTIONS, default=None,
-                        help="write manifest-holdout-COLLECTION.json with that collection as the test split")
-    args = parser.parse_args(argv)
-    try:
-        manifest = fetch_references(args.cache, holdout=args.holdout)
-    except ReferenceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"{len(CATALOG)} reference photos in {args.cache / PHOTOS_DIR}; manifest {manifest}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,7 +14,7 @@ def build_dataset(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (images/, labels.csv, train/val/test.csv)."),
     manifest: Path | None = typer.Option(
         None, "--manifest", help="JSON manifest giving each photo's split and licence "
-        "(written by `python -m nima_rt.train.references CACHE`); default: a seeded split by photo."),
+        "(written by `nima-rt fetch-references CACHE`); default: a seeded split by photo."),
     short_side: int = typer.Option(384, "--short-side", help="Downscale references so the shorter side is this."),
     crops: int = typer.Option(
         1, "--crops", min=0, help="Square crops per training/validation photo, besides the whole photo."),
@@ -25,7 +25,7 @@ def build_dataset(
     seed: int = typer.Option(0, "--seed", help="Seed for splits, crop positions and noise."),
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Photos processed in parallel."),
 ) -> None:
-    """Write clean + distorted images (10 distortion types x 5 levels) and their labels.
+    """Write clean + distorted images (13 distortion types x 5 levels) and their labels.
 
     Labels are human scores from KADID-10k (TID2013 for contrast) mapped to 1..10; see docs/models.md.
     Train on the result with `nima-rt train --labels OUT/train.csv --val-labels OUT/val.csv`.
