@@ -29,7 +29,14 @@ from nima_rt.contract import IMAGENET_MEAN, IMAGENET_STD, NUM_BINS, ModelMetadat
 from .imports import ImportedModel, ImportFailed, ImportRequest
 
 NIMA_PYTORCH_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-PYIQA_BACKBONES = ("vgg16", "inception_resnet_v2", "mobilenetv2_100", "resnet50")
+# timm backbones pyiqa's NIMA uses (vgg16: AVA; inception_resnet_v2: KonIQ/SPAQ) and the key that tells each apart.
+PYIQA_SIGNATURES = {
+    "vgg16": "base_model.features_0.weight",
+    "inception_resnet_v2": "base_model.conv2d_1a.conv.weight",
+    "mobilenetv2_100": "base_model.conv_stem.weight",
+    "resnet50": "base_model.conv1.weight",
+}
+PYIQA_BACKBONES = tuple(PYIQA_SIGNATURES)
 PYIQA_INPUT_SIZE = {"inception_resnet_v2": 299}
 SUPPORTED = ("nima.pytorch (base_model.* + head.2.*, torchvision ResNet-18..152) and pyiqa NIMA "
              f"(base_model.* + classifier.2.*, timm {', '.join(PYIQA_BACKBONES)}) state dicts")
@@ -125,7 +132,8 @@ def _candidates(state: Mapping[str, Any], model_type: str | None) -> list[tuple[
         names = [model_type] if model_type in NIMA_PYTORCH_RESNETS else list(NIMA_PYTORCH_RESNETS)
         return [("nima.pytorch", n, lambda n=n: _nima_pytorch(n)) for n in names]
     if "classifier.2.weight" in state:
-        return [("pyiqa", n, lambda n=n: _pyiqa(n)) for n in PYIQA_BACKBONES]
+        names = [n for n, key in PYIQA_SIGNATURES.items() if key in state] or list(PYIQA_BACKBONES)
+        return [("pyiqa", n, lambda n=n: _pyiqa(n)) for n in names]
     return []
 
 
@@ -153,7 +161,7 @@ def import_torch(request: ImportRequest) -> ImportedModel:
     fit = next(((layout, backbone, network) for layout, backbone, network in
                 ((c[0], c[1], c[2]()) for c in candidates) if _fits(network, state)), None)
     if fit is None:
-        tried = ", ".join(candidate[1] for candidate in candidates)
+        tried = ", ".join(NIMA_PYTORCH_RESNETS if candidates[0][0] == "nima.pytorch" else PYIQA_BACKBONES)
         raise _refusal(path, state, f"a {candidates[0][0]} NIMA head on a backbone that is none of {tried}")
     layout, backbone, network = fit
     network.load_state_dict(state, strict=False)  # counters (num_batches_tracked) may be absent
