@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from .decode import image_extensions, path_label
 
@@ -122,3 +123,12 @@ def _is_folder(entry: os.DirEntry[str]) -> bool:
     except OSError:
         return False
 
+
+def read_path_list(stream: BinaryIO) -> Iterator[str]:
+    """Paths listed one per line (``find ... | nima-rt score -``), read lazily as bytes and decoded like
+    the file system's own names (``os.fsdecode``), so names that are not UTF-8 survive. A trailing
+    ``\\r`` (lists written on Windows) is dropped; blank lines are skipped."""
+    for line in stream:
+        path = line.rstrip(b"\n").removesuffix(b"\r")
+        if path:
+            yield os.fsdecode(path)

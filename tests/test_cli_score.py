@@ -230,3 +230,186 @@ def test_progress_line_only_on_a_terminal(capsys: pytest.CaptureFixture[str]) ->
     assert err.startswith("\r1/3 files, 0 failed, ") and err.endswith("\n")
     assert "\r3/3 files, 1 failed, " in err
     assert (shown.done, shown.failed) == (3, 1)
+
+
+# -- issue 13: hostile names, full disks, closed pipes, exit codes, path lists --------------------
+
+
+def hostile_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    names = [os.fsdecode(b"caf\xe9.png"), "new\nline.png", "carriage\rreturn.png", "=cmd.png", "plain.png"]
+    for index, name in enumerate(names):
+        Image.new("RGB", (10, 10), (index * 40, 20, 20)).save(os.path.join(folder, name), format="PNG")
+    Path(os.path.join(folder, os.fsdecode(b"bad\xff\nname.jpg"))).write_bytes(b"not an image")
+    return folder
+
+
+def test_hostile_names_in_every_format_and_resume_rescores_nothing(tiny_model: Path, tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    folder = hostile_folder(tmp_path)
+    for fmt in ("csv", "jsonl", "parquet"):
+        out = tmp_path / f"h.{fmt}"
+        result = run("score", folder, "-m", tiny_model, "-o", out)
+        assert result.exit_code == 0, result.output
+        if fmt == "parquet":
+            assert pd.read_parquet(out).shape[0] == 6
+            continue
+        complete = out.read_bytes()
+        if fmt == "csv":
+            frame = pd.read_csv(out, keep_default_na=False)
+            assert frame.shape[0] == 6 and f"{folder}/caf\\xe9.png" in set(frame["path"])
+            assert f"{folder}/new\nline.png" in set(frame["path"]) and f"'{folder}/=cmd.png" not in set(frame["path"])
+            assert all("\n" not in e for e in frame["error"])
+        else:
+            rows = {r["path"]: r for r in map(json.loads, out.read_text(encoding="utf-8").split("\n")[:-1])}
+            assert len(rows) == 6
+            bad = rows[f"{folder}/bad\\xff\nname.jpg"]
+            assert bad["error"] == f"{folder}/bad\\xff\\nname.jpg: not an image file Pillow can read"
+        again = run("score", folder, "-m", tiny_model, "-o", out, "--resume")
+        assert again.exit_code == 0, again.output
+        assert "6 paths already scored" in again.stderr
+        assert out.read_bytes() == complete  # nothing scored twice
+
+
+def test_csv_formula_escaping_and_its_flag(tiny_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    Image.new("RGB", (10, 10)).save(folder / "=HYPERLINK(1).png")
+    import contextlib
+
+    with contextlib.chdir(folder):  # relative paths: the cell starts with the name
+        escaped = run("score", "=HYPERLINK(1).png", "-m", tiny_model)
+        plain = run("score", "=HYPERLINK(1).png", "-m", tiny_model, "--no-formula-escape")
+    assert list(csv.reader(io.StringIO(escaped.stdout)))[1][0] == "'=HYPERLINK(1).png"
+    assert list(csv.reader(io.StringIO(plain.stdout)))[1][0] == "=HYPERLINK(1).png"
+
+
+def test_a_full_disk_is_one_error_line_and_the_output_resumes(
+    tiny_model: Path, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import nima_rt.cli.score as score_module
+
+    out = tmp_path / "full.csv"
+    assert run("score", photo_dir, "-m", tiny_model, "-o", out).exit_code == 0
+    complete = out.read_bytes()
+    real_open = score_module.open_text
+
+    class FillsUp(io.TextIOWrapper):
+        def write(self, text: str) -> int:
+            if self.buffer.tell() + len(text) > 600:  # the disk fills part way through a row
+                super().write(text[:10])
+                super().flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(text)
+
+    def full_disk(path, append):  # noqa: ANN001
+        real_open(path, append).close()
+        return FillsUp(open(path, "ab" if append else "wb"), encoding="utf-8", newline="")  # noqa: SIM115
+
+    monkeypatch.setattr(score_module, "open_text", full_disk)
+    failed = run("score", photo_dir, "-m", tiny_model, "-o", out)
+    assert failed.exit_code == 1
+    assert failed.stderr.strip().splitlines()[-1] == f"error: {out}: cannot write output (No space left on device)"
+    assert "Traceback" not in failed.output
+    monkeypatch.setattr(score_module, "open_text", real_open)
+    resumed = run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert out.read_bytes() == complete
+    dev_full = subprocess.run([sys.executable, "-m", "nima_rt", "score", str(photo_dir), "-m", str(tiny_model),
+                               "-o", "/dev/full", "-q"], capture_output=True, text=True)
+    assert (dev_full.returncode, dev_full.stderr) == (1, "error: /dev/full: cannot write output (No space left on device)\n")
+
+
+def test_a_closed_stdout_ends_quietly_with_141(tiny_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(300):
+        Image.new("RGB", (12, 12), (index % 256, 0, 0)).save(folder / f"{index:03d}.png")
+    process = subprocess.Popen([sys.executable, "-m", "nima_rt", "score", str(folder), "-m", str(tiny_model), "-q"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.readline()  # `| head -1`
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert stderr == ""
+
+
+def test_nothing_scored_is_exit_3(tiny_model: Path, tmp_path: Path, photo_dir: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    empty = run("score", tmp_path / "empty", "-m", tiny_model)
+    assert empty.exit_code == 3
+    assert empty.stderr.strip().splitlines()[-1] == f"error: no image files found in {tmp_path / 'empty'}"
+    missing = run("score", tmp_path / "nope.jpg", "-m", tiny_model)
+    assert missing.exit_code == 3
+    assert missing.stderr.strip().splitlines()[-1] == "error: none of the 1 input(s) could be scored (see the error column)"
+    out = tmp_path / "done.csv"
+    assert run("score", photo_dir, "-m", tiny_model, "-o", out).exit_code == 0
+    assert run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume").exit_code == 0  # all done: success
+    assert run("score", photo_dir, "-m", tiny_model, "--backend", "nosuch").exit_code == 2
+
+
+def test_paths_from_stdin_and_a_list_file(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
+    files = sorted(str(p) for p in photo_dir.rglob("*.*"))
+    odd = os.path.join(tmp_path, os.fsdecode(b"l\xe9gacy.png"))
+    Image.new("RGB", (10, 10)).save(odd, format="PNG")
+    listing = b"".join(os.fsencode(p) + b"\n" for p in files[:2] + [odd]) + b"\n"
+    result = runner.invoke(app, ["score", "-", "-m", str(tiny_model), "-f", "jsonl"], input=listing)
+    assert result.exit_code == 0, result.output
+    paths = [json.loads(line)["path"] for line in result.stdout.splitlines()]
+    assert paths == files[:2] + [f"{tmp_path}/l\\xe9gacy.png"]
+    (tmp_path / "list.txt").write_bytes(os.fsencode(files[3]) + b"\r\n")
+    from_file = run("score", files[4], "--paths-from", tmp_path / "list.txt", "-m", tiny_model, "-f", "jsonl")
+    assert [json.loads(line)["path"] for line in from_file.stdout.splitlines()] == [files[4], files[3]]
+    missing = run("score", "--paths-from", tmp_path / "nope.txt", "-m", tiny_model)
+    assert missing.exit_code == 1
+    assert missing.stderr.strip() == (
+        f"error: --paths-from {tmp_path / 'nope.txt'}: cannot read the list of paths (No such file or directory)"
+    )
+
+
+def test_ext_narrows_the_walk_and_skipped_files_are_reported(tiny_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (10, 10)).save(folder / "a.ppm")
+    Image.new("RGB", (10, 10)).save(folder / "b.tga")
+    Image.new("RGB", (10, 10)).save(folder / "c.png")
+    (folder / "readme.txt").write_text("x")
+    every = run("score", folder, "-m", tiny_model, "-f", "jsonl")
+    assert [Path(json.loads(line)["path"]).name for line in every.stdout.splitlines()] == ["a.ppm", "b.tga", "c.png"]
+    assert every.stderr.strip().splitlines()[-1] == (
+        f"skipped 1 file(s) without an image extension (e.g. {folder / 'readme.txt'})"
+    )
+    narrowed = run("score", folder, "-m", tiny_model, "-f", "jsonl", "--ext", "png,.TGA")
+    assert [Path(json.loads(line)["path"]).name for line in narrowed.stdout.splitlines()] == ["b.tga", "c.png"]
+
+
+def test_parquet_resume_answers_the_same_twice(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    first = run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume")
+    out.write_bytes(b"PAR1")
+    second = run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume")
+    assert first.exit_code == second.exit_code == 1
+    assert first.stderr.splitlines()[-1] == second.stderr.splitlines()[-1]
+    assert "--resume works with csv and jsonl outputs, not parquet" in first.stderr
+
+
+def test_model_name_equals_file_names_the_column(tiny_model: Path, photo_dir: Path) -> None:
+    result = run("score", photo_dir, "-m", f"ava={tiny_model}", "-m", f"hotels={tiny_model}")
+    assert result.exit_code == 0, result.output
+    header = next(csv.reader(io.StringIO(result.stdout)))
+    assert header[2:4] == ["ava_mean", "ava_std"] and "hotels_mean" in header
+
+
+def test_progress_bar_with_total_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    from nima_rt.cli.common import Progress
+
+    bar = Progress(total=4, enabled=True)
+    bar.update(True)
+    bar.finish()
+    err = capsys.readouterr().err
+    assert err.startswith("\r1/4 files, 0 failed, ")
+    assert "[#####...............]  25% ETA 00:00:" in err

@@ -11,6 +11,9 @@ import typer
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run could not proceed (bad model, unwritable output, missing extra)
 EXIT_USAGE = 2  # typer/click's own code for usage errors
+EXIT_NOTHING_SCORED = 3  # score: no input file at all, or none could be scored
+EXIT_BROKEN_PIPE = 141  # stdout closed by the reader (`| head`): 128 + SIGPIPE, as shells report it
+BAR_WIDTH = 20  # characters of the progress bar once the total is known
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -59,7 +62,14 @@ class Progress:
     def _draw(self) -> None:
         self._last_draw = time.perf_counter()
         total = f"/{self.total}" if self.total is not None else ""
-        sys.stderr.write(f"\r{self.done}{total} {self.label}, {self.failed} failed, {self.rate:.1f}/s ")
+        line = f"\r{self.done}{total} {self.label}, {self.failed} failed, {self.rate:.1f}/s "
+        if self.total:  # known total: a bar and the time left at the rate so far
+            share = min(1.0, self.done / self.total)
+            filled = int(share * BAR_WIDTH)
+            left = (self.total - self.done) / self.rate if self.rate > 0 else 0.0
+            eta = time.strftime("%H:%M:%S", time.gmtime(max(0.0, left)))
+            line += f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {share:4.0%} ETA {eta} "
+        sys.stderr.write(line)
         sys.stderr.flush()
 
     def finish(self) -> None:

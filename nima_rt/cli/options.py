@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from ..backends import BACKENDS
 from ..choices import DEVICES, GPU_DECODE_MODES, PRECISIONS
 from ..decode import DecodeOptions
 from ..ranking import RankRule, RankRuleError, parse_rank_rule
@@ -34,12 +35,17 @@ def one_of(allowed: Sequence[str]) -> Callable[[str | None], str | None]:
 # -- model ---------------------------------------------------------------------------------------
 Models = Annotated[
     list[str] | None,
-    typer.Option("--model", "-m", help="Bundled model name or model file (.onnx/.engine); repeat for several."),
+    typer.Option("--model", "-m", help="Bundled model name or model file (.onnx/.engine); NAME=FILE puts its scores "
+                 "under NAME; repeat for several."),
 ]
 
 # -- device / backend / precision ----------------------------------------------------------------
 Device = Annotated[str, typer.Option("--device", callback=one_of(DEVICES), help=" | ".join(DEVICES))]
-BackendName = Annotated[str | None, typer.Option("--backend", help="Force one backend (see `nima-rt info`).")]
+BackendName = Annotated[
+    str | None,
+    typer.Option("--backend", callback=one_of([entry.name for entry in BACKENDS]),
+                 help="Force one backend (see `nima-rt info`)."),
+]
 Precision = Annotated[
     str | None,
     typer.Option(

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import typer
 
 from ..choices import ENGINES
-from ..inputs import InputItem, iter_inputs
+from ..inputs import InputItem, WalkReport, iter_inputs, normalize_extensions, read_path_list
 from ..output import (
     CsvWriter,
+    DonePaths,
     JsonlWriter,
     OutputError,
     ParquetWriter,
     RowWriter,
+    check_resumable,
     done_paths,
     format_for,
     open_text,
@@ -23,12 +29,12 @@ from ..ranking import RULE_COLUMNS, rank_groups, rank_rows, sort_rows
 from ..results import ScoreResult
 from ..scorer import Scorer
 from . import options
-from .common import Progress, fail, note
+from .common import EXIT_BROKEN_PIPE, EXIT_NOTHING_SCORED, Progress, fail, note
 
 GROUP_COLUMNS = ("group", "rank", "best")
 
 
-def _skip_done(items: Iterable[InputItem], done: set[str]) -> Iterator[InputItem]:
+def _skip_done(items: Iterable[InputItem], done: DonePaths) -> Iterator[InputItem]:
     return (item for item in items if item.path not in done)
 
 
@@ -38,7 +44,8 @@ def _counted(results: Iterable[ScoreResult], progress: Progress) -> Iterator[Sco
         yield result
 
 
-def _make_writer(fmt: str, output: str | None, columns: list[str], extra: tuple[str, ...], append: bool) -> RowWriter:
+def _make_writer(fmt: str, output: str | None, columns: list[str], extra: tuple[str, ...], append: bool,
+                 escape_formulas: bool = True) -> RowWriter:
     if fmt == "parquet":
         if output is None or output == "-":
             raise OutputError("--format parquet needs --output FILE")
@@ -50,13 +57,25 @@ def _make_writer(fmt: str, output: str | None, columns: list[str], extra: tuple[
     if fmt == "jsonl":
         return JsonlWriter(stream, columns)
     write_header = not (append and output is not None and Path(output).stat().st_size > 0)
-    return CsvWriter(stream, columns, extra, header=write_header)
+    return CsvWriter(stream, columns, extra, header=write_header, escape_formulas=escape_formulas)
 
 
 def score(
     paths: list[str] = typer.Argument(
-        ..., help="Image files and folders (walked recursively); with --engine ray also CSV/Parquet manifests "
-        "with a 'path' column, local or URIs (s3://...)."
+        None, help="Image files and folders (walked recursively); '-' reads paths from stdin, one per line (as "
+        "from `find ... | nima-rt score -`); with --engine ray also CSV/Parquet manifests with a 'path' column, "
+        "local or URIs (s3://...).", show_default=False,
+    ),
+    paths_from: str | None = typer.Option(
+        None, "--paths-from", help="Also score the paths listed in this file, one per line ('-': stdin)."
+    ),
+    ext: str | None = typer.Option(
+        None, "--ext", help="Walk folders for these extensions only, e.g. jpg,png (default: every format the "
+        "installed Pillow reads; docs/runtime.md)."
+    ),
+    no_formula_escape: bool = typer.Option(
+        False, "--no-formula-escape", help="CSV: write cells starting with = + - @ as they are (by default they get "
+        "a leading ' so spreadsheets do not run them)."
     ),
     model: options.Models = None,
     output: str | None = typer.Option(None, "--output", "-o", help="Output file (default: stdout)."),
@@ -90,6 +109,7 @@ def score(
     ),
 ) -> None:
     """Score images; one row per file, in input order, flushed as it finishes."""
+    paths = list(paths or [])
     if group_by not in (None, "parent"):
         raise typer.BadParameter("only 'parent' is supported", param_hint="--group-by")
     if engine != "local" or address is not None:
@@ -120,14 +140,25 @@ def score(
                                        full_decode=full_decode)
     except ValueError as exc:  # a split the cores cannot make (--threads 1 --sessions 2)
         raise typer.BadParameter(str(exc), param_hint="--sessions") from None
+    if not paths and paths_from is None:
+        raise typer.BadParameter("give at least one PATH ('-' reads paths from stdin)", param_hint="PATH")
+    try:
+        extensions = normalize_extensions(ext.split(",")) if ext is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ext") from None
+    walk = WalkReport()
+    lists = _open_path_lists(paths, paths_from)
+    items: Iterable[InputItem] = iter_inputs(_input_paths(paths, paths_from, lists), extensions, walk)
     with options.open_scorer(model, config, quiet) as scorer:
         rule = options.rank_rule(rank_by, sort_by, scorer.columns)
         extra = _extra_columns(group_by is not None, rank_by is not None)
-        writer, items = _open_output(scorer, paths, output, fmt, extra, resume, quiet)
+        writer, items, resumed = _open_output(scorer, items, output, fmt, extra, resume, quiet, not no_formula_escape)
         progress = Progress()
+        if progress.enabled and not lists:  # a bar with a total and an ETA: count the inputs beside the run
+            _count_in_background(paths, extensions, resumed, progress)
         results = _counted(scorer.score_items(items), progress)
+        failed_path = None
         try:
-            failed_path = None
             if group_by or rank_by is not None:
                 ranked = rank_groups(results, rule, top) if group_by else rank_rows(results, rule, top)
                 for row in ranked:
@@ -136,10 +167,14 @@ def score(
                 failed_path = _write_all(writer, sort_rows(results, rule, top), strict=False)
             else:
                 failed_path = _write_all(writer, results, strict)
-        except OSError as exc:
-            fail(f"{output or 'stdout'}: cannot write output ({exc})")
-        finally:
             writer.close()
+        except BrokenPipeError:  # `| head` closed stdout: stop quietly, as command-line tools do
+            _silence_stdout()
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
+        except OSError as exc:  # full disk, lost mount: what was flushed stays, resumable
+            _close_quietly(writer)
+            fail(f"{output or 'stdout'}: cannot write output ({exc.strerror or exc})")
+        finally:
             progress.finish()
         if strict and failed_path is None and progress.failed:
             failed_path = f"{progress.failed} file(s) failed"
@@ -148,8 +183,70 @@ def score(
                 f"scored {progress.done - progress.failed}, failed {progress.failed} in {progress.elapsed:.1f} s "
                 f"({progress.rate:.1f} images/s)"
             )
+            skipped = walk.summary()
+            if skipped:
+                note(skipped)
         if failed_path is not None:
             fail(f"--strict: {failed_path}")
+        _check_something_scored(progress, resumed, paths + ([paths_from] if paths_from else []))
+
+
+def _open_path_lists(paths: list[str], paths_from: str | None) -> dict[str, BinaryIO]:
+    """The lists of paths to read ('-': stdin; --paths-from FILE), opened now so a missing one fails first."""
+    lists: dict[str, BinaryIO] = {}
+    for name in ["-"] * ("-" in paths) + ([paths_from] if paths_from is not None else []):
+        try:
+            lists[name] = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115 - read lazily
+        except OSError as exc:
+            fail(f"--paths-from {name}: cannot read the list of paths ({exc.strerror or exc})")
+    return lists
+
+
+def _input_paths(paths: list[str], paths_from: str | None, lists: dict[str, BinaryIO]) -> Iterator[str]:
+    """The PATH arguments, with '-' (and --paths-from) replaced lazily by the paths they list."""
+    for given in paths:
+        if given == "-":
+            yield from read_path_list(lists["-"])
+        else:
+            yield given
+    if paths_from is not None:
+        yield from read_path_list(lists[paths_from])
+
+
+def _count_in_background(paths: list[str], extensions: frozenset[str] | None, resumed: int,
+                         progress: Progress) -> None:
+    """Walk the inputs a second time in a daemon thread and give the progress bar its total."""
+
+    def count() -> None:
+        total = sum(1 for _ in iter_inputs(paths, extensions))
+        progress.total = max(0, total - resumed)
+
+    threading.Thread(target=count, name="nima-count", daemon=True).start()
+
+
+def _check_something_scored(progress: Progress, resumed: int, inputs: list[str]) -> None:
+    """A run that scored nothing must not look like success (exit 3), unless --resume found it all done."""
+    if progress.done == 0 and resumed:
+        return
+    if progress.done == 0:
+        shown = ", ".join(inputs[:3]) + (", ..." if len(inputs) > 3 else "")
+        fail(f"no image files found in {shown or 'the given list'}", EXIT_NOTHING_SCORED)
+    if progress.failed == progress.done:
+        fail(f"none of the {progress.done} input(s) could be scored (see the error column)", EXIT_NOTHING_SCORED)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush does not print a BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _close_quietly(writer: RowWriter) -> None:
+    try:
+        writer.close()
+    except OSError:
+        pass  # the error being reported is the first one
 
 
 def _extra_columns(grouped: bool, ruled: bool) -> tuple[str, ...]:
@@ -160,21 +257,29 @@ def _extra_columns(grouped: bool, ruled: bool) -> tuple[str, ...]:
     return ("rank", RULE_COLUMNS[0]) if ruled else ()
 
 
-def _open_output(scorer: Scorer, paths: list[str], output: str | None, fmt: str, extra: tuple[str, ...],
-                 resume: bool, quiet: bool) -> tuple[RowWriter, Iterable[InputItem]]:
-    """The row writer (appending on --resume) and the inputs still to score, or exit with one line."""
-    items: Iterable[InputItem] = iter_inputs(paths)
+def _open_output(scorer: Scorer, items: Iterable[InputItem], output: str | None, fmt: str, extra: tuple[str, ...],
+                 resume: bool, quiet: bool, escape_formulas: bool) -> tuple[RowWriter, Iterable[InputItem], int]:
+    """The row writer (appending on --resume), the inputs still to score and how many rows a resumed
+    output already had; or exit with one line."""
     append = False
+    resumed = 0
     try:
+        if resume and output is not None:
+            check_resumable(fmt, output)  # the same answer whether or not the file exists yet
         if resume and output is not None and Path(output).exists():
             done = done_paths(Path(output), fmt, scorer.columns, extra)
             items = _skip_done(items, done)
-            append = True
+            append, resumed = True, len(done)
             if not quiet:
-                note(f"resuming {output}: {len(done)} paths already scored")
-        return _make_writer(fmt, output, scorer.columns, extra, append), items
+                note(f"resuming {output}: {resumed} paths already scored")
+        return _make_writer(fmt, output, scorer.columns, extra, append, escape_formulas), items, resumed
     except OutputError as exc:
         fail(str(exc))
+    except BrokenPipeError:
+        _silence_stdout()
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
+    except OSError as exc:  # the CSV header on a full disk
+        fail(f"{output or 'stdout'}: cannot write output ({exc.strerror or exc})")
 
 
 def _write_all(writer: RowWriter, results: Iterable[ScoreResult], strict: bool) -> str | None:
