@@ -413,3 +413,22 @@ def test_progress_bar_with_total_and_eta(capsys: pytest.CaptureFixture[str]) -> 
     err = capsys.readouterr().err
     assert err.startswith("\r1/4 files, 0 failed, ")
     assert "[#####...............]  25% ETA 00:00:" in err
+
+
+def test_version_and_models_list(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nima_rt import __version__
+
+    version = run("--version")
+    assert (version.exit_code, version.stdout) == (0, f"nima-rt {__version__}\n")
+    listed = run("models", "--json")
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.stdout)
+    assert "technical" in [row["name"] for row in data["bundled"]]
+    assert [row["name"] for row in data["bundled"] if row["default"]] == ["technical"]
+    assert data["aesthetic"].startswith("no aesthetic model is bundled")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "tiny.onnx").write_bytes(tiny_model.read_bytes())
+    monkeypatch.setattr("nima_rt.model_file.BUNDLED_DIR", bundle)
+    text = run("models")
+    assert text.stdout.splitlines()[0] == f"tiny: technical, 32x32, trained on nothing (test model)  [{bundle / 'tiny.onnx'}]"

@@ -18,10 +18,27 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"nima-rt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print nima-rt's version and exit."),
+) -> None:
+    pass
+
+
 # Each module defines ``register(app)``; add a module here to add its commands.
 COMMAND_MODULES = (
     "nima_rt.cli.score",
     "nima_rt.cli.info",
+    "nima_rt.cli.models",
     "nima_rt.cli.report",
     "nima_rt.cli.visualize",
     "nima_rt.cli.label",
