@@ -40,6 +40,8 @@ PYIQA_BACKBONES = tuple(PYIQA_SIGNATURES)
 PYIQA_INPUT_SIZE = {"inception_resnet_v2": 299}
 SUPPORTED = ("nima.pytorch (base_model.* + head.2.*, torchvision ResNet-18..152) and pyiqa NIMA "
              f"(base_model.* + classifier.2.*, timm {', '.join(PYIQA_BACKBONES)}) state dicts")
+LICENCES = {"nima.pytorch": "truskovskiyk/nima.pytorch: MIT",
+            "pyiqa": "chaofengc/IQA-PyTorch: CC BY-NC-SA 4.0, non-commercial use only"}
 # The resize both publishers' inference uses: PIL bilinear to S x S (torchvision Resize on PIL images).
 BILINEAR_SQUASH = ResizeSpec(policy="squash", interpolation="bilinear", jpeg_draft=False)
 
@@ -177,7 +179,7 @@ def import_torch(request: ImportRequest) -> ImportedModel:
         trained_on="imported PyTorch NIMA weights (see notes)",
         source_checkpoint_sha256=request.sha256,
         created=request.created,
-        licenses=[f"weights imported from {path.name}: the licence of their publisher applies"],
+        licenses=[f"weights imported from {path.name}: the licence of their publisher applies ({LICENCES[layout]})"],
         notes=f"imported from a {layout} state dict {path.name} ({backbone}); preprocessing: "
               f"PIL bilinear squash to {size} x {size}, ImageNet normalisation",
     )
