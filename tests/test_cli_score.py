@@ -432,3 +432,15 @@ def test_version_and_models_list(tiny_model: Path, tmp_path: Path, monkeypatch: 
     monkeypatch.setattr("nima_rt.model_file.BUNDLED_DIR", bundle)
     text = run("models")
     assert text.stdout.splitlines()[0] == f"tiny: technical, 32x32, trained on nothing (test model)  [{bundle / 'tiny.onnx'}]"
+
+
+def test_engine_ray_without_ray_is_one_install_line(
+    tiny_model: Path, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    result = run("score", photo_dir, "-m", tiny_model, "--engine", "ray", "-o", tmp_path / "shards")
+    assert result.exit_code == 1
+    assert result.stderr == "error: --engine ray needs the 'ray' extra (ray is not installed): pip install 'nima-rt[ray]'\n"
