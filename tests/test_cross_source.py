@@ -66,6 +66,10 @@ def test_run_cross_source_with_the_tiny_model(tmp_path: Path, tiny_model: Path) 
     table = markdown_table(result)
     assert "| **underexposure** | -1.000 / 1.00 |" in table
     assert "| overexposure | 1.000 / 0.00 |" in table
+    one = run_cross_source(CrossSourceConfig(dataset, models=(str(tiny_model),), photos=("p1",)))
+    assert one.photos == ["p1"] and one.images == 11
+    with pytest.raises(CrossSourceError, match="test.csv: no photo 'p9' in this split"):
+        run_cross_source(CrossSourceConfig(dataset, models=(str(tiny_model),), photos=("p9",)))
     write_result(result, tmp_path / "out" / "result.json")
     saved = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
     assert saved["scorers"][0]["types"]["underexposure"]["pair_accuracy"] == 1.0

