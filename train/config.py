@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,16 +236,28 @@ def resolve_config(preset_name: str = "default", config_file: str | os.PathLike[
                    overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Preset, then the file, then ``overrides`` (nested dict; None values are ignored)."""
     config = preset(preset_name)
+    named = bool(overrides and overrides.get("name"))
     if config_file is not None:
-        config = _merge(config, read_config_file(config_file), str(config_file))
+        settings = read_config_file(config_file)
+        named = named or bool(settings.get("name"))
+        config = _merge(config, settings, str(config_file))
     if overrides:
         config = _merge(config, _drop_none(overrides), "command line")
+    if not named:
+        config.name = default_run_name(config)
     try:
         config.model = ModelConfig(**dataclasses.asdict(config.model))  # re-run its validation
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     config.validate()
     return config
+
+
+def default_run_name(config: TrainConfig) -> str:
+    """A run's name when none is given: the preset's and the label file's stem (``aesthetic-AVA``,
+    ``nima-hotel_ratings``), so models trained on different data do not score under one column name."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(config.data.labels).stem).strip("_.")
+    return f"{config.name}-{stem}" if stem else config.name
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
