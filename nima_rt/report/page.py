@@ -39,10 +39,10 @@ li.card.best { border: 2px solid var(--gold); box-shadow: 0 0 0 3px #d4a01733; }
 .badge { background: var(--gold); color: #fff; font-weight: 700; font-size: 11px; padding: 1px 6px;
          border-radius: 8px; }
 .name { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; min-width: 0; flex: 1; }
-.score { display: flex; align-items: center; gap: 6px; font-size: 12px; color: var(--muted); }
+.score { display: flex; flex-wrap: wrap; align-items: center; gap: 2px 6px; font-size: 12px; color: var(--muted); }
 .score b { font-size: 15px; color: hsl(var(--h), 70%, 32%); }
 .score.ranked b { font-size: 17px; }
-.score .model { min-width: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; flex: 0 1 auto; }
+.score .model { min-width: 0; overflow-wrap: anywhere; flex: 0 1 auto; }  /* full names: aesthetic-ava vs -hotels */
 .score svg.dist { margin-left: auto; }
 svg.dist { flex: none; }
 svg.dist rect { fill: #8c959f; }
