@@ -108,6 +108,18 @@ def read_checkpoint_dict(path: str | os.PathLike[str], map_location: str | torch
     return data
 
 
+def recorded_backbone(path: str | os.PathLike[str]) -> str | None:
+    """The backbone a nima-rt checkpoint at ``path`` records; None for anything else (``imagenet``,
+    ``none``, a backbone state dict, a missing file: their own errors come later)."""
+    if os.fspath(path) in ("imagenet", "none") or not Path(path).is_file():
+        return None
+    try:
+        data = read_checkpoint_dict(path)
+        return ModelConfig.from_dict(json.loads(data["model_config"]), str(path)).backbone
+    except (ContractError, json.JSONDecodeError, TypeError, ValueError):
+        return None
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
     path = Path(path)
