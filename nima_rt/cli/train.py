@@ -37,7 +37,8 @@ def train_command(
     head: str | None = typer.Option(None, "--head", help="linear | multilevel."),
     dropout: float | None = typer.Option(None, "--dropout", help="Head dropout (0.75)."),
     pretrained: str | None = typer.Option(None, "--pretrained", help="imagenet | none | PATH (checkpoint or "
-                                                                        "backbone state dict)."),
+                                                                        "backbone state dict; a checkpoint brings "
+                                                                        "its backbone unless --backbone is given)."),
     image_size: int | None = typer.Option(None, "--image-size", help="Model input size S (224)."),
     head_epochs: int | None = typer.Option(None, "--head-epochs", help="Epochs of stage 1 (head only)."),
     full_epochs: int | None = typer.Option(None, "--full-epochs", help="Epochs of stage 2 (all layers)."),
@@ -70,6 +71,10 @@ def train_command(
         if resume is not None:
             result = train(None, resume=resume, stop_after=stop_after)
         else:
+            if backbone is None and config is None and pretrained is not None:
+                from ..train.checkpoint import recorded_backbone
+
+                backbone = recorded_backbone(pretrained)  # fine-tuning keeps the checkpoint's own backbone
             overrides = {
                 "name": name, "kind": kind, "pretrained": pretrained, "batch_size": batch_size, "out": out,
                 "seed": seed, "device": device, "threads": threads,
