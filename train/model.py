@@ -280,7 +280,7 @@ def _imagenet_backbone(config: ModelConfig) -> nn.Module:
         where = f"Hugging Face repo {hub_id!r}" if hub_id else f"timm model {name!r}"
         raise PretrainedError(
             f"ImageNet weights for backbone {config.backbone!r} are not in the local cache ({where}); "
-            f"nothing is downloaded at run time: fetch them once (e.g. `huggingface-cli download {hub_id}`) "
+            f"nothing is downloaded at run time: fetch them once (e.g. `hf download {hub_id}`) "
             f"or pass --pretrained PATH to a state dict, or use backbone efficientnet_lite0 (weights ship "
             f"with a pip package)"
         )
