@@ -54,6 +54,8 @@ class ExportRequest:
     # to what its file name says (export/imports.py: identity), a checkpoint to its own metadata.
     kind: str | None = None
     name: str | None = None
+    # Keras imports only: "keras" (Keras >= 2.2, tf.keras, Keras 3) or "symmetric" (Keras 2.1.5/2.1.6's MobileNet).
+    keras_padding: str = "keras"
 
 
 @dataclass
@@ -196,8 +198,9 @@ def _from_checkpoint(request: ExportRequest, output: Path, scratch: Path, log: L
 def _load_network(request: ExportRequest, log: Log):
     """The contract module and metadata of a nima-rt checkpoint, or of a foreign NIMA model imported
     (a Keras HDF5 file, a PyTorch state dict: export/imports.py)."""
-    from nima_rt.files import file_sha256
     from nima_rt.train.checkpoint import load_checkpoint
+
+    from nima_rt.files import file_sha256
 
     from .imports import ImportRequest, identity, import_model, is_keras_file
     from .torch_import import is_nima_checkpoint
@@ -207,7 +210,8 @@ def _load_network(request: ExportRequest, log: Log):
         if is_keras_file(source):
             _need("h5py", "train", "importing a Keras HDF5 file")
         kind, name = identity(source, request.kind, request.name)
-        imported = import_model(ImportRequest(source, kind, name, file_sha256(source), _now()), log)
+        imported = import_model(ImportRequest(source, kind, name, file_sha256(source), _now(), request.keras_padding),
+                                log)
         return imported.module, imported.metadata
     checkpoint = load_checkpoint(source)
     renamed = {k: v for k, v in (("kind", request.kind), ("name", request.name)) if v is not None}

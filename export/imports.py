@@ -31,6 +31,7 @@ class ImportRequest:
     name: str
     sha256: str
     created: str
+    keras_padding: str = "keras"  # keras_mobilenet.PADDINGS: how the Keras file's MobileNet padded
 
 
 @dataclass

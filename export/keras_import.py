@@ -27,7 +27,7 @@ import numpy as np
 from nima_rt.contract import NUM_BINS, ModelMetadata, Normalization, ResizeSpec
 
 from .imports import ImportedModel, ImportFailed, ImportRequest
-from .keras_mobilenet import BLOCKS, KerasLayerWeights, conv_names
+from .keras_mobilenet import BLOCKS, PADDINGS, KerasLayerWeights, conv_names
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 INPUT_SIZE = 224
@@ -175,12 +175,14 @@ def mobilenet_layers(keras: KerasFile) -> tuple[dict[str, KerasLayerWeights], Ke
     return layers, _dense_head(keras), widths
 
 
-def _padding_note(keras: KerasFile) -> str | None:
+def _padding_note(keras: KerasFile, padding: str) -> str | None:
     """Keras 2.1.5/2.1.6 padded every depthwise convolution symmetrically; its files show ``conv_pad_1``."""
+    if padding == "symmetric":
+        return "imported with Keras 2.1.5/2.1.6's symmetric padding (--keras-padding symmetric)"
     if "conv_pad_1" in keras.all_layer_names:
         return ("the file's layer names (conv_pad_1) show it was saved by Keras 2.1.5/2.1.6, whose MobileNet "
                 "padded stride-2 convolutions symmetrically; imported with today's Keras padding (bottom/right), "
-                "as tf.keras and idealo's current predict code load it")
+                "as tf.keras and idealo's current predict code load it (--keras-padding symmetric: as Keras 2.1.6)")
     return None
 
 
@@ -193,13 +195,15 @@ def import_keras(request: ImportRequest) -> ImportedModel:
     path = request.path
     keras = read_keras_h5(path)
     layers, dense, widths = mobilenet_layers(keras)
-    network = KerasMobileNetNima(widths)
+    if request.keras_padding not in PADDINGS:
+        raise ImportFailed(f"--keras-padding must be one of {', '.join(PADDINGS)}, got {request.keras_padding!r}")
+    network = KerasMobileNetNima(widths, padding=request.keras_padding)
     try:
         network.load_keras(layers, dense)
     except (KeyError, ValueError) as exc:
         raise _refuse(keras, f"weights do not fit MobileNet v1 ({exc})") from None
     alpha = widths[-1] / 1024
-    notes = [note for note in [_padding_note(keras)] if note]
+    notes = [note for note in [_padding_note(keras, request.keras_padding)] if note]
     layout = f"Sequential with nested base {keras.nested!r}" if keras.nested else "functional"
     metadata = ModelMetadata(
         name=request.name,

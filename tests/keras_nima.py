@@ -134,3 +134,40 @@ def write_layers_h5(path: Path, layers: dict[str, dict[str, np.ndarray]], versio
             for param, array in arrays.items():
                 group.create_dataset(f"{name}/{param}:0", data=array)
     return path
+
+
+def keras_2_1_6_twin(model):
+    """``model``'s layers and weights in the MobileNet Keras 2.1.5/2.1.6 built: ``ZeroPadding2D((1, 1))`` +
+    ``valid`` before ``conv1`` and every depthwise convolution (layer names as those versions wrote them)."""
+    import keras
+    from keras import layers
+
+    def copy(layer):
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+
+    inputs = keras.Input((INPUT, INPUT, 3))
+    x = layers.ZeroPadding2D((1, 1), name="conv1_pad")(inputs)
+    units = []
+    conv = layers.Conv2D(model.get_layer("conv1").filters, 3, strides=2, use_bias=False, name="conv1")
+    x = conv(x)
+    units.append(conv)
+    norm = layers.BatchNormalization(name="conv1_bn")
+    x = layers.ReLU(6.0, name="conv1_relu")(norm(x))
+    units.append(norm)
+    for block in range(1, 14):
+        stride = model.get_layer(f"conv_dw_{block}").strides
+        x = layers.ZeroPadding2D((1, 1), name=f"conv_pad_{block}")(x)
+        for layer in (layers.DepthwiseConv2D(3, strides=stride, use_bias=False, name=f"conv_dw_{block}"),
+                      layers.BatchNormalization(name=f"conv_dw_{block}_bn"), layers.ReLU(6.0),
+                      layers.Conv2D(model.get_layer(f"conv_pw_{block}").filters, 1, use_bias=False,
+                                    name=f"conv_pw_{block}"),
+                      layers.BatchNormalization(name=f"conv_pw_{block}_bn"), layers.ReLU(6.0)):
+            x = layer(x)
+            if layer.weights:
+                units.append(layer)
+    x = layers.GlobalAveragePooling2D()(x)
+    dense = layers.Dense(10, activation="softmax", name=model.layers[-1].name)
+    twin = keras.Model(inputs, dense(layers.Dropout(0.75)(x)))
+    for layer in [*units, dense]:
+        copy(layer)
+    return twin

@@ -218,10 +218,24 @@ def test_files_that_are_not_keras_hdf5_are_refused(reference: KerasReference, tm
         convert(native, tmp_path)
 
 
-def test_keras_2_1_symmetric_padding_files_are_imported_with_a_note(reference: KerasReference, tmp_path: Path) -> None:
-    arrays = _mobilenet_arrays(reference)
-    source = write_layers_h5(tmp_path / "old.h5", {"conv1_pad": {}, "conv_pad_1": {}, **arrays})
+def test_keras_2_1_6_padding_is_reproduced_on_request(reference: KerasReference, tmp_path: Path) -> None:
+    """A Keras 2.1.5/2.1.6-architecture model (symmetric ZeroPadding2D((1, 1))): imported with
+    keras_padding="symmetric" it scores as that Keras did; by default as today's Keras, with a note."""
+    from keras_nima import keras_2_1_6_twin
+
+    twin = keras_2_1_6_twin(reference.model)
+    expected = twin.predict(keras_inputs(PHOTOS), verbose=0).astype(np.float64)
+    assert np.abs(expected @ BINS - reference.mean).max() > 0.01  # the padding matters for these weights
+    source = tmp_path / "keras_2_1_6.h5"
+    twin.save(source)
+    output = tmp_path / "symmetric.onnx"
+    run_export(ExportRequest(source=source, output=output, verify=False, name="old", keras_padding="symmetric"))
+    mean, dist = runtime_scores(output, "old")
+    assert np.abs(mean - expected @ BINS).max() <= BAR
+    assert np.abs(dist - expected).max() <= BAR
     notes: list[str] = []
-    run_export(ExportRequest(source=source, output=tmp_path / "old.onnx", verify=False), notes.append)
+    run_export(ExportRequest(source=source, output=tmp_path / "today.onnx", verify=False, name="old"), notes.append)
     assert any(line.startswith("note: the file's layer names (conv_pad_1) show it was saved by Keras 2.1.5/2.1.6")
                for line in notes)
+    mean, _ = runtime_scores(tmp_path / "today.onnx", "old")
+    assert np.abs(mean - reference.mean).max() <= BAR  # today's padding: the modern Keras model's scores

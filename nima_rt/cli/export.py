@@ -62,6 +62,11 @@ def export(
         "to what its name says, e.g. weights_mobilenet_aesthetic_0.07.hdf5 -> aesthetic)."
     ),
     name: str | None = typer.Option(None, "--name", help="Model name: the score columns' prefix (default: the kind)."),
+    keras_padding: str = typer.Option(
+        "keras", "--keras-padding",
+        help="Keras imports: keras (Keras >= 2.2, tf.keras, Keras 3: bottom/right padding at stride 2) | symmetric "
+        "(the MobileNet of Keras 2.1.5/2.1.6).",
+    ),
 ) -> None:
     """Export a checkpoint to the contract ONNX model (fp32/fp16/INT8) or a TensorRT engine, and verify it."""
     from ..export.api import ExportRequest, run_export
@@ -85,6 +90,7 @@ def export(
         tensorrt=TensorRTSettings(min_batch, opt_batch, max_batch, timing_cache, calibration_cache, workspace_gib),
         kind=kind,
         name=name,
+        keras_padding=keras_padding,
     )
     try:
         result = run_export(request, note)
