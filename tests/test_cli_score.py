@@ -444,3 +444,27 @@ def test_engine_ray_without_ray_is_one_install_line(
     result = run("score", photo_dir, "-m", tiny_model, "--engine", "ray", "-o", tmp_path / "shards")
     assert result.exit_code == 1
     assert result.stderr == "error: --engine ray needs the 'ray' extra (ray is not installed): pip install 'nima-rt[ray]'\n"
+
+
+def test_the_readme_first_command_runs_without_the_training_stack() -> None:
+    """README's `pip install . && nima-rt score examples/photos`: no torch, timm, scipy, onnx, pyarrow or ray."""
+    repo = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys\n"
+        "BLOCKED = {'torch', 'torchvision', 'timm', 'scipy', 'onnx', 'pyarrow', 'ray', 'tensorflow', 'pandas'}\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from nima_rt.cli import app\n"
+        "sys.argv = ['nima-rt', 'score', 'examples/photos', '--sort']\n"
+        "app()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                         env=dict(os.environ, PYTHONPATH=str(repo)), timeout=120)
+    assert out.returncode == 0, out.stderr
+    shown = [",".join(row[:4]) for row in csv.reader(io.StringIO(out.stdout))]
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    block = readme.split("$ nima-rt score examples/photos --sort | cut -d, -f1-4\n", 1)[1].split("```", 1)[0]
+    assert shown == block.strip().splitlines()  # the README shows the real output
