@@ -31,7 +31,7 @@ from .results import ModelScore, ScoreResult
 
 FORMATS = ("csv", "jsonl", "parquet")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP)
-PARQUET_EXTRA_TYPES = {"rank": "int32", "best": "bool_"}  # pyarrow type names  # other extra columns (group) are strings
+PARQUET_EXTRA_TYPES = {"rank": "int32", "best": "bool_"}  # pyarrow type names; other extra columns are strings
 
 
 class OutputError(RuntimeError):

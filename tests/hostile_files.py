@@ -28,7 +28,8 @@ def blp1_embedding_jpeg(width: int, height: int) -> bytes:
     jpeg = jpeg_declaring(width, height)
     header = b"BLP1" + struct.pack("<iIIIi", 0, 0, 8, 8, 5) + b"\0" * 4
     offsets = [28 + 128 + 4 + len(jpeg)] + [0] * 15
-    return header + struct.pack("<16I", *offsets) + struct.pack("<16I", *([0] * 16)) + struct.pack("<I", len(jpeg)) + jpeg
+    lengths = [0] * 16
+    return header + struct.pack("<16I", *offsets) + struct.pack("<16I", *lengths) + struct.pack("<I", len(jpeg)) + jpeg
 
 
 def bmp_rle8_declaring(width: int, height: int, covered_rows: int | None = None) -> bytes:

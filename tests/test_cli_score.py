@@ -320,7 +320,8 @@ def test_a_full_disk_is_one_error_line_and_the_output_resumes(
     assert out.read_bytes() == complete
     dev_full = subprocess.run([sys.executable, "-m", "nima_rt", "score", str(photo_dir), "-m", str(tiny_model),
                                "-o", "/dev/full", "-q"], capture_output=True, text=True)
-    assert (dev_full.returncode, dev_full.stderr) == (1, "error: /dev/full: cannot write output (No space left on device)\n")
+    assert dev_full.returncode == 1
+    assert dev_full.stderr == "error: /dev/full: cannot write output (No space left on device)\n"
 
 
 def test_a_closed_stdout_ends_quietly_with_141(tiny_model: Path, tmp_path: Path) -> None:
@@ -345,7 +346,8 @@ def test_nothing_scored_is_exit_3(tiny_model: Path, tmp_path: Path, photo_dir: P
     assert empty.stderr.strip().splitlines()[-1] == f"error: no image files found in {tmp_path / 'empty'}"
     missing = run("score", tmp_path / "nope.jpg", "-m", tiny_model)
     assert missing.exit_code == 3
-    assert missing.stderr.strip().splitlines()[-1] == "error: none of the 1 input(s) could be scored (see the error column)"
+    last = missing.stderr.strip().splitlines()[-1]
+    assert last == "error: none of the 1 input(s) could be scored (see the error column)"
     out = tmp_path / "done.csv"
     assert run("score", photo_dir, "-m", tiny_model, "-o", out).exit_code == 0
     assert run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume").exit_code == 0  # all done: success
@@ -431,7 +433,8 @@ def test_version_and_models_list(tiny_model: Path, tmp_path: Path, monkeypatch: 
     (bundle / "tiny.onnx").write_bytes(tiny_model.read_bytes())
     monkeypatch.setattr("nima_rt.model_file.BUNDLED_DIR", bundle)
     text = run("models")
-    assert text.stdout.splitlines()[0] == f"tiny: technical, 32x32, trained on nothing (test model)  [{bundle / 'tiny.onnx'}]"
+    first = text.stdout.splitlines()[0]
+    assert first == f"tiny: technical, 32x32, trained on nothing (test model)  [{bundle / 'tiny.onnx'}]"
 
 
 def test_engine_ray_without_ray_is_one_install_line(
@@ -440,10 +443,13 @@ def test_engine_ray_without_ray_is_one_install_line(
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
     result = run("score", photo_dir, "-m", tiny_model, "--engine", "ray", "-o", tmp_path / "shards")
     assert result.exit_code == 1
-    assert result.stderr == "error: --engine ray needs the 'ray' extra (ray is not installed): pip install 'nima-rt[ray]'\n"
+    assert result.stderr == (
+        "error: --engine ray needs the 'ray' extra (ray is not installed): pip install 'nima-rt[ray]'\n"
+    )
 
 
 def test_the_readme_first_command_runs_without_the_training_stack() -> None:

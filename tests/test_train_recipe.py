@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("timm")
 
+from nima_rt.train.checkpoint import load_checkpoint, recorded_backbone, save_checkpoint  # noqa: E402
+from nima_rt.train.model import ModelConfig, build_network  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from nima_rt.cli import app  # noqa: E402
 from nima_rt.contract import ModelMetadata  # noqa: E402
-from nima_rt.train.checkpoint import load_checkpoint, recorded_backbone, save_checkpoint  # noqa: E402
-from nima_rt.train.model import ModelConfig, build_network  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from training_data import write_blur_set  # noqa: E402
