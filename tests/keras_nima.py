@@ -27,12 +27,13 @@ def keras_inputs(paths: list[Path]) -> np.ndarray:
     return keras.applications.mobilenet.preprocess_input(images)
 
 
-def build_nima(calibration: np.ndarray, seed: int = 0):
-    """idealo's functional NIMA model with random weights tuned to ``calibration`` (preprocessed images)."""
+def build_nima(calibration: np.ndarray, seed: int = 0, alpha: float = 1.0):
+    """idealo's functional NIMA model with random weights tuned to ``calibration`` (preprocessed images);
+    ``alpha`` is MobileNet's width multiplier (idealo's: 1.0)."""
     import keras
 
     rng = np.random.default_rng(seed)
-    base = keras.applications.MobileNet(input_shape=(INPUT, INPUT, 3), weights=None, include_top=False,
+    base = keras.applications.MobileNet(input_shape=(INPUT, INPUT, 3), alpha=alpha, weights=None, include_top=False,
                                         pooling="avg")
     x = keras.layers.Dropout(0.75)(base.output)
     x = keras.layers.Dense(10, activation="softmax")(x)

@@ -104,6 +104,20 @@ def test_scores_match_keras_on_real_photos(reference: KerasReference, tmp_path: 
     assert np.abs(dist - reference.dist).max() <= BAR
 
 
+def test_other_width_multipliers_are_read_from_the_kernels(tmp_path: Path) -> None:
+    model = build_nima(keras_inputs(PHOTOS), seed=3, alpha=0.25)
+    expected = model.predict(keras_inputs(PHOTOS), verbose=0).astype(np.float64)
+    source = tmp_path / "mobilenet_025.h5"
+    model.save(source)
+    output = convert(source, tmp_path, name="narrow")
+    mean, dist = runtime_scores(output, "narrow")
+    assert np.abs(mean - expected @ BINS).max() <= BAR
+    assert np.abs(dist - expected).max() <= BAR
+    from nima_rt.model_file import load_model_file
+
+    assert load_model_file(output).metadata.backbone == "keras_mobilenet_v1_0.25"
+
+
 def test_metadata_records_the_keras_preprocessing(reference: KerasReference, tmp_path: Path) -> None:
     source = reference.saved("weights_mobilenet_aesthetic_k2.hdf5")
     result = CliRunner().invoke(app, ["info", str(convert(source, tmp_path)), "--json"])
