@@ -192,17 +192,22 @@ def test_folder_symlinks_are_walked_once(tmp_path: Path) -> None:
 
 
 def test_a_very_deep_tree_is_walked_without_recursion(tmp_path: Path) -> None:
-    depth = sys.getrecursionlimit() + 200  # os.walk (recursive) ended in a RecursionError here
+    depth = 1200  # deeper than the recursion limit set below: os.walk (recursive) ends in a RecursionError
     folder = tmp_path
-    for _ in range(depth):  # os.makedirs recurses too
-        folder = folder / "d"
-        folder.mkdir()
-    Image.new("RGB", (8, 8)).save(folder / "deep.png")
-    Image.new("RGB", (8, 8)).save(tmp_path / "top.png")
+    limit = sys.getrecursionlimit()
     try:
-        assert [i.path for i in iter_inputs([tmp_path])] == [str(tmp_path / "top.png"), str(folder / "deep.png")]
+        for _ in range(depth):  # os.makedirs recurses too
+            folder = folder / "d"
+            folder.mkdir()
+        Image.new("RGB", (8, 8)).save(folder / "deep.png")
+        Image.new("RGB", (8, 8)).save(tmp_path / "top.png")
+        sys.setrecursionlimit(1000)
+        walked = [i.path for i in iter_inputs([tmp_path])]
+        sys.setrecursionlimit(limit)
+        assert walked == [str(tmp_path / "top.png"), str(folder / "deep.png")]
     finally:  # pytest's clean-up (shutil.rmtree) recurses: take the tree down bottom-up here
-        (folder / "deep.png").unlink()
+        sys.setrecursionlimit(limit)
+        (folder / "deep.png").unlink(missing_ok=True)
         while folder != tmp_path:
             folder.rmdir()
             folder = folder.parent
