@@ -44,9 +44,10 @@ from .variants import int8_variant
 
 ModelSpec = str | os.PathLike[str] | None
 
-# Measured on 2 cores (docs/runtime.md): ONNX Runtime on CPU gains nothing past 16 while its memory
-# grows with the batch (~200 MB at 8, ~300 MB at 16, ~550 MB at 32 for MobileNetV2); GPUs want large batches.
-DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 128}
+# Measured on 2 cores (docs/benchmarks.md, benchmarks/cpu_schedule.py): with one 1-thread session per core,
+# batch 4 used the least CPU per image and the least memory (each session's arena holds one batch's
+# activations: peak RSS ~270 MB at 4, ~370 MB at 8, ~580 MB at 16); GPUs want large batches.
+DEFAULT_BATCH_SIZE = {"cpu": 4, "cuda": 128}
 
 
 @dataclass(frozen=True)

@@ -214,3 +214,22 @@ def test_cli_precision_int8_refuses_a_model_file_in_one_line(tiny_model: Path, t
         f"error: {tiny_model}: --precision int8 picks a bundled model's INT8 variant; for this model export one "
         f"(`nima-rt export {tiny_model} --precision int8 --calibration-images PHOTOS/`) and pass that file with "
         "--model\n")
+
+
+def test_a_failed_batch_among_parallel_batches_marks_only_its_rows(tiny_model: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    class FailsOnOneBatch(_OutOfOrderBackend):
+        def run(self, images: np.ndarray) -> BackendOutput:
+            self.second_done.set()  # no pairing needed here
+            if int(images[0, 0, 0, 0]) == 40:  # the batch that starts with the fifth image
+                raise RuntimeError("device lost")
+            return super().run(images)
+
+    fake = FailsOnOneBatch()
+    monkeypatch.setattr("nima_rt.scorer.choose_backend", lambda *args: BackendChoice(fake, []))
+    arrays = [np.full((32, 32, 3), value, np.uint8) for value in range(0, 120, 10)]
+    with Scorer([tiny_model], ScorerConfig(batch_size=4)) as scorer:
+        results = list(scorer.score_images(arrays))
+    assert [r.ok for r in results] == [True] * 4 + [False] * 4 + [True] * 4
+    assert results[4].error == "<image 4>: inference failed (RuntimeError: device lost)"
+    assert [r.scores["tiny"].mean for r in results if r.ok] == [0.0, 10.0, 20.0, 30.0, 80.0, 90.0, 100.0, 110.0]

@@ -32,11 +32,15 @@ def provider_unavailable_reason(provider: str) -> str | None:
     return f"onnxruntime {ort.__version__} has no {provider} (has: {', '.join(available)})"
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None, memory_pattern: bool = True) -> ort.SessionOptions:
+    """The runtime's session settings. ``memory_pattern=False`` (the CPU backend) lets each run allocate
+    from the arena as it goes instead of planning one block per input shape: measured on the bundled
+    model with two sessions, peak RSS 250 vs 266 MB at batch 4 (337 vs 367 at 8) for no loss of speed."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or (os.cpu_count() or 1)
     options.inter_op_num_threads = 1
+    options.enable_mem_pattern = memory_pattern
     # Spinning threads steal the cores the decoders need (measured: -7% end to end on 2 cores).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
@@ -68,6 +72,7 @@ class OnnxRuntimeBackend:
         name: str,
         options: BackendOptions = BackendOptions(),
         sessions: int = 1,
+        memory_pattern: bool = True,
     ) -> None:
         if model.format != "onnx":
             raise BackendUnavailable(f"{name} runs ONNX models, not {model.format} files")
@@ -78,6 +83,7 @@ class OnnxRuntimeBackend:
         self.concurrent_runs = sessions
         self._providers_wanted = providers
         self._threads = options.threads
+        self._memory_pattern = memory_pattern
         self._free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         self._opened = 0
         self._lock = threading.Lock()
@@ -89,7 +95,7 @@ class OnnxRuntimeBackend:
     def _open_session(self) -> ort.InferenceSession:
         try:
             session = ort.InferenceSession(
-                str(self.model.path), sess_options=session_options(self._threads), providers=self._providers_wanted
+                str(self.model.path), sess_options=session_options(self._threads, self._memory_pattern), providers=self._providers_wanted
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             message = " ".join(str(exc).split())
@@ -137,4 +143,5 @@ def availability(model: ModelFile) -> str | None:
 
 
 def create(model: ModelFile, options: BackendOptions) -> OnnxRuntimeBackend:
-    return OnnxRuntimeBackend(model, [CPU_PROVIDER], "onnxruntime-cpu", options, sessions=options.sessions)
+    return OnnxRuntimeBackend(model, [CPU_PROVIDER], "onnxruntime-cpu", options, sessions=options.sessions,
+                              memory_pattern=False)

@@ -73,7 +73,7 @@ Workers = Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Dec
 BatchSize = Annotated[
     int | None,
     typer.Option("--batch-size", "-b", min=1, max=4096,
-                 help="Images per inference call (default: 16 on CPU, 128 on GPU)."),
+                 help="Images per inference call (default: 4 on CPU, per session; 128 on GPU)."),
 ]
 Threads = Annotated[
     int | None,
