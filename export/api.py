@@ -145,7 +145,7 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
         if kind == "checkpoint":
             fp32_path, metadata, reference = _from_checkpoint(request, output, Path(scratch), log)
         else:
-            fp32_path, metadata, reference = request.source, source_model.metadata, None
+            fp32_path, metadata, reference = request.source, _renamed(source_model.metadata, request), None
         if request.format == "tensorrt":
             return _tensorrt(request, fp32_path, metadata, output, log)
         if request.precision == "fp32":
@@ -214,10 +214,15 @@ def _load_network(request: ExportRequest, log: Log):
                                 log)
         return imported.module, imported.metadata
     checkpoint = load_checkpoint(source)
-    renamed = {k: v for k, v in (("kind", request.kind), ("name", request.name)) if v is not None}
-    metadata = dataclasses.replace(checkpoint.metadata, **renamed, source_checkpoint_sha256=checkpoint.sha256,
+    metadata = dataclasses.replace(_renamed(checkpoint.metadata, request), source_checkpoint_sha256=checkpoint.sha256,
                                    created=_now())
     return checkpoint.contract_module(), metadata
+
+
+def _renamed(metadata: ModelMetadata, request: ExportRequest) -> ModelMetadata:
+    """``metadata`` with the kind and name ``--kind``/``--name`` asked for (unchanged when not given)."""
+    renamed = {k: v for k, v in (("kind", request.kind), ("name", request.name)) if v is not None}
+    return dataclasses.replace(metadata, **renamed) if renamed else metadata
 
 
 def _opset(model) -> int:

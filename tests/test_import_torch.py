@@ -167,3 +167,22 @@ def test_a_head_on_an_unsupported_backbone_is_refused(tmp_path: Path) -> None:
     torch.save(model.state_dict(), source)
     with pytest.raises(ImportFailed, match=r"custom.pth: the head has 5 outputs, NIMA's has 10"):
         run_export(ExportRequest(source=source, output=tmp_path / "x.onnx", verify=False))
+
+
+def test_kind_and_name_rename_checkpoints_and_onnx_variants(tmp_path: Path) -> None:
+    """--kind/--name apply to nima-rt checkpoints and to ONNX sources of fp16 variants too, not only to imports."""
+    from export_models import tiny_checkpoint
+
+    from nima_rt.model_file import load_model_file
+
+    checkpoint = tiny_checkpoint(tmp_path / "best.pt")
+    plain = run_export(ExportRequest(checkpoint, tmp_path / "plain.onnx", verify=False))
+    renamed = run_export(ExportRequest(checkpoint, tmp_path / "renamed.onnx", verify=False, kind="aesthetic",
+                                       name="mine"))
+    assert (renamed.metadata.kind, renamed.metadata.name) == ("aesthetic", "mine") != (
+        plain.metadata.kind, plain.metadata.name)
+    half = run_export(ExportRequest(tmp_path / "plain.onnx", tmp_path / "half.onnx", precision="fp16",
+                                    verify=False, name="half"))
+    assert load_model_file(half.output).metadata.name == "half"
+    with pytest.raises(ValueError, match="model kind 'pretty' is not one of aesthetic, technical, custom"):
+        run_export(ExportRequest(checkpoint, tmp_path / "bad.onnx", verify=False, kind="pretty"))
