@@ -40,6 +40,8 @@ PYIQA_BACKBONES = tuple(PYIQA_SIGNATURES)
 PYIQA_INPUT_SIZE = {"inception_resnet_v2": 299}
 SUPPORTED = ("nima.pytorch (base_model.* + head.2.*, torchvision ResNet-18..152) and pyiqa NIMA "
              f"(base_model.* + classifier.2.*, timm {', '.join(PYIQA_BACKBONES)}) state dicts")
+# nima.pytorch's first release wrapped its own MobileNetV2 (features[1] = InvertedResidual with a .conv Sequential).
+OWN_MOBILENET_V2_KEY = "base_model.0.1.conv.0.weight"
 LICENCES = {"nima.pytorch": "truskovskiyk/nima.pytorch: MIT",
             "pyiqa": "chaofengc/IQA-PyTorch: CC BY-NC-SA 4.0, non-commercial use only"}
 # The resize both publishers' inference uses: PIL bilinear to S x S (torchvision Resize on PIL images).
@@ -157,6 +159,10 @@ def import_torch(request: ImportRequest) -> ImportedModel:
     head = state.get("head.2.weight", state.get("classifier.2.weight"))
     if head is not None and tuple(head.shape)[0] != NUM_BINS:
         raise _refusal(path, state, f"the head has {tuple(head.shape)[0]} outputs, NIMA's has {NUM_BINS}")
+    if OWN_MOBILENET_V2_KEY in state:
+        raise _refusal(path, state, "nima.pytorch's own MobileNetV2 (its pretrain-model.pth: ReLU stem and an "
+                                    "expansion convolution in the first block, which neither torchvision's nor timm's "
+                                    "MobileNetV2 has)")
     candidates = _candidates(state, model_type)
     if not candidates:
         raise _refusal(path, state, "not a nima-rt checkpoint and no NIMA head (head.2.* or classifier.2.*)")

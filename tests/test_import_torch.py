@@ -163,6 +163,13 @@ def test_a_head_on_an_unsupported_backbone_is_refused(tmp_path: Path) -> None:
                                            r"resnet18, resnet34, resnet50, resnet101, resnet152 \(4 tensors: "
                                            r"base_model.0.weight, base_model.0.bias, head.2.weight, \.\.\.\)"):
         run_export(ExportRequest(source=source, output=tmp_path / "x.onnx", verify=False))
+    own = {"base_model.0.0.0.weight": torch.zeros(32, 3, 3, 3),
+           "base_model.0.1.conv.0.weight": torch.zeros(32, 32, 1, 1),
+           "head.2.weight": torch.zeros(10, 1280), "head.2.bias": torch.zeros(10)}
+    torch.save({"state_dict": own}, source)
+    with pytest.raises(ImportFailed, match=r"custom.pth: nima.pytorch's own MobileNetV2 \(its pretrain-model.pth: ReLU "
+                                           r"stem .*\); nima-rt imports nima.pytorch"):
+        run_export(ExportRequest(source=source, output=tmp_path / "x.onnx", verify=False))
     model.head = nn.Sequential(nn.ReLU(), nn.Dropout(), nn.Linear(8, 5))
     torch.save(model.state_dict(), source)
     with pytest.raises(ImportFailed, match=r"custom.pth: the head has 5 outputs, NIMA's has 10"):
