@@ -25,7 +25,8 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
@@ -260,14 +261,17 @@ def decode_cost(image: Image.Image) -> int:
     return width * height * (_STORED_BYTES.get(image.mode, 4) + 12)
 
 
-def _opened(source: str | os.PathLike[str] | BinaryIO, label: str) -> Image.Image:
-    stream = _open_regular(os.fspath(source), label) if not hasattr(source, "read") else source
+@contextmanager
+def _opened(source: str | os.PathLike[str] | BinaryIO, label: str) -> Iterator[Image.Image]:
+    """The opened (not yet decoded) image; a file opened here is closed here."""
+    own = not hasattr(source, "read")
+    stream = _open_regular(os.fspath(source), label) if own else source  # type: ignore[arg-type]
     try:
-        return Image.open(stream, formats=_open_order())  # type: ignore[arg-type]
-    except BaseException:
-        if stream is not source:
+        with Image.open(stream, formats=_open_order()) as image:  # type: ignore[arg-type]
+            yield image
+    finally:
+        if own:
             stream.close()  # type: ignore[union-attr]
-        raise
 
 
 def _rgb_from_open(
