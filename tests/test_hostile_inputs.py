@@ -222,3 +222,18 @@ def test_an_unreadable_folder_is_an_error_item(tmp_path: Path) -> None:
     finally:
         (tmp_path / "locked").chmod(0o755)
     assert items[0].error == f"{tmp_path / 'locked'}: cannot list folder (Permission denied)"
+
+
+def test_files_opened_for_decoding_are_closed(tmp_path: Path) -> None:
+    import gc
+    import warnings
+
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"not an image")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        decode_file(tmp_path / "a.jpg", SAME)
+        with pytest.raises(DecodeError):
+            decode_file(tmp_path / "b.jpg", SAME)
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
