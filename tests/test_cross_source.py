@@ -75,6 +75,14 @@ def test_run_cross_source_with_the_tiny_model(tmp_path: Path, tiny_model: Path) 
     assert saved["scorers"][0]["types"]["underexposure"]["pair_accuracy"] == 1.0
 
 
+def test_scorer_names_are_unique_and_say_which_is_bundled() -> None:
+    from nima_rt.train.cross_source import scorer_name
+
+    assert scorer_name("work/technical.onnx", []) == "technical"
+    assert scorer_name("technical", ["technical"]) == "technical (bundled)"
+    assert scorer_name("other/technical.onnx", ["technical"]) == "technical #2"
+
+
 def test_evaluate_scores_refuses_non_finite_scores() -> None:
     rows = [{"path": "a/clean", "group": "a", "view": "full", "distortion": "clean", "level": "0"},
             {"path": "a/1", "group": "a", "view": "full", "distortion": "jpeg", "level": "1"}]

@@ -128,6 +128,16 @@ def evaluation_rows(config: CrossSourceConfig) -> list[dict[str, str]]:
     return rows
 
 
+def scorer_name(model: str, taken: Sequence[str]) -> str:
+    """A column name for ``model``: a file's stem, a bundled model's name + `` (bundled)``; unique."""
+    name = f"{model} (bundled)" if not model.endswith(".onnx") else Path(model).stem
+    base, n = name, 1
+    while name in taken:
+        n += 1
+        name = f"{base} #{n}"
+    return name
+
+
 def run_cross_source(config: CrossSourceConfig, progress: Callable[[str], None] | None = None) -> CrossSourceResult:
     """Score the split with every model and baseline of ``config``; see the module docstring."""
     rows = evaluation_rows(config)
@@ -137,7 +147,7 @@ def run_cross_source(config: CrossSourceConfig, progress: Callable[[str], None] 
         if progress is not None:
             progress(model)
         scores = score_with_runtime(dataset, rows, model)
-        scorers.append(evaluate_scores(Path(model).stem if model.endswith(".onnx") else model, rows, scores, config))
+        scorers.append(evaluate_scores(scorer_name(model, [s.name for s in scorers]), rows, scores, config))
     if config.baselines is not None:
         from .baselines import BaselineError, fetch_baseline_parameters, load_baselines
 
