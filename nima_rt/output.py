@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from .results import ModelScore, ScoreResult
 
 FORMATS = ("csv", "jsonl", "parquet")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP)
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")  # what text_cell writes for a byte that is not UTF-8
 PARQUET_EXTRA_TYPES = {"rank": "int32", "best": "bool_"}  # pyarrow type names; other extra columns are strings
 
 
@@ -78,6 +80,17 @@ def error_cell(error: str | None) -> str | None:
 def escape_formula(cell: str) -> str:
     """``'=cmd`` for ``=cmd``: a spreadsheet shows the text instead of running it."""
     return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
+def path_from_cell(cell: str, csv_cell: bool = False) -> str:
+    """The path a written cell stands for (what reading a score file back needs to open the file):
+    the formula prefix of a CSV cell removed, ``\\xNN`` escapes (bytes 0x80-0xff) back to the name's bytes
+    as ``os.fsdecode`` gives them."""
+    if csv_cell and cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS):
+        cell = cell[1:]
+    if "\\x" not in cell:
+        return cell
+    return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), cell)
 
 
 def json_row(result: ScoreResult, columns: Sequence[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
