@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract import NUM_BINS
-from ..output import OutputError, csv_header, format_for
+from ..output import OutputError, csv_header, format_for, path_from_cell
 from ..results import ModelScore, ScoreResult
 
 ROW_KEYS = ("path", "error", "group", "rank", "best")
@@ -69,7 +69,8 @@ def _read_csv(handle: Any, file: Path) -> tuple[list[str], list[ScoreResult]]:
             if any(cells):
                 raw = {"mean": cells[0], "std": cells[1], "dist": cells[2:]}
                 scores[column] = _score(raw, f"{file}:{number}")  # type: ignore[assignment]
-        rows.append(ScoreResult(row[0], (row[1] if len(row) > 1 else "") or None, scores))
+        error = (row[1] if len(row) > 1 else "") or None
+        rows.append(ScoreResult(path_from_cell(row[0], csv_cell=True), error, scores))
     return columns, rows
 
 
@@ -81,7 +82,7 @@ def _read_jsonl(handle: Any, file: Path) -> tuple[list[str], list[ScoreResult]]:
             continue
         try:
             record = json.loads(line)
-            row_path = str(record["path"])
+            row_path = path_from_cell(str(record["path"]))
         except (json.JSONDecodeError, KeyError, TypeError):
             raise OutputError(f"{file}:{number}: not a score row (JSON object with a path)") from None
         found = [k for k, v in record.items() if k not in ROW_KEYS and (v is None or isinstance(v, dict))]
@@ -114,5 +115,5 @@ def _read_parquet(file: Path) -> tuple[list[str], list[ScoreResult]]:
                 raw = {"mean": record[f"{column}_mean"], "std": record[f"{column}_std"],
                        "dist": record[f"{column}_dist"]}
                 scores[column] = _score(raw, f"{file}: row {number}")
-        rows.append(ScoreResult(str(record["path"]), record.get("error") or None, scores))  # type: ignore[arg-type]
+        rows.append(ScoreResult(path_from_cell(str(record["path"])), record.get("error") or None, scores))
     return columns, rows
