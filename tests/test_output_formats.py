@@ -146,3 +146,29 @@ def test_parquet_resume_is_refused_whether_or_not_the_file_exists(tmp_path: Path
             check_resumable("parquet", tmp_path / "s.parquet")
         (tmp_path / "s.parquet").write_bytes(b"PAR1")
     check_resumable("csv", tmp_path / "s.csv")
+
+
+def test_score_files_read_back_to_the_real_paths(tiny_model: Path, hostile_dir: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pyarrow.parquet")
+    from nima_rt.report import read_score_file
+
+    with Scorer([tiny_model]) as scorer:
+        results = list(scorer.score_paths([hostile_dir]))
+    monkeypatch.chdir(hostile_dir)  # relative names: "=HYPERLINK(x).jpg" is written "'=HYPERLINK(x).jpg" in CSV
+    relative = [type(r)(os.path.basename(r.path), r.error, r.scores) for r in results]
+    for fmt in ("csv", "jsonl", "parquet"):
+        target = tmp_path / f"back.{fmt}"
+        if fmt == "parquet":
+            writer = ParquetWriter(str(target), ["tiny"])
+        else:
+            stream = open(target, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+            writer = CsvWriter(stream, ["tiny"]) if fmt == "csv" else JsonlWriter(stream, ["tiny"])
+        for result in relative:
+            writer.write(result)
+        writer.close()
+        if fmt != "parquet":
+            stream.close()
+        _, rows = read_score_file(target)
+        assert [row.path for row in rows] == [r.path for r in relative]  # files the report can open again
+        assert all(os.path.exists(row.path) for row in rows)
