@@ -7,7 +7,10 @@ Every variant scores the same photo folder; the variants are interleaved (each r
 in a rotated order) so that a shared machine's load moves them together and the ratios hold:
 
   eager        the peers' loop (pyiqa / nima.pytorch style): Pillow open, torchvision Resize/CenterCrop/
-               ToTensor/Normalize, eager PyTorch, one image at a time, same backbone (random weights)
+               ToTensor/Normalize, eager PyTorch, one image at a time, same backbone (random weights), torch's
+               default threads (one per core); eager-1thread: the same with one torch thread, which is the
+               faster of the two on a busy machine (OpenMP threads waiting for each other). Ratios are taken
+               against the faster eager row, so they never flatter nima-rt
   dataloader   the same transforms in a torch DataLoader (one worker per core, batch 16), eager PyTorch
   naive-ort    full Pillow decode + resize, one image per call of an ONNX Runtime session with default options
   nima-rt      `python -m nima_rt score DIR` in a fresh process (fp32, and `--precision int8` when the
@@ -33,6 +36,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -67,6 +71,7 @@ class Row:
     rates: list[float] = field(default_factory=list)
     wall_rates: list[float] = field(default_factory=list)  # nima-rt: whole process incl. start-up
     peak_rss_mb: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)  # nima-rt: the child's CPU ms per image (user + system)
 
     @property
     def median(self) -> float:
@@ -248,6 +253,12 @@ def run_cli(args: list[str]) -> tuple[float, float, str]:
     return wall, peak_kb / 1024, stderr
 
 
+def children_cpu_s() -> float:
+    """User + system seconds of the waited-for children so far (a delta around one run is that run's)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cli_rate(stderr: str) -> float:
     """images/s from the CLI's summary line ("scored N, failed M in T s (R images/s)")."""
     for line in reversed(stderr.splitlines()):
@@ -349,9 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     def nima(precision: str) -> Callable[[], None]:
         def run() -> None:
             extra = ["--precision", "int8"] if precision == "int8" else []
+            before = children_cpu_s()
             wall, rss, stderr = run_cli(["score", str(corpus_dir), *model_args, *extra, *batch_args,
                                          "-o", str(workdir / f"scores-{precision}.csv")])
             row = rows.setdefault(f"nima-rt {precision}", Row(f"nima-rt {precision}"))
+            row.cpu_ms.append((children_cpu_s() - before) * 1000 / len(files))
             row.rates.append(cli_rate(stderr))
             row.wall_rates.append(len(files) / wall)
             row.peak_rss_mb.append(rss)
@@ -365,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     variants: list[Callable[[], None]] = []
     if peer is not None:
         variants += [simple("eager", lambda: eager_loop(peer, peer_files, cores)),
+                     simple("eager-1thread", lambda: eager_loop(peer, peer_files, 1)),
                      simple("dataloader", lambda: dataloader_loop(peer, peer_files, cores))]
     variants += [simple("naive-ort", lambda: naive_ort_loop(model, peer_files)), nima("fp32")]
     if int8 is not None:
@@ -400,11 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     load_after = load_average()
 
     # -- report -------------------------------------------------------------------------------------
-    eager = rows["eager"].median if "eager" in rows else None
+    eager = max((rows[n].median for n in ("eager", "eager-1thread") if n in rows), default=None)
     print()
-    print(f"| measurement ({args.repeats} interleaved repeats, median) | images/s | vs eager | note |")
+    print(f"| measurement ({args.repeats} interleaved repeats, median) | images/s | vs the faster eager loop | note |")
     print("|---|---|---|---|")
-    labels = {"eager": "peers' eager loop: torchvision transforms + eager PyTorch, batch 1",
+    labels = {"eager": f"peers' eager loop: torchvision transforms + eager PyTorch, batch 1, {cores} torch threads",
+              "eager-1thread": "the same eager loop with 1 torch thread",
               "dataloader": f"peers' DataLoader loop: {cores} workers, batch 16, eager PyTorch",
               "naive-ort": "naive ONNX Runtime loop: full decode, batch 1, default session"}
     for name, row in rows.items():
@@ -413,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         label = labels[name] if name in labels else f"`nima-rt score` {name.split()[-1]} (steady state)"
         if row.wall_rates:
             note += (f"; whole process {statistics.median(row.wall_rates):.1f}/s; "
-                     f"peak RSS {max(row.peak_rss_mb):.0f} MB")
+                     f"peak RSS {max(row.peak_rss_mb):.0f} MB; {statistics.median(row.cpu_ms):.2f} CPU ms/image")
         print(f"| {label} | {row.median:.1f} | {ratio} | {note} |")
     for precision, ceiling in ceilings.items():
         print(f"| ceiling {precision}: {cores} / ({ceiling.cpu_ms_decode:.2f} + {ceiling.cpu_ms_infer:.2f} CPU ms "
@@ -442,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
         verdicts.append(f"first row of a 1-image folder {first_rows[precision]:.2f} s (whole process; target < "
                         f"{TARGETS['first_row_s']} s)")
         print(f"nima-rt {precision}: " + "; ".join(verdicts))
+        # where the time goes: CPU beyond decode + inference, and cores left idle
+        spent, needed = statistics.median(row.cpu_ms), ceilings[precision].cpu_ms_decode + ceilings[precision].cpu_ms_infer
+        busy = statistics.median(row.wall_rates) * spent / 1000
+        print(f"  where the time goes: the whole process spends {spent:.2f} CPU ms per image against "
+              f"{needed:.2f} for decode + inference alone ({spent - needed:+.2f} ms: start-up, model load, "
+              f"Python, output); {busy:.2f} of {cores} cores busy on average over the whole process")
     if "nima-rt int8" in rows:
         print(f"int8 / fp32 end to end: {rows['nima-rt int8'].median / rows['nima-rt fp32'].median:.2f}x")
     print(f"load average {load_before} at the start, {load_after} at the end")

@@ -26,7 +26,7 @@ def test_quick_run_prints_every_variant_and_the_measured_ceiling(tiny_model: Pat
     lines = done.stdout.splitlines()
     assert lines[0].startswith("CPU: ") and " cores; load average " in lines[0]
     figures = json.loads(out.read_text(encoding="utf-8"))
-    assert set(figures["rows"]) == {"eager", "dataloader", "naive-ort", "nima-rt fp32"}
+    assert set(figures["rows"]) == {"eager", "eager-1thread", "dataloader", "naive-ort", "nima-rt fp32"}
     for name, row in figures["rows"].items():
         assert len(row["rates"]) == 1 and row["rates"][0] > 0, name
     assert figures["files"] == 24 and len(list((tmp_path / "work" / "quick").glob("*.jpg"))) == 24
@@ -35,9 +35,11 @@ def test_quick_run_prints_every_variant_and_the_measured_ceiling(tiny_model: Pat
     assert ceiling["images_per_s"] == pytest.approx(ceiling["cores"] * 1000 / (ceiling["cpu_ms_decode"]
                                                                                + ceiling["cpu_ms_infer"]))
     assert figures["rows"]["nima-rt fp32"]["peak_rss_mb"][0] > 10  # VmHWM of the child was read
+    assert figures["rows"]["nima-rt fp32"]["cpu_ms"][0] > 0  # the child's CPU time was read
     assert figures["first_row_s"]["fp32"] > 0
     assert figures["int8_skipped"].endswith("and pass that file with --model")  # a model file has no INT8 copy
     table = [line for line in lines if line.startswith("| ")]
     assert any(line.startswith("| ceiling fp32: ") for line in table)
     assert any(line.startswith("| `nima-rt score` fp32 (steady state) | ") for line in table)
+    assert any(line.startswith("  where the time goes: the whole process spends ") for line in lines)
     assert lines[-1].startswith("load average ")
