@@ -35,6 +35,7 @@ MODULE_LAYERS: dict[str, str] = {
     "nima_rt.files": "io",
     "nima_rt.models": "io",
     "nima_rt.variants": "io",
+    "nima_rt.progress": "io",
     "nima_rt": "runtime",  # the package itself (its __init__ is the public API) and the runtime modules
     "nima_rt.scorer": "runtime",
     "nima_rt.backends": "runtime",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-import time
+from nima_rt.progress import StatusLine, bar
 
 
 class EpochProgress:
@@ -11,23 +10,18 @@ class EpochProgress:
 
     def __init__(self, label: str, total: int, enabled: bool | None = None) -> None:
         self.label, self.total = label, max(total, 1)
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.start = time.perf_counter()
-        self.last_draw = 0.0
+        self.line = StatusLine(enabled, interval=0.2)
+
+    @property
+    def enabled(self) -> bool:
+        return self.line.enabled
 
     def update(self, done: int, loss: float) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (now - self.last_draw < 0.2 and done < self.total):
+        if not (self.line.due() or (self.line.enabled and done >= self.total)):
             return
-        self.last_draw = now
-        width = 24
-        filled = int(width * done / self.total)
-        rate = done / max(now - self.start, 1e-9)
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-                         f"loss {loss:.4f} {rate:.1f} batch/s ")
-        sys.stderr.flush()
+        rate = done / max(self.line.elapsed, 1e-9)
+        self.line.draw(f"{self.label} {bar(done / self.total, 24)} {done}/{self.total} loss {loss:.4f} "
+                       f"{rate:.1f} batch/s")
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self.line.close()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import NoReturn
 
 import typer
+
+from ..progress import StatusLine, bar
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run could not proceed (bad model, unwritable output, missing extra)
@@ -36,18 +37,20 @@ def require_extra(module: str, extra: str, purpose: str) -> None:
 
 
 class Progress:
-    """A one-line progress counter on stderr, shown only when stderr is a terminal."""
+    """Files done/failed with rate, and a bar with the time left once the total is known (terminal only)."""
 
     def __init__(self, total: int | None = None, enabled: bool | None = None, label: str = "files") -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.line = StatusLine(enabled)
         self.total, self.label = total, label
         self.done = self.failed = 0
-        self.start = time.perf_counter()
-        self._last_draw = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.line.enabled
 
     @property
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        return self.line.elapsed
 
     @property
     def rate(self) -> float:
@@ -56,24 +59,20 @@ class Progress:
     def update(self, ok: bool) -> None:
         self.done += 1
         self.failed += not ok
-        if self.enabled and (time.perf_counter() - self._last_draw > 0.1):
+        if self.line.due():
             self._draw()
 
     def _draw(self) -> None:
-        self._last_draw = time.perf_counter()
         total = f"/{self.total}" if self.total is not None else ""
-        line = f"\r{self.done}{total} {self.label}, {self.failed} failed, {self.rate:.1f}/s "
+        text = f"{self.done}{total} {self.label}, {self.failed} failed, {self.rate:.1f}/s"
         if self.total:  # known total: a bar and the time left at the rate so far
             share = min(1.0, self.done / self.total)
-            filled = int(share * BAR_WIDTH)
             left = (self.total - self.done) / self.rate if self.rate > 0 else 0.0
             eta = time.strftime("%H:%M:%S", time.gmtime(max(0.0, left)))
-            line += f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {share:4.0%} ETA {eta} "
-        sys.stderr.write(line)
-        sys.stderr.flush()
+            text += f" {bar(share, BAR_WIDTH)} {share:4.0%} ETA {eta}"
+        self.line.draw(text)
 
     def finish(self) -> None:
-        if self.enabled:
+        if self.line.enabled:
             self._draw()
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self.line.close()
