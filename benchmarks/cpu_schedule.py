@@ -13,12 +13,23 @@ from this table (docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import tempfile
 from pathlib import Path
 
-from cpu_throughput import cli_rate, cpu_model, load_average, make_corpus, quick_corpus, run_cli, source_photos
+from cpu_throughput import (
+    children_cpu_s,
+    cli_rate,
+    cpu_model,
+    load_average,
+    make_corpus,
+    quick_corpus,
+    run_cli,
+    source_photos,
+)
+
+from nima_rt.model_file import ModelNotFound
+from nima_rt.variants import int8_variant
 
 CANDIDATES = {
     "1 session x 2 threads, batch 16 (before)": ["--sessions", "1", "-b", "16"],
@@ -30,11 +41,7 @@ CANDIDATES = {
     "2 sessions x 1 thread, batch 4, 1 decoder": ["-b", "4", "-w", "1"],
     "1 session x 1 thread, batch 4": ["--threads", "1", "-b", "4"],
 }
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+INT8_CANDIDATE = ("int8 (--precision int8), 2 sessions x 1 thread, batch 4", ["--precision", "int8", "-b", "4"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=Path, default=None, help="folder of real photos to cut the corpus from")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="generated photos, 16 files, 1 repeat")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="run only the candidates whose name starts with one of these (e.g. '2 sessions')")
     args = parser.parse_args(argv)
+    candidates = dict(CANDIDATES)
+    try:
+        int8_variant(args.model)
+        candidates[INT8_CANDIDATE[0]] = INT8_CANDIDATE[1]
+    except ModelNotFound:  # no INT8 copy of this model: no INT8 row
+        pass
+    if args.only is not None:
+        candidates = {n: c for n, c in candidates.items() if any(n.startswith(prefix) for prefix in args.only)}
     if args.quick:
         args.files, args.repeats = 16, 1
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nima-sched-"))
@@ -59,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {cpu_model()}; load average {load_average()} at the start; {len(files)} files", flush=True)
     model_args = ["--model", args.model] if args.model else []
     figures: dict[str, dict[str, list[float]]] = {name: {"rate": [], "wall": [], "rss": [], "cpu_ms": []}
-                                                  for name in CANDIDATES}
-    names = list(CANDIDATES)
+                                                  for name in candidates}
+    names = list(candidates)
     for repeat in range(args.repeats):
         for index in range(len(names)):
             name = names[(index + repeat) % len(names)]
             before = children_cpu_s()
-            wall, rss, stderr = run_cli(["score", str(corpus), *model_args, *CANDIDATES[name],
+            wall, rss, stderr = run_cli(["score", str(corpus), *model_args, *candidates[name],
                                          "-o", str(workdir / "scores.csv")])
             figures[name]["cpu_ms"].append((children_cpu_s() - before) * 1000 / len(files))
             figures[name]["rate"].append(cli_rate(stderr))
