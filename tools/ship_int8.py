@@ -9,7 +9,7 @@ manifest gives each photo a train/val/test split). Three disjoint sets of real p
   distortions of ``nima_rt.train.distortions`` at a random level), the activation ranges QDQ needs;
 - **selection**: the *val* photos, clean and with every distortion at every level: each candidate
   recipe (which layers stay float32) is measured here, and the fastest one with Spearman >= 0.99
-  against float32 is chosen;
+  against float32 is chosen (among recipes within 3% of the fastest, the one with the highest Spearman);
 - **gate**: the *test* photos, graded the same way: the chosen recipe must reach Spearman >= 0.99
   against float32 here too, or nothing is written (exit 1). |Δ mean| is reported beside it.
 
@@ -52,6 +52,7 @@ CANDIDATES = (
     QuantizeSettings(float_stages=4, float_head=True),
 )
 SPEED_BATCH = 8
+SPEED_TIE = 0.03  # recipes this close in speed count as equally fast
 
 
 def photos_by_split(cache: Path) -> dict[str, list[Path]]:
@@ -138,6 +139,17 @@ def speeds(paths: dict[str, Path], images: np.ndarray, rounds: int, seconds: flo
     return {label: round(count / used, 1) for label, (count, used) in totals.items()}
 
 
+def choose(selection: dict[str, float], rates: dict[str, float]) -> str | None:
+    """The recipe to ship: among those with selection Spearman >= the bar, the fastest; among those
+    within SPEED_TIE of the fastest, the one with the highest Spearman. None when none passes."""
+    passing = [label for label, rho in selection.items() if rho >= INT8_MIN_SPEARMAN]
+    if not passing:
+        return None
+    fastest = max(rates[label] for label in passing)
+    close = [label for label in passing if rates[label] >= fastest * (1 - SPEED_TIE)]
+    return max(close, key=lambda label: selection[label])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--references", type=Path, required=True, help="reference-photo cache (manifest.json + photos/)")
@@ -185,12 +197,12 @@ def main(argv: list[str] | None = None) -> int:
                                           "images_per_s": rates[settings.label],
                                           "speedup": round(rates[settings.label] / rates["fp32"], 3)})
         summary["fp32_images_per_s"] = rates["fp32"]
-        passing = [s for s in CANDIDATES if results[s.label]["selection"]["spearman"] >= INT8_MIN_SPEARMAN]
-        if not passing:
+        label = choose({s.label: results[s.label]["selection"]["spearman"] for s in CANDIDATES}, rates)
+        if label is None:
             log(f"error: no recipe reaches Spearman {INT8_MIN_SPEARMAN} on the selection set; nothing written")
             print(json.dumps(summary, indent=1))
             return 1
-        chosen = max(passing, key=lambda s: rates[s.label])
+        chosen = next(s for s in CANDIDATES if s.label == label)
         held = results[chosen.label]["gate"]
         summary["chosen"] = chosen.label
         summary["gate"] = held
