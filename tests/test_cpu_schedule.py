@@ -233,3 +233,19 @@ def test_a_failed_batch_among_parallel_batches_marks_only_its_rows(tiny_model: P
     assert [r.ok for r in results] == [True] * 4 + [False] * 4 + [True] * 4
     assert results[4].error == "<image 4>: inference failed (RuntimeError: device lost)"
     assert [r.scores["tiny"].mean for r in results if r.ok] == [0.0, 10.0, 20.0, 30.0, 80.0, 90.0, 100.0, 110.0]
+
+
+def test_the_bundled_model_scores_the_same_under_both_schedules() -> None:
+    from nima_rt.model_file import bundled_models
+
+    if "technical" not in bundled_models():
+        pytest.skip("no bundled technical model")
+    images = [photo_like(seed, 160, 120) for seed in range(12)]
+    rows = {}
+    for label, config in {"one session, 2 threads": ScorerConfig(batch_size=4, threads=2, sessions=1),
+                          "two 1-thread sessions": ScorerConfig(batch_size=4)}.items():
+        with Scorer("technical", config) as scorer:
+            rows[label] = [r.scores["technical"] for r in scorer.score_images(images)]
+    for a, b in zip(rows["one session, 2 threads"], rows["two 1-thread sessions"], strict=True):
+        assert a.mean == pytest.approx(b.mean, abs=1e-5)
+        np.testing.assert_allclose(a.dist, b.dist, atol=1e-6)
