@@ -7,14 +7,10 @@ Every failure becomes a :class:`DecodeError` with a one-line message; nothing he
 (the runtime, the report's thumbnails, the labelling app and the dataset builder all call it), with one
 decompression-bomb policy: the declared size is checked before any pixel is decoded.
 
-Colour-mode rule (docs/runtime.md):
-- transparent images (RGBA, LA, PA, P or L/RGB with a transparency key) are composited onto white;
-- 16-bit and 32-bit integer greyscale (I;16*, I) are scaled from 0..65535 to 0..255;
-- float greyscale (F, e.g. PFM, SPIDER): values within 0..1 are x255, within 0..255 are kept, any other
-  range is stretched from the image's own finite minimum..maximum to 0..255 (NaN is the minimum);
-- CMYK, YCbCr, LAB, HSV, 1, L and P convert with Pillow's ``convert("RGB")``;
-- EXIF orientation is applied before resizing; multi-frame files use the frame Pillow opens on (the first
-  frame of an animation, the merged composite of a layered PSD).
+Colours follow :mod:`nima_rt.colour` (every Pillow mode to 8-bit RGB, docs/runtime.md); decode memory in
+flight is bounded by :mod:`nima_rt.decode_memory`. EXIF orientation is applied before resizing;
+multi-frame files use the frame Pillow opens on (the first frame of an animation, the merged composite of
+a layered PSD).
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ import io
 import os
 import stat
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +28,9 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .colour import to_rgb
 from .contract import Preprocess, resize_image
+from .decode_memory import DEFAULT_DECODE_MEMORY, DecodeBudget, Reservation
 
 __all__ = [
     "DecodeBudget", "DecodeError", "DecodeOptions", "Preprocess", "decode_bytes", "decode_file", "from_array",
@@ -41,11 +38,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-# Decode buffers allowed in flight across all decode threads (see DecodeBudget): with ONNX Runtime's batch
-# of 16 and the interpreter this keeps a run under ~600 MB whatever the inputs (docs/runtime.md).
-DEFAULT_DECODE_MEMORY = 256 << 20
-TRIM_AFTER = 64 << 20  # a decode reserving this much hands its freed pages back to the system after it
-WHITE = (255, 255, 255)
 T = TypeVar("T")
 ORIENTATION_TAG = 0x0112
 # Extensions Pillow registers for formats a photo pipeline has no business walking into (documents, scientific
@@ -73,76 +65,6 @@ class DecodeOptions:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if self.decode_memory < 1:
             raise ValueError(f"decode_memory must be >= 1 byte, got {self.decode_memory}")
-
-
-class DecodeBudget:
-    """Bytes of decode buffers in flight across threads, bounded by ``limit``.
-
-    A decode reserves its estimated working memory (from the declared size, before any pixel is decoded)
-    and waits while other decodes hold the budget; one larger than the whole budget runs alone. Decodes
-    never wait on anything but other decodes, which always finish, so the wait cannot deadlock.
-    """
-
-    def __init__(self, limit: int = DEFAULT_DECODE_MEMORY) -> None:
-        self.limit = limit
-        self.used = 0
-        self.peak = 0  # the largest total ever reserved at once (tests and benchmarks read it)
-        self._condition = threading.Condition()
-
-    def take(self, nbytes: int) -> None:
-        """Wait until ``nbytes`` fit (or nothing else is reserved), then reserve them."""
-        with self._condition:
-            while self.used and self.used + nbytes > self.limit:
-                self._condition.wait()
-            self.used += nbytes
-            self.peak = max(self.peak, self.used)
-
-    def give_back(self, nbytes: int) -> None:
-        with self._condition:
-            self.used -= nbytes
-            self._condition.notify_all()
-
-
-class _Reservation:
-    """One decode's share of a :class:`DecodeBudget`, given back when the decode (failed or not) is over
-    and nothing refers to its buffers any more."""
-
-    def __init__(self, budget: DecodeBudget | None) -> None:
-        self.budget, self.nbytes = budget, 0
-
-    def take(self, nbytes: int) -> None:
-        if self.budget is not None:
-            self.budget.take(nbytes)
-            self.nbytes += nbytes
-
-    def __enter__(self) -> _Reservation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.budget is not None and self.nbytes:
-            if self.nbytes >= TRIM_AFTER:
-                _release_freed_memory()
-            self.budget.give_back(self.nbytes)
-            self.nbytes = 0
-
-
-def _release_freed_memory() -> None:
-    """Hand the pages a large decode freed back to the system (glibc keeps them in the decode thread's
-    malloc arena otherwise, and the next large decode on another thread adds its own: +200 MB measured)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():  # type: ignore[no-untyped-def]
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to trim
-        return None
 
 
 def image_extensions() -> frozenset[str]:
@@ -275,7 +197,7 @@ def _opened(source: str | os.PathLike[str] | BinaryIO, label: str) -> Iterator[I
 
 
 def _rgb_from_open(
-    image: Image.Image, label: str, max_pixels: int, draft_side: int | None, reservation: _Reservation
+    image: Image.Image, label: str, max_pixels: int, draft_side: int | None, reservation: Reservation
 ) -> Image.Image:
     """Check, draft, decode, orient and colour-convert an opened image; the result is loaded RGB."""
     _check_size(image, label, max_pixels)
@@ -350,7 +272,7 @@ def _decode(
     """Open and decode ``source`` to RGB, then ``finish`` it, inside one budget reservation that is given
     back only once nothing (not even a failure's traceback) refers to the decode's buffers."""
     message = None
-    with _Reservation(budget) as reservation:
+    with Reservation(budget) as reservation:
         try:
             return _open_and_finish(source, shown, max_pixels, draft_side, reservation, finish)
         except _DECODE_FAILURES as exc:
@@ -360,7 +282,7 @@ def _decode(
 
 def _open_and_finish(
     source: str | os.PathLike[str] | BinaryIO, shown: str, max_pixels: int, draft_side: int | None,
-    reservation: _Reservation, finish: Callable[[Image.Image], T],
+    reservation: Reservation, finish: Callable[[Image.Image], T],
 ) -> T:
     with _opened(source, shown) as image:
         rgb = _rgb_from_open(image, shown, max_pixels, draft_side, reservation)
@@ -377,7 +299,7 @@ def prepare(
     and the colour rule.
     """
     draft = allow_draft and all(spec.resize.jpeg_draft for spec in specs)
-    with _Reservation(budget) as reservation:
+    with Reservation(budget) as reservation:
         rgb = _rgb_from_open(image, label, max_pixels, max(s.size for s in specs) if draft else None, reservation)
     return resize_all(rgb, specs, label)
 
@@ -422,54 +344,6 @@ def decode_bytes(
     """:func:`decode_file` on an encoded file's bytes (an upload, an object-store read): the same draft,
     EXIF, colour rule and errors, so equal bytes give equal arrays whichever way they arrive."""
     return decode_file(io.BytesIO(data), specs, options, budget, label)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB following the module's documented rule."""
-    mode = image.mode
-    if mode == "RGB":
-        if "transparency" in image.info:
-            return _flatten(image.convert("RGBA"))
-        return image
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        return _flatten(image.convert("RGBA"))
-    if mode == "P" or mode == "L":
-        if "transparency" in image.info:
-            return _flatten(image.convert("RGBA"))
-        return image.convert("RGB")
-    if mode.startswith("I;16") or mode == "I":
-        data = np.asarray(image, dtype=np.float32)
-        data /= 257.0
-        return _grey_to_rgb(data)
-    if mode == "F":
-        return _grey_to_rgb(_float_to_255(np.asarray(image, dtype=np.float32)))
-    return image.convert("RGB")
-
-
-def _float_to_255(data: np.ndarray) -> np.ndarray:
-    """The float rule: 0..1 -> x255; 0..255 kept; any other range stretched from its finite min..max."""
-    finite = np.isfinite(data)
-    if not finite.any():
-        return np.zeros_like(data)
-    low, high = float(data[finite].min()), float(data[finite].max())
-    data = np.nan_to_num(data, nan=low, posinf=high, neginf=low)
-    if low >= 0.0 and high <= 1.0:
-        data *= 255.0
-    elif low < 0.0 or high > 255.0:
-        data -= low
-        data *= 255.0 / (high - low)
-    return data
-
-
-def _grey_to_rgb(data: np.ndarray) -> Image.Image:
-    np.clip(data, 0, 255, out=data)
-    np.rint(data, out=data)
-    return Image.fromarray(data.astype(np.uint8), "L").convert("RGB")
-
-
-def _flatten(rgba: Image.Image) -> Image.Image:
-    background = Image.new("RGBA", rgba.size, WHITE + (255,))
-    return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 def from_pil(image: Image.Image, specs: list[Preprocess], options: DecodeOptions = DecodeOptions()) -> list[np.ndarray]:

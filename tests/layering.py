@@ -28,6 +28,8 @@ MODULE_LAYERS: dict[str, str] = {
     "nima_rt.onnx_meta": "contract",
     "nima_rt.choices": "contract",
     "nima_rt.decode": "io",
+    "nima_rt.decode_memory": "io",
+    "nima_rt.colour": "io",
     "nima_rt.inputs": "io",
     "nima_rt.results": "io",
     "nima_rt.output": "io",
