@@ -497,7 +497,7 @@ def test_export_to_stdout(rated_db: tuple[Path, Path]) -> None:
 
 
 def test_the_trainers_csv_reader_loads_the_export(rated_db: tuple[Path, Path], tmp_path: Path) -> None:
-    from nima_rt.train.datasets import load_label_set, split_by_group
+    from nima_rt.train.label_sets import load_label_set, split_by_group
 
     root, db = rated_db
     out = tmp_path / "labels.csv"

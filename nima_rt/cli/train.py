@@ -64,7 +64,7 @@ def train_command(
     from nima_rt.contract import ContractError
 
     from ..train.config import ConfigError, resolve_config
-    from ..train.datasets import LabelError
+    from ..train.label_files import LabelError
     from ..train.trainer import train
 
     try:
@@ -111,10 +111,11 @@ def evaluate_command(
 
     from ..train.checkpoint import load_checkpoint
     from ..train.config import ConfigError
-    from ..train.datasets import LabelError, load_label_set
+    from ..train.label_files import LabelError
+    from ..train.label_sets import load_label_set
     from ..train.evaluate import evaluate_checkpoint, format_metrics, write_evaluation
     from ..train.labels import parse_scale
-    from ..train.trainer import resolve_device
+    from ..train.devices import resolve_device
 
     try:
         torch_device = resolve_device(device)
