@@ -14,6 +14,7 @@ import datetime as _dt
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,11 +121,9 @@ class Trainer:
 
     # building blocks -------------------------------------------------------------------------------
 
-    def features(self, network: NimaNetwork, dataset: ImageDataset, key: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backbone features (eval mode) of every image -> (``[N, F]`` float32 on CPU, ok mask)."""
-        dataset.set_augmentation_key(key)
-        out = torch.zeros((len(dataset), network.feature_dim), dtype=torch.float32)
-        ok = torch.zeros(len(dataset), dtype=torch.bool)
+    def _inference(self, network: NimaNetwork, dataset: ImageDataset,
+                   forward: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(indices, forward(images))`` for every batch of decodable images, eval mode, no gradients."""
         network.eval()
         with torch.inference_mode():
             for batch in self.loader(dataset, shuffle=False, epoch_seed=0):
@@ -132,9 +131,16 @@ class Trainer:
                 if batch.indices.numel() == 0:
                     continue
                 with self.autocast():
-                    feats = network.features(self.to_input(batch.images))
-                out[batch.indices] = feats.float().cpu()
-                ok[batch.indices] = True
+                    yield batch.indices, forward(self.to_input(batch.images)).float().cpu()
+
+    def features(self, network: NimaNetwork, dataset: ImageDataset, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone features (eval mode) of every image -> (``[N, F]`` float32 on CPU, ok mask)."""
+        dataset.set_augmentation_key(key)
+        out = torch.zeros((len(dataset), network.feature_dim), dtype=torch.float32)
+        ok = torch.zeros(len(dataset), dtype=torch.bool)
+        for indices, feats in self._inference(network, dataset, network.features):
+            out[indices] = feats
+            ok[indices] = True
         return out, ok
 
     def report_failures(self, failed: list[str]) -> None:
@@ -145,18 +151,11 @@ class Trainer:
 
     def predict(self, network: NimaNetwork, dataset: ImageDataset) -> tuple[np.ndarray, list[int]]:
         """Distributions for every decodable image of an (eval) dataset."""
-        network.eval()
         preds: list[np.ndarray] = []
         kept: list[int] = []
-        with torch.inference_mode():
-            for batch in self.loader(dataset, shuffle=False, epoch_seed=0):
-                self.report_failures(batch.failed)
-                if batch.indices.numel() == 0:
-                    continue
-                with self.autocast():
-                    dist = network(self.to_input(batch.images))
-                preds.append(dist.float().cpu().numpy())
-                kept.extend(int(i) for i in batch.indices)
+        for indices, dist in self._inference(network, dataset, network):
+            preds.append(dist.numpy())
+            kept.extend(int(i) for i in indices)
         return (np.concatenate(preds) if preds else np.zeros((0, 10), np.float32)), kept
 
     def step(self, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, dist: torch.Tensor,
