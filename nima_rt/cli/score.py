@@ -7,7 +7,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import typer
 
@@ -25,9 +25,9 @@ from ..output import (
     format_for,
     open_text,
 )
-from ..ranking import RULE_COLUMNS, rank_groups, rank_rows, sort_rows
+from ..ranking import RULE_COLUMNS, RankRule, rank_groups, rank_rows, sort_rows
 from ..results import ScoreResult
-from ..scorer import Scorer
+from ..scorer import Scorer, ScorerConfig
 from . import options
 from .common import EXIT_BROKEN_PIPE, EXIT_NOTHING_SCORED, Progress, fail, note
 
@@ -125,27 +125,10 @@ def score(
                   single_machine_options=single, quiet=quiet)
         return
     ranking = sort or top is not None or group_by is not None or rank_by is not None
-    if resume and (output is None or output == "-"):
-        raise typer.BadParameter("--resume needs --output FILE", param_hint="--resume")
-    if resume and ranking:
-        raise typer.BadParameter("--resume cannot be combined with --sort, --rank-by, --top or --group-by",
-                                 param_hint="--resume")
-    try:
-        fmt = format_for(output, fmt)
-    except OutputError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--format") from None
-    try:
-        config = options.scorer_config(batch_size=batch_size, workers=workers, threads=threads, sessions=sessions,
-                                       device=device, backend=backend, precision=precision, gpu_decode=gpu_decode,
-                                       full_decode=full_decode)
-    except ValueError as exc:  # a split the cores cannot make (--threads 1 --sessions 2)
-        raise typer.BadParameter(str(exc), param_hint="--sessions") from None
-    if not paths and paths_from is None:
-        raise typer.BadParameter("give at least one PATH ('-' reads paths from stdin)", param_hint="PATH")
-    try:
-        extensions = normalize_extensions(ext.split(",")) if ext is not None else None
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--ext") from None
+    fmt, config, extensions = _check_local_options(
+        paths, paths_from, ext, output, fmt, resume, ranking,
+        dict(batch_size=batch_size, workers=workers, threads=threads, sessions=sessions, device=device,
+             backend=backend, precision=precision, gpu_decode=gpu_decode, full_decode=full_decode))
     walk = WalkReport()
     lists = _open_path_lists(paths, paths_from)
     items: Iterable[InputItem] = iter_inputs(_input_paths(paths, paths_from, lists), extensions, walk)
@@ -157,23 +140,14 @@ def score(
         if progress.enabled and not lists:  # a bar with a total and an ETA: count the inputs beside the run
             _count_in_background(paths, extensions, resumed, progress)
         results = _counted(scorer.score_items(items), progress)
-        failed_path = None
+        if group_by or rank_by is not None:
+            rows = _ranked_rows(results, rule, top, group_by is not None, extra)
+        elif ranking:
+            rows = ((result, None) for result in sort_rows(results, rule, top))
+        else:
+            rows = ((result, None) for result in results)
         try:
-            if group_by or rank_by is not None:
-                ranked = rank_groups(results, rule, top) if group_by else rank_rows(results, rule, top)
-                for row in ranked:
-                    writer.write(row.result, {k: v for k, v in row.extra().items() if k in extra})
-            elif ranking:
-                failed_path = _write_all(writer, sort_rows(results, rule, top), strict=False)
-            else:
-                failed_path = _write_all(writer, results, strict)
-            writer.close()
-        except BrokenPipeError:  # `| head` closed stdout: stop quietly, as command-line tools do
-            _silence_stdout()
-            raise typer.Exit(EXIT_BROKEN_PIPE) from None
-        except OSError as exc:  # full disk, lost mount: what was flushed stays, resumable
-            _close_quietly(writer)
-            fail(f"{output or 'stdout'}: cannot write output ({exc.strerror or exc})")
+            failed_path = _write_rows(writer, rows, strict and not ranking, output)
         finally:
             progress.finish()
         if strict and failed_path is None and progress.failed:
@@ -189,6 +163,63 @@ def score(
         if failed_path is not None:
             fail(f"--strict: {failed_path}")
         _check_something_scored(progress, resumed, paths + ([paths_from] if paths_from else []))
+
+
+def _check_local_options(paths: list[str], paths_from: str | None, ext: str | None, output: str | None,
+                         fmt: str | None, resume: bool, ranking: bool,
+                         scoring: dict[str, Any]) -> tuple[str, ScorerConfig, frozenset[str] | None]:
+    """The output format, the scorer's config and the walked extensions; a usage error (exit 2) otherwise."""
+    if resume and (output is None or output == "-"):
+        raise typer.BadParameter("--resume needs --output FILE", param_hint="--resume")
+    if resume and ranking:
+        raise typer.BadParameter("--resume cannot be combined with --sort, --rank-by, --top or --group-by",
+                                 param_hint="--resume")
+    try:
+        fmt = format_for(output, fmt)
+    except OutputError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--format") from None
+    try:
+        config = options.scorer_config(**scoring)
+    except ValueError as exc:  # a split the cores cannot make (--threads 1 --sessions 2)
+        raise typer.BadParameter(str(exc), param_hint="--sessions") from None
+    if not paths and paths_from is None:
+        raise typer.BadParameter("give at least one PATH ('-' reads paths from stdin)", param_hint="PATH")
+    try:
+        extensions = normalize_extensions(ext.split(",")) if ext is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ext") from None
+    return fmt, config, extensions
+
+
+def _ranked_rows(results: Iterable[ScoreResult], rule: RankRule, top: int | None, grouped: bool,
+                 extra: tuple[str, ...]) -> Iterator[tuple[ScoreResult, dict[str, Any]]]:
+    ranked = rank_groups(results, rule, top) if grouped else rank_rows(results, rule, top)
+    for row in ranked:
+        yield row.result, {k: v for k, v in row.extra().items() if k in extra}
+
+
+def _write_rows(writer: RowWriter, rows: Iterable[tuple[ScoreResult, dict[str, Any] | None]], strict: bool,
+                output: str | None) -> str | None:
+    """Write every row and close the writer; with ``strict`` stop at the first failure and return its error.
+
+    A closed stdout (`| head`) stops quietly with exit 141; a full disk or lost mount is one ``error:`` line,
+    and what was flushed stays resumable.
+    """
+    failed_path = None
+    try:
+        for result, extra in rows:
+            writer.write(result, extra)
+            if strict and not result.ok:
+                failed_path = result.error
+                break
+        writer.close()
+    except BrokenPipeError:  # `| head` closed stdout: stop quietly, as command-line tools do
+        _silence_stdout()
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
+    except OSError as exc:  # full disk, lost mount: what was flushed stays, resumable
+        _close_quietly(writer)
+        fail(f"{output or 'stdout'}: cannot write output ({exc.strerror or exc})")
+    return failed_path
 
 
 def _open_path_lists(paths: list[str], paths_from: str | None) -> dict[str, BinaryIO]:
@@ -280,15 +311,6 @@ def _open_output(scorer: Scorer, items: Iterable[InputItem], output: str | None,
         raise typer.Exit(EXIT_BROKEN_PIPE) from None
     except OSError as exc:  # the CSV header on a full disk
         fail(f"{output or 'stdout'}: cannot write output ({exc.strerror or exc})")
-
-
-def _write_all(writer: RowWriter, results: Iterable[ScoreResult], strict: bool) -> str | None:
-    """Write every result; with ``strict`` stop at the first failure and return its error."""
-    for result in results:
-        writer.write(result)
-        if strict and not result.ok:
-            return result.error
-    return None
 
 
 def register(app: typer.Typer) -> None:
