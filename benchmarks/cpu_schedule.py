@@ -2,7 +2,7 @@
 
     python benchmarks/cpu_schedule.py [--files 400] [--repeats 3] [--sources PHOTOS] [--workdir DIR]
 
-Each candidate is a set of `nima-rt score` options (batch size, sessions, threads, decode workers);
+Each candidate is a set of `nima-rt score` options (batch size, streams, threads, decode workers);
 each repeat runs all of them in a rotated order over the same corpus as benchmarks/cpu_throughput.py.
 Per candidate: steady-state images/s (the CLI's summary line), whole-process images/s, peak RSS (the
 child's VmHWM) and CPU milliseconds per image (the child's user + system time: on a shared machine the
@@ -32,16 +32,16 @@ from nima_rt.model_file import ModelNotFound
 from nima_rt.variants import int8_variant
 
 CANDIDATES = {
-    "1 session x 2 threads, batch 16 (before)": ["--sessions", "1", "-b", "16"],
-    "1 session x 2 threads, batch 8": ["--sessions", "1", "-b", "8"],
-    "1 session x 2 threads, batch 4": ["--sessions", "1", "-b", "4"],
-    "2 sessions x 1 thread, batch 16": ["-b", "16"],
-    "2 sessions x 1 thread, batch 8": ["-b", "8"],
-    "2 sessions x 1 thread, batch 4": ["-b", "4"],
-    "2 sessions x 1 thread, batch 4, 1 decoder": ["-b", "4", "-w", "1"],
-    "1 session x 1 thread, batch 4": ["--threads", "1", "-b", "4"],
+    "1 stream x 2 threads, batch 16 (before)": ["--streams", "1", "-b", "16"],
+    "1 stream x 2 threads, batch 8": ["--streams", "1", "-b", "8"],
+    "1 stream x 2 threads, batch 4": ["--streams", "1", "-b", "4"],
+    "2 streams x 1 thread, batch 16": ["-b", "16"],
+    "2 streams x 1 thread, batch 8": ["-b", "8"],
+    "2 streams x 1 thread, batch 4": ["-b", "4"],
+    "2 streams x 1 thread, batch 4, 1 decoder": ["-b", "4", "-w", "1"],
+    "1 stream x 1 thread, batch 4": ["--threads", "1", "-b", "4"],
 }
-INT8_CANDIDATE = ("int8 (--precision int8), 2 sessions x 1 thread, batch 4", ["--precision", "int8", "-b", "4"])
+INT8_CANDIDATE = ("int8 (--precision int8), 2 streams x 1 thread, batch 4", ["--precision", "int8", "-b", "4"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="generated photos, 16 files, 1 repeat")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="run only the candidates whose name starts with one of these (e.g. '2 sessions')")
+                        help="run only the candidates whose name starts with one of these (e.g. '2 streams')")
     args = parser.parse_args(argv)
     candidates = dict(CANDIDATES)
     try:

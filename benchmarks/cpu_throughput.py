@@ -18,9 +18,10 @@ in a rotated order) so that a shared machine's load moves them together and the 
                process (start-up included) from the wall clock
 
 The ceiling is measured, not modelled: the CPU time one image costs (process CPU time over all threads)
-for nima-rt's decode (JPEG draft + resize, on a thread pool) and for inference (one 1-thread ONNX
-Runtime session at nima-rt's batch size, the cheapest shape). With every core busy on exactly that work
-and nothing else, a machine with C cores scores C / (cpu_s_decode + cpu_s_infer) images per second.
+for nima-rt's decode (JPEG draft + resize, a thread per core) and for inference (a 1-thread ONNX
+Runtime session run from one thread per core at nima-rt's batch size, all at once: the cheapest shape,
+with every core busy). With every core busy on exactly that work and nothing else, a machine with C cores scores
+C / (cpu_s_decode + cpu_s_infer) images per second.
 
 Also: peak RSS (the child's VmHWM) of the main run and of a run over --rss-files files (hard links to
 the corpus; flat memory means the two agree), the wall time of a 1-image folder (first row), the CPU
@@ -288,14 +289,17 @@ def decode_cpu_ms(files: list[Path], spec: Preprocess, workers: int) -> float:
     return (time.process_time() - start) * 1000 / len(files)
 
 
-def infer_cpu_ms(path: Path, batch: np.ndarray, runs: int) -> float:
-    """CPU ms per image of one 1-thread session (no spinning) at this batch: the cheapest inference shape."""
-    session = ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
+def infer_cpu_ms(path: Path, batch: np.ndarray, runs: int, cores: int) -> float:
+    """CPU ms per image of inference with every core busy: one 1-thread session (no spinning) run from one
+    thread per core, batches of this size at the same time, as nima-rt runs it (with both cores busy an
+    image costs 5-15% more CPU than beside an idle core, measured; the ceiling must include that)."""
+    session = ort.InferenceSession(str(path), session_options(1, memory_pattern=False),
+                                   providers=["CPUExecutionProvider"])
     session.run(None, {INPUT_NAME: batch})  # warm-up
     start = time.process_time()
-    for _ in range(runs):
-        session.run(None, {INPUT_NAME: batch})
-    return (time.process_time() - start) * 1000 / (runs * len(batch))
+    with ThreadPoolExecutor(cores) as pool:
+        list(pool.map(lambda _: session.run(None, {INPUT_NAME: batch}), range(runs * cores)))
+    return (time.process_time() - start) * 1000 / (runs * cores * len(batch))
 
 
 # -- main -----------------------------------------------------------------------------------------------
@@ -347,9 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     decode_ms = decode_cpu_ms(files[: min(len(files), 200)], spec, cores)
     sample = np.stack([decode_file(p, [spec])[0] for p in files[:batch]] * (batch // min(batch, len(files)) + 1))[:batch]
     runs = max(2, 128 // batch) if not args.quick else 2
-    ceilings = {"fp32": Ceiling(decode_ms, infer_cpu_ms(model.path, sample, runs), cores)}
+    ceilings = {"fp32": Ceiling(decode_ms, infer_cpu_ms(model.path, sample, runs, cores), cores)}
     if int8 is not None:
-        ceilings["int8"] = Ceiling(decode_ms, infer_cpu_ms(int8.path, sample, runs), cores)
+        ceilings["int8"] = Ceiling(decode_ms, infer_cpu_ms(int8.path, sample, runs, cores), cores)
 
     peer = peer_network(model, args.peer_backbone)
     peer_files = files[: args.peer_files]

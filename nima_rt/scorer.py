@@ -44,9 +44,9 @@ from .variants import int8_variant
 
 ModelSpec = str | os.PathLike[str] | None
 
-# Measured on 2 cores (docs/benchmarks.md, benchmarks/cpu_schedule.py): with one 1-thread session per core,
-# batch 4 used the least CPU per image and the least memory (each session's arena holds one batch's
-# activations: peak RSS ~270 MB at 4, ~370 MB at 8, ~580 MB at 16); GPUs want large batches.
+# Measured on 2 cores (docs/benchmarks.md, benchmarks/cpu_schedule.py): with one 1-thread stream per core,
+# batch 4 used the least CPU per image and the least memory (the arena holds a batch's activations per
+# stream: peak RSS ~200 MB at 4, ~350 MB at 8); GPUs want large batches.
 DEFAULT_BATCH_SIZE = {"cpu": 4, "cuda": 128}
 
 
@@ -57,7 +57,7 @@ class ScorerConfig:
     batch_size: int | None = None  # None: 16 on CPU backends, 128 when every model runs on a GPU
     workers: int | None = None  # decode threads
     threads: int | None = None  # inference threads in all (CPU backends); see nima_rt.cpu_plan.plan_cpu
-    sessions: int | None = None  # onnxruntime-cpu sessions running batches in parallel (None: one per thread)
+    streams: int | None = None  # onnxruntime-cpu batches run at the same time (None: one per inference thread)
     prefetch_batches: int = 2  # decoded batches allowed in flight ahead of inference
     device: str = "auto"
     backend: str | None = None
@@ -77,7 +77,7 @@ class ScorerConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.prefetch_batches < 1:
             raise ValueError(f"prefetch_batches must be >= 1, got {self.prefetch_batches}")
-        plan_cpu(None, self.workers, self.threads, self.sessions)  # raises ValueError for a bad split
+        plan_cpu(None, self.workers, self.threads, self.streams)  # raises ValueError for a bad split
 
 
 @dataclass
@@ -130,8 +130,8 @@ class Scorer:
         files = [load_model_file(spec) for _, spec in named]
         columns = unique_columns([name or f.name for (name, _), f in zip(named, files, strict=True)])
         self._budget = DecodeBudget(self.config.decode.decode_memory)  # decode buffers in flight, all threads
-        self.cpu_plan: CpuPlan = plan_cpu(None, self.config.workers, self.config.threads, self.config.sessions)
-        options = BackendOptions(threads=self.cpu_plan.threads_per_session, sessions=self.cpu_plan.sessions,
+        self.cpu_plan: CpuPlan = plan_cpu(None, self.config.workers, self.config.threads, self.config.streams)
+        options = BackendOptions(threads=self.cpu_plan.threads_per_stream, streams=self.cpu_plan.streams,
                                  max_batch=self.config.batch_size or 256,
                                  precision=None if self.config.precision == "int8" else self.config.precision,
                                  checkpoint_loader=self.config.checkpoint_loader)
@@ -295,7 +295,7 @@ class Scorer:
     def _batches(self, pending: Iterable[DecodedInput]) -> Iterator[ScoreResult]:
         """Group decoded inputs into batches, run every model, yield rows in order.
 
-        With ``streams`` > 1 (onnxruntime-cpu with several sessions) up to ``streams`` batches run at once
+        With ``streams`` > 1 (onnxruntime-cpu with several streams) up to ``streams`` batches run at once
         in an inference pool while this thread gathers the next one; rows still come out in input order
         and at most ``streams`` batches wait for inference beyond the decode window."""
         if self.streams == 1:

@@ -1,4 +1,4 @@
-"""CPU scheduling: the core split, parallel sessions, and the same rows in the same order either way."""
+"""CPU scheduling: the core split, parallel streams, and the same rows in the same order either way."""
 
 from __future__ import annotations
 
@@ -20,40 +20,39 @@ from nima_rt.model_file import load_model_file
 
 # -- the split -------------------------------------------------------------------------------------
 
-def test_default_plan_is_one_single_thread_session_per_core_and_a_decoder_per_core() -> None:
-    assert plan_cpu(2) == CpuPlan(decode_workers=2, sessions=2, threads_per_session=1)
+def test_default_plan_is_one_single_thread_stream_per_core_and_a_decoder_per_core() -> None:
+    assert plan_cpu(2) == CpuPlan(decode_workers=2, streams=2, threads_per_stream=1)
     assert plan_cpu(8) == CpuPlan(8, 8, 1)
-    assert plan_cpu(2).summary == "cpu: 2 decode thread(s), 2 inference session(s) x 1 thread"
+    assert plan_cpu(2).summary == "cpu: 2 decode thread(s), 2 inference stream(s) x 1 thread"
 
 
 def test_overrides() -> None:
     assert plan_cpu(2, workers=1) == CpuPlan(1, 2, 1)
-    assert plan_cpu(2, threads=1) == CpuPlan(2, 1, 1)  # --threads 1: one session, one thread, as before
+    assert plan_cpu(2, threads=1) == CpuPlan(2, 1, 1)  # --threads 1: one batch at a time on one thread
     assert plan_cpu(4, threads=3) == CpuPlan(4, 3, 1)
-    assert plan_cpu(2, sessions=1) == CpuPlan(2, 1, 2)  # the schedule before sessions: one session, all cores
-    assert plan_cpu(8, sessions=3) == CpuPlan(8, 3, 2)
-    assert plan_cpu(8, threads=6, sessions=2) == CpuPlan(8, 2, 3)
-    assert plan_cpu(8, sessions=2).summary == "cpu: 8 decode thread(s), 2 inference session(s) x 4 threads"
+    assert plan_cpu(2, streams=1) == CpuPlan(2, 1, 2)  # the schedule before streams: one batch on all cores
+    assert plan_cpu(8, streams=3) == CpuPlan(8, 3, 2)
+    assert plan_cpu(8, threads=6, streams=2) == CpuPlan(8, 2, 3)
+    assert plan_cpu(8, streams=2).summary == "cpu: 8 decode thread(s), 2 inference stream(s) x 4 threads"
 
 
 def test_bad_splits_name_the_setting() -> None:
-    with pytest.raises(ValueError, match=r"^threads \(1\) must be >= sessions \(2\): each session needs a thread$"):
-        plan_cpu(2, threads=1, sessions=2)
-    with pytest.raises(ValueError, match=r"^sessions must be >= 1, got 0$"):
-        plan_cpu(2, sessions=0)
-    with pytest.raises(ValueError, match=r"^threads \(2\) must be >= sessions \(3\)"):
-        ScorerConfig(threads=2, sessions=3)
+    with pytest.raises(ValueError, match=r"^threads \(1\) must be >= streams \(2\): each stream needs a thread$"):
+        plan_cpu(2, threads=1, streams=2)
+    with pytest.raises(ValueError, match=r"^streams must be >= 1, got 0$"):
+        plan_cpu(2, streams=0)
+    with pytest.raises(ValueError, match=r"^threads \(2\) must be >= streams \(3\)"):
+        ScorerConfig(threads=2, streams=3)
 
 
 # -- the backend -----------------------------------------------------------------------------------
 
-def test_sessions_open_only_when_batches_overlap(tiny_model: Path) -> None:
-    backend = onnxruntime_backend.create(load_model_file(tiny_model), BackendOptions(threads=1, sessions=2))
+def test_one_session_runs_batches_from_several_threads_at_once(tiny_model: Path) -> None:
+    backend = onnxruntime_backend.create(load_model_file(tiny_model), BackendOptions(threads=1, streams=2))
     assert concurrent_runs(backend) == 2
+    assert backend.session.get_session_options().intra_op_num_threads == 1
     batch = np.stack([photo_like(seed, 32, 32) for seed in range(5)])
     first = backend.run(batch)
-    backend.run(batch)
-    assert backend.sessions_opened == 1  # one batch at a time never needs the second session
     started = threading.Barrier(2, timeout=30)
     outputs: list[BackendOutput] = []
 
@@ -66,7 +65,7 @@ def test_sessions_open_only_when_batches_overlap(tiny_model: Path) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert 1 <= backend.sessions_opened <= 2
+    assert len(outputs) == 2
     for output in outputs:
         np.testing.assert_array_equal(output.mean, first.mean)
         np.testing.assert_array_equal(output.dist, first.dist)
@@ -88,19 +87,19 @@ def _folder(tmp_path: Path, count: int) -> list[str]:
     return names
 
 
-def test_parallel_sessions_give_the_single_session_rows(tiny_model: Path, tmp_path: Path) -> None:
+def test_parallel_streams_give_the_single_stream_rows(tiny_model: Path, tmp_path: Path) -> None:
     names = _folder(tmp_path, 45)
     schedules = {
-        "one session, 2 threads (the old path)": ScorerConfig(batch_size=4, threads=2, sessions=1),
-        "two 1-thread sessions": ScorerConfig(batch_size=4, threads=2, sessions=2),
-        "three sessions, 1 decoder": ScorerConfig(batch_size=3, workers=1, threads=3),
+        "one batch at a time, 2 threads (the old path)": ScorerConfig(batch_size=4, threads=2, streams=1),
+        "two 1-thread streams": ScorerConfig(batch_size=4, threads=2, streams=2),
+        "three streams, 1 decoder": ScorerConfig(batch_size=3, workers=1, threads=3),
     }
     rows = {}
     for label, config in schedules.items():
         with Scorer([tiny_model], config) as scorer:
-            assert scorer.streams == scorer.cpu_plan.sessions
+            assert scorer.streams == scorer.cpu_plan.streams
             rows[label] = list(scorer.score_paths(names))
-    reference = rows.pop("one session, 2 threads (the old path)")
+    reference = rows.pop("one batch at a time, 2 threads (the old path)")
     assert [r.path for r in reference] == names
     assert reference[11].error == f"{names[11]}: not an image file Pillow can read"
     for label, got in rows.items():
@@ -182,25 +181,25 @@ def test_a_backend_without_concurrent_runs_is_called_from_one_thread(tiny_model:
 
 # -- the CLI ---------------------------------------------------------------------------------------
 
-def test_cli_sessions_and_threads_reach_the_plan_and_say_so(tiny_model: Path, tmp_path: Path) -> None:
+def test_cli_streams_and_threads_reach_the_plan_and_say_so(tiny_model: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from nima_rt.cli import app
 
     names = _folder(tmp_path, 9)
     runner = CliRunner()
-    one = runner.invoke(app, ["score", *names, "--model", str(tiny_model), "--threads", "2", "--sessions", "1",
+    one = runner.invoke(app, ["score", *names, "--model", str(tiny_model), "--threads", "2", "--streams", "1",
                               "-b", "4", "-w", "1"])
     assert one.exit_code == 0, one.output
-    assert one.stderr.splitlines()[1] == "cpu: 1 decode thread(s), 1 inference session(s) x 2 threads, batch 4"
+    assert one.stderr.splitlines()[1] == "cpu: 1 decode thread(s), 1 inference stream(s) x 2 threads, batch 4"
     two = runner.invoke(app, ["score", *names, "--model", str(tiny_model), "--threads", "2", "-b", "4"])
     assert two.exit_code == 0, two.output
-    assert two.stderr.splitlines()[1].startswith("cpu: ") and "2 inference session(s) x 1 thread, batch 4" in two.stderr
+    assert two.stderr.splitlines()[1].startswith("cpu: ") and "2 inference stream(s) x 1 thread, batch 4" in two.stderr
     assert two.stdout == one.stdout  # the same rows, byte for byte, in the same order
-    bad = runner.invoke(app, ["score", *names, "--model", str(tiny_model), "--threads", "1", "--sessions", "2"])
+    bad = runner.invoke(app, ["score", *names, "--model", str(tiny_model), "--threads", "1", "--streams", "2"])
     assert bad.exit_code == 2
     words = " ".join(bad.stderr.replace("│", " ").split())  # typer draws usage errors in a wrapped box
-    assert "threads (1) must be >= sessions (2): each session needs a thread" in words
+    assert "threads (1) must be >= streams (2): each stream needs a thread" in words
 
 
 def test_cli_precision_int8_refuses_a_model_file_in_one_line(tiny_model: Path, tmp_path: Path) -> None:
@@ -242,10 +241,10 @@ def test_the_bundled_model_scores_the_same_under_both_schedules() -> None:
         pytest.skip("no bundled technical model")
     images = [photo_like(seed, 160, 120) for seed in range(12)]
     rows = {}
-    for label, config in {"one session, 2 threads": ScorerConfig(batch_size=4, threads=2, sessions=1),
-                          "two 1-thread sessions": ScorerConfig(batch_size=4)}.items():
+    for label, config in {"one batch at a time, 2 threads": ScorerConfig(batch_size=4, threads=2, streams=1),
+                          "two 1-thread streams": ScorerConfig(batch_size=4)}.items():
         with Scorer("technical", config) as scorer:
             rows[label] = [r.scores["technical"] for r in scorer.score_images(images)]
-    for a, b in zip(rows["one session, 2 threads"], rows["two 1-thread sessions"], strict=True):
+    for a, b in zip(rows["one batch at a time, 2 threads"], rows["two 1-thread streams"], strict=True):
         assert a.mean == pytest.approx(b.mean, abs=1e-5)
         np.testing.assert_allclose(a.dist, b.dist, atol=1e-6)

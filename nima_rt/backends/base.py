@@ -27,8 +27,8 @@ class BackendOutput:
 class BackendOptions:
     """Settings a backend may use; each ignores what it does not need."""
 
-    threads: int | None = None  # CPU intra-op threads per inference session (None: all cores)
-    sessions: int = 1  # onnxruntime-cpu: sessions that run batches at the same time (each with `threads`)
+    threads: int | None = None  # CPU intra-op threads of each inference stream (None: all cores)
+    streams: int = 1  # onnxruntime-cpu: batches run at the same time (each on `threads` threads)
     cache_dir: str | None = None  # engine/compile caches (TensorRT EP)
     max_batch: int = 256  # the largest batch the caller will send
     precision: str | None = None  # GPU backends: "fp16" | "fp32" (None: the backend's default, fp16 where it can)
@@ -39,7 +39,7 @@ class BackendOptions:
 
 def concurrent_runs(backend: Backend) -> int:
     """How many ``run`` calls ``backend`` takes at once from different threads: its ``concurrent_runs``
-    attribute where it has one (onnxruntime-cpu with several sessions), else 1 (GPU backends, which keep
+    attribute where it has one (onnxruntime-cpu with several streams), else 1 (GPU backends, which keep
     one stream, are called from one thread)."""
     return max(1, int(getattr(backend, "concurrent_runs", 1)))
 

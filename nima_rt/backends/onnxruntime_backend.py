@@ -1,18 +1,15 @@
 """ONNX Runtime backend (CPU execution provider; CUDA/TensorRT providers where installed).
 
-On CPU the backend can hold several sessions (``BackendOptions.sessions``), each with its own
-intra-op threads, so that several batches run at once (the scorer sends up to ``concurrent_runs``
-batches from as many threads). One 1-thread session per core keeps every core inside a convolution
-kernel, where one session with one thread per core spends part of each operator waiting for its
-slowest thread (docs/runtime.md, "CPU scheduling"). Sessions past the first open when a batch finds
-all the others busy, so a one-image run loads the model once.
+On CPU several batches run at once (``BackendOptions.streams``; the scorer sends up to
+``concurrent_runs`` batches from as many threads) through one session with one intra-op thread per
+stream: every core stays inside a kernel of its own batch, where one batch split over all cores waits
+at each operator for the slowest thread, and the weights and arena exist once (docs/runtime.md,
+"CPU scheduling").
 """
 
 from __future__ import annotations
 
 import os
-import queue
-import threading
 
 import numpy as np
 import onnxruntime as ort
@@ -35,7 +32,7 @@ def provider_unavailable_reason(provider: str) -> str | None:
 def session_options(threads: int | None, memory_pattern: bool = True) -> ort.SessionOptions:
     """The runtime's session settings. ``memory_pattern=False`` (the CPU backend) lets each run allocate
     from the arena as it goes instead of planning one block per input shape: measured on the bundled
-    model with two sessions, peak RSS 250 vs 266 MB at batch 4 (337 vs 367 at 8) for no loss of speed."""
+    model with two runs at once, peak RSS 250 vs 266 MB at batch 4 (337 vs 367 at 8) for no loss of speed."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or (os.cpu_count() or 1)
@@ -59,10 +56,11 @@ def check_session_io(session: ort.InferenceSession, model: ModelFile) -> None:
 
 
 class OnnxRuntimeBackend:
-    """Runs an ONNX contract model with up to ``sessions`` ONNX Runtime sessions of the same file.
+    """Runs an ONNX contract model with one ONNX Runtime session.
 
-    ``run`` may be called from ``concurrent_runs`` threads at once; each call takes a free session
-    (opening another while fewer than ``sessions`` exist) and gives it back when done.
+    ``run`` may be called from ``concurrent_runs`` threads at once: ONNX Runtime's ``Run`` is thread-safe,
+    and with one intra-op thread each call computes on its caller's thread, so N callers use N cores
+    while the weights and the arena exist once.
     """
 
     def __init__(
@@ -71,68 +69,37 @@ class OnnxRuntimeBackend:
         providers: list[str | tuple[str, dict[str, str]]],
         name: str,
         options: BackendOptions = BackendOptions(),
-        sessions: int = 1,
+        streams: int = 1,
         memory_pattern: bool = True,
     ) -> None:
         if model.format != "onnx":
             raise BackendUnavailable(f"{name} runs ONNX models, not {model.format} files")
-        if sessions < 1:
-            raise ValueError(f"sessions must be >= 1, got {sessions}")
-        self.name = name
-        self.model = model
-        self.concurrent_runs = sessions
-        self._providers_wanted = providers
-        self._threads = options.threads
-        self._memory_pattern = memory_pattern
-        self._free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
-        self._opened = 0
-        self._lock = threading.Lock()
-        self.session = self._open_session()
-        check_session_io(self.session, model)
-        self.providers = self.session.get_providers()
-        self._free.put(self.session)
-
-    def _open_session(self) -> ort.InferenceSession:
+        if streams < 1:
+            raise ValueError(f"streams must be >= 1, got {streams}")
         try:
-            session = ort.InferenceSession(
-                str(self.model.path), sess_options=session_options(self._threads, self._memory_pattern), providers=self._providers_wanted
+            self.session = ort.InferenceSession(
+                str(model.path), sess_options=session_options(options.threads, memory_pattern), providers=providers
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             message = " ".join(str(exc).split())
-            raise ContractError(f"{self.model.path}: onnxruntime cannot load the model ({message})") from None
-        self._opened += 1
-        return session
-
-    def _take_session(self) -> ort.InferenceSession:
-        try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if self._opened < self.concurrent_runs:
-                return self._open_session()
-        return self._free.get()
+            raise ContractError(f"{model.path}: onnxruntime cannot load the model ({message})") from None
+        check_session_io(self.session, model)
+        self.name = name
+        self.model = model
+        self.concurrent_runs = streams
+        self.providers = self.session.get_providers()
 
     def run(self, images: np.ndarray) -> BackendOutput:
-        if self.session is None:
+        session = self.session
+        if session is None:
             raise RuntimeError(f"{self.name}: backend is closed")
-        session = self._take_session()
-        try:
-            dist, mean, std = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
-        finally:
-            self._free.put(session)
+        dist, mean, std = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
         check_outputs(dist, mean, std, images.shape[0], str(self.model.path))
         return BackendOutput(dist.astype(np.float32, copy=False), mean.astype(np.float32, copy=False),
                              std.astype(np.float32, copy=False))
 
-    @property
-    def sessions_opened(self) -> int:
-        """How many sessions this backend has opened so far (at most ``concurrent_runs``)."""
-        return self._opened
-
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
-        self._free = queue.SimpleQueue()
 
 
 def availability(model: ModelFile) -> str | None:
@@ -143,5 +110,5 @@ def availability(model: ModelFile) -> str | None:
 
 
 def create(model: ModelFile, options: BackendOptions) -> OnnxRuntimeBackend:
-    return OnnxRuntimeBackend(model, [CPU_PROVIDER], "onnxruntime-cpu", options, sessions=options.sessions,
+    return OnnxRuntimeBackend(model, [CPU_PROVIDER], "onnxruntime-cpu", options, streams=options.streams,
                               memory_pattern=False)

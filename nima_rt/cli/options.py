@@ -73,17 +73,17 @@ Workers = Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Dec
 BatchSize = Annotated[
     int | None,
     typer.Option("--batch-size", "-b", min=1, max=4096,
-                 help="Images per inference call (default: 4 on CPU, per session; 128 on GPU)."),
+                 help="Images per inference call (default: 4 on CPU, per stream; 128 on GPU)."),
 ]
 Threads = Annotated[
     int | None,
-    typer.Option("--threads", min=1, help="Inference threads on CPU in all (default: all cores, one per session)."),
+    typer.Option("--threads", min=1, help="Inference threads on CPU in all (default: all cores, one per stream)."),
 ]
-Sessions = Annotated[
+Streams = Annotated[
     int | None,
-    typer.Option("--sessions", min=1,
-                 help="ONNX Runtime sessions on CPU running batches in parallel, sharing --threads "
-                 "(default: one per thread; 1: one session using every thread).")
+    typer.Option("--streams", min=1,
+                 help="Batches run at the same time on CPU, sharing --threads "
+                 "(default: one per thread; 1: one batch at a time on every thread).")
 ]
 
 # -- reporting ------------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ def scorer_config(
     batch_size: int | None = None,
     workers: int | None = None,
     threads: int | None = None,
-    sessions: int | None = None,
+    streams: int | None = None,
     device: str = "auto",
     backend: str | None = None,
     precision: str | None = None,
@@ -110,7 +110,7 @@ def scorer_config(
     full_decode: bool = False,
 ) -> ScorerConfig:
     """The library config for the shared options above (the one place they meet ``ScorerConfig``)."""
-    return ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, sessions=sessions, device=device,
+    return ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, streams=streams, device=device,
                         backend=backend,
                         precision=precision, gpu_decode=gpu_decode, decode=DecodeOptions(jpeg_draft=not full_decode),
                         checkpoint_loader=load_contract_module)

@@ -90,7 +90,7 @@ def score(
     batch_size: options.BatchSize = None,
     workers: options.Workers = None,
     threads: options.Threads = None,
-    sessions: options.Sessions = None,
+    streams: options.Streams = None,
     device: options.Device = "auto",
     backend: options.BackendName = None,
     precision: options.Precision = None,
@@ -119,7 +119,7 @@ def score(
                   "--top": top is not None,
                   "--group-by": group_by is not None, "--strict": strict, "--workers": workers is not None,
                   "--gpu-decode on": gpu_decode == "on", "--full-decode": full_decode,
-                  "--precision": precision is not None, "--sessions": sessions is not None}
+                  "--precision": precision is not None, "--streams": streams is not None}
         score_ray(engine=engine, paths=paths, models=model, output=output, fmt=fmt, address=address,
                   batch_size=batch_size, threads=threads, device=device, backend=backend,
                   single_machine_options=single, quiet=quiet)
@@ -127,7 +127,7 @@ def score(
     ranking = sort or top is not None or group_by is not None or rank_by is not None
     fmt, config, extensions = _check_local_options(
         paths, paths_from, ext, output, fmt, resume, ranking,
-        dict(batch_size=batch_size, workers=workers, threads=threads, sessions=sessions, device=device,
+        dict(batch_size=batch_size, workers=workers, threads=threads, streams=streams, device=device,
              backend=backend, precision=precision, gpu_decode=gpu_decode, full_decode=full_decode))
     walk = WalkReport()
     lists = _open_path_lists(paths, paths_from)
@@ -180,8 +180,8 @@ def _check_local_options(paths: list[str], paths_from: str | None, ext: str | No
         raise typer.BadParameter(str(exc), param_hint="--format") from None
     try:
         config = options.scorer_config(**scoring)
-    except ValueError as exc:  # a split the cores cannot make (--threads 1 --sessions 2)
-        raise typer.BadParameter(str(exc), param_hint="--sessions") from None
+    except ValueError as exc:  # a split the cores cannot make (--threads 1 --streams 2)
+        raise typer.BadParameter(str(exc), param_hint="--streams") from None
     if not paths and paths_from is None:
         raise typer.BadParameter("give at least one PATH ('-' reads paths from stdin)", param_hint="PATH")
     try:
