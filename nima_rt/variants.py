@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .model_file import DEFAULT_MODEL, ModelNotFound, bundled_models
+from .model_file import DEFAULT_MODEL, ModelNotFound, bundled_models, load_model_file
 
 INT8_SUFFIX = ".int8"
 
@@ -20,6 +20,17 @@ INT8_SUFFIX = ".int8"
 def is_int8_file(path: str | os.PathLike[str]) -> bool:
     """True for a file named ``*.int8.onnx`` (the name export and the bundled variants use)."""
     return Path(path).name.lower().endswith(INT8_SUFFIX + ".onnx")
+
+
+def check_same_source(fp32: Path, int8: Path) -> None:
+    """Refuse an INT8 copy made from another model than the float32 file beside it (the float32 model
+    was replaced and the copy not rebuilt): both carry the checkpoint's sha256 in their metadata."""
+    ours, theirs = (load_model_file(path).metadata.source_checkpoint_sha256 for path in (fp32, int8))
+    if ours != theirs:
+        raise ModelNotFound(
+            f"{int8}: INT8 copy of another model (checkpoint sha256 {theirs[:12] or 'none'}, {fp32.name} has "
+            f"{ours[:12] or 'none'}); rebuild it with tools/ship_int8.py, or use --precision fp32"
+        )
 
 
 def int8_variant(spec: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
@@ -32,6 +43,7 @@ def int8_variant(spec: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
         return name
     if name in bundled:
         if name + INT8_SUFFIX in bundled:
+            check_same_source(bundled[name], bundled[name + INT8_SUFFIX])
             return name + INT8_SUFFIX
         have = ", ".join(n for n in bundled if n.endswith(INT8_SUFFIX)) or "none"
         raise ModelNotFound(f"--precision int8: the bundled model {name} has no INT8 variant "

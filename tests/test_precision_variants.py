@@ -8,7 +8,7 @@ import pytest
 from tiny_models import write_tiny_model
 
 from nima_rt import Scorer, ScorerConfig
-from nima_rt.model_file import ModelNotFound
+from nima_rt.model_file import ModelNotFound, load_model_file
 from nima_rt.variants import int8_variant, is_int8_file
 
 
@@ -54,3 +54,37 @@ def test_scorer_runs_the_int8_copy_under_the_models_own_column(bundled: Path) ->
         assert scorer.columns == ["mine"] and scorer.models[0].file.path.name == "technical.int8.onnx"
     with Scorer(None) as scorer:
         assert scorer.models[0].file.path == bundled / "technical.onnx"
+
+
+def test_an_int8_copy_of_another_checkpoint_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
+
+    from nima_rt.contract import METADATA_KEY, ModelMetadata
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for stem, checkpoint in (("technical", "a" * 64), ("technical.int8", "b" * 64)):
+        path = write_tiny_model(folder / f"{stem}.onnx", name="technical")
+        model = onnx.load(str(path))
+        meta = ModelMetadata.from_json(model.metadata_props[0].value, str(path))
+        meta.source_checkpoint_sha256 = checkpoint
+        model.metadata_props[0].value = meta.to_json()
+        assert model.metadata_props[0].key == METADATA_KEY
+        onnx.save(model, str(path))
+    monkeypatch.setattr("nima_rt.model_file.BUNDLED_DIR", folder)
+    with pytest.raises(ModelNotFound) as error:
+        int8_variant(None)
+    assert str(error.value) == (
+        f"{folder / 'technical.int8.onnx'}: INT8 copy of another model (checkpoint sha256 bbbbbbbbbbbb, "
+        "technical.onnx has aaaaaaaaaaaa); rebuild it with tools/ship_int8.py, or use --precision fp32")
+
+
+def test_the_shipped_int8_copy_belongs_to_the_shipped_model() -> None:
+    from nima_rt.model_file import bundled_models
+
+    bundled = bundled_models()
+    if "technical.int8" not in bundled:
+        pytest.skip("no bundled INT8 copy")
+    assert int8_variant("technical") == "technical.int8"  # same checkpoint, else ModelNotFound
+    notes = load_model_file("technical.int8").metadata.notes
+    assert "INT8 static QDQ" in notes and "Spearman 0.99" in notes

@@ -27,6 +27,7 @@ import json
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -220,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         import onnx
 
         model = onnx.load(str(files[chosen.label]))
-        set_metadata(model, dataclasses.replace(fp32.metadata, notes=notes))
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        set_metadata(model, dataclasses.replace(fp32.metadata, notes=notes, created=created))
         save_model(model, output)
     summary["output"] = str(output)
     log(f"wrote {output}: {note}")
