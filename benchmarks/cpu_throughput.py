@@ -312,12 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every variant")
     parser.add_argument("--rss-files", type=int, default=4000, help="files for the peak-RSS run (0: skip)")
     parser.add_argument("--batch-size", type=int, default=None, help="nima-rt's --batch-size (default: its own)")
-    parser.add_argument("--peer-backbone", default=None, help="timm backbone of the peers' loops (default: the model's)")
+    parser.add_argument("--peer-backbone", default=None,
+                        help="timm backbone of the peers' loops (default: the model's)")
     parser.add_argument("--sources", type=Path, default=None, help="folder of real photos to cut the corpus from")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus here (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     parser.add_argument("--quick", action="store_true",
-                        help="generated 480x360 photos, 24 files, 8 per peer loop, 1 repeat, no RSS run (CI smoke test)")
+                        help="generated 480x360 photos, 24 files, 8 per peer loop, 1 repeat, no RSS run "
+                        "(CI smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
         args.files, args.peer_files, args.repeats, args.rss_files = 24, 8, 1, 0
@@ -349,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # the ceiling: CPU cost per image of the cheapest decode and inference
     decode_ms = decode_cpu_ms(files[: min(len(files), 200)], spec, cores)
-    sample = np.stack([decode_file(p, [spec])[0] for p in files[:batch]] * (batch // min(batch, len(files)) + 1))[:batch]
+    decoded = [decode_file(p, [spec])[0] for p in files[:batch]]
+    sample = np.stack(decoded * (batch // min(batch, len(files)) + 1))[:batch]
     runs = max(2, 128 // batch) if not args.quick else 2
     ceilings = {"fp32": Ceiling(decode_ms, infer_cpu_ms(model.path, sample, runs, cores), cores)}
     if int8 is not None:
@@ -444,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "ceilings": {p: {**asdict(c), "images_per_s": c.images_per_s}
                                                for p, c in ceilings.items()},
                                   "first_row_s": first_rows,
-                                  "rss_runs": {p: {"peak_rss_mb": r, "images_per_s": s} for p, (r, s) in rss_runs.items()}}
+                                  "rss_runs": {p: {"peak_rss_mb": r, "images_per_s": s}
+                                               for p, (r, s) in rss_runs.items()}}
     if int8 is None:
         summary["int8_skipped"] = int8_reason
         print(f"INT8 rows skipped: {int8_reason}")
@@ -462,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{TARGETS['first_row_s']} s)")
         print(f"nima-rt {precision}: " + "; ".join(verdicts))
         # where the time goes: CPU beyond decode + inference, and cores left idle
-        spent, needed = statistics.median(row.cpu_ms), ceilings[precision].cpu_ms_decode + ceilings[precision].cpu_ms_infer
+        ceiling = ceilings[precision]
+        spent, needed = statistics.median(row.cpu_ms), ceiling.cpu_ms_decode + ceiling.cpu_ms_infer
         busy = statistics.median(row.wall_rates) * spent / 1000
         print(f"  where the time goes: the whole process spends {spent:.2f} CPU ms per image against "
               f"{needed:.2f} for decode + inference alone ({spent - needed:+.2f} ms: start-up, model load, "

@@ -22,9 +22,9 @@ measurement for the bundled model (``tools/ship_int8.py`` measures the candidate
 
 from __future__ import annotations
 
+import re
 import tempfile
 import warnings
-import re
 from dataclasses import dataclass
 from pathlib import Path
 

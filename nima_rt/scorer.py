@@ -25,6 +25,7 @@ from PIL import Image
 from .backends import BACKENDS, Backend, BackendChoice, BackendOptions, choose_backend
 from .backends.base import concurrent_runs
 from .choices import DEVICES, GPU_DECODE_MODES, PRECISIONS, check_choice
+from .cpu_plan import CpuPlan, plan_cpu
 from .decode import (
     DecodeBudget,
     DecodeError,
@@ -35,7 +36,6 @@ from .decode import (
     from_array,
     from_pil,
 )
-from .cpu_plan import CpuPlan, plan_cpu
 from .gpu_decode import choose_gpu_decode
 from .inputs import InputItem, iter_inputs
 from .model_file import ModelFile, load_model_file, split_model_spec

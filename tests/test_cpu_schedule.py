@@ -11,12 +11,10 @@ from conftest import photo_like
 from PIL import Image
 
 from nima_rt import Scorer, ScorerConfig
-from nima_rt.backends import BackendChoice, BackendOptions, BackendOutput
-from nima_rt.backends import onnxruntime_backend
+from nima_rt.backends import BackendChoice, BackendOptions, BackendOutput, onnxruntime_backend
 from nima_rt.backends.base import concurrent_runs
 from nima_rt.cpu_plan import CpuPlan, plan_cpu
 from nima_rt.model_file import load_model_file
-
 
 # -- the split -------------------------------------------------------------------------------------
 

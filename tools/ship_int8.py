@@ -2,7 +2,7 @@
 
     python tools/ship_int8.py --references CACHE [--model nima_rt/models/technical.onnx] [--output FILE]
 
-``CACHE`` is a reference-photo cache written by ``python -m nima_rt.train.references CACHE`` (its
+``CACHE`` is a reference-photo cache written by ``nima-rt fetch-references CACHE`` (its
 manifest gives each photo a train/val/test split). Three disjoint sets of real photographs:
 
 - **calibration**: random crops of the *train* photos (a third clean, the rest with one of the graded
@@ -15,8 +15,10 @@ manifest gives each photo a train/val/test split). Three disjoint sets of real p
 
 Speed is the model alone on the runtime's CPU shape (one 1-thread session, batch 8), candidates and
 float32 interleaved over several rounds, measured as CPU time per image (process CPU time: on a shared
-machine wall time mostly measures the neighbours; CPU time is what the end-to-end ceiling is made of). The written file's metadata notes carry the recipe, the
-calibration count and both measurements. Prints a JSON summary on stdout.
+machine wall time mostly measures the neighbours; CPU time is what the end-to-end ceiling is made
+of).
+The written file's metadata notes carry the recipe, the calibration count and both measurements.
+Prints a JSON summary on stdout.
 """
 
 from __future__ import annotations
@@ -32,18 +34,18 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from nima_rt.export.onnx_export import save_model, set_metadata
+from nima_rt.export.quantize import SELECTIVE, QuantizeSettings, quantize_qdq
+from nima_rt.export.verify import INT8_MIN_SPEARMAN
+from nima_rt.train import distortions
+from nima_rt.train.references import read_manifest
 from PIL import Image
 
 from nima_rt.backends.onnxruntime_backend import session_options
 from nima_rt.contract import INPUT_NAME, OUTPUT_NAMES, Preprocess
 from nima_rt.decode import from_array
-from nima_rt.export.onnx_export import save_model, set_metadata
-from nima_rt.export.quantize import SELECTIVE, QuantizeSettings, quantize_qdq
-from nima_rt.export.verify import INT8_MIN_SPEARMAN
 from nima_rt.metrics import spearman
 from nima_rt.model_file import BUNDLED_DIR, DEFAULT_MODEL, load_model_file
-from nima_rt.train import distortions
-from nima_rt.train.references import read_manifest
 
 CANDIDATES = (
     QuantizeSettings(),  # stem + depthwise float32 (export's default)
@@ -117,9 +119,9 @@ def mean_scores(model: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
 
 def gate(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     delta = np.abs(candidate - reference)
-    return {"spearman": round(float(spearman(reference, candidate)), 4), "mean_abs_delta": round(float(delta.mean()), 4),
-            "max_abs_delta": round(float(delta.max()), 4), "signed_mean_delta": round(float((candidate - reference).mean()), 4),
-            "count": int(len(reference))}
+    return {"spearman": round(float(spearman(reference, candidate)), 4),
+            "mean_abs_delta": round(float(delta.mean()), 4), "max_abs_delta": round(float(delta.max()), 4),
+            "signed_mean_delta": round(float((candidate - reference).mean()), 4), "count": int(len(reference))}
 
 
 def speeds(paths: dict[str, Path], images: np.ndarray, rounds: int, seconds: float) -> dict[str, float]:
@@ -128,7 +130,7 @@ def speeds(paths: dict[str, Path], images: np.ndarray, rounds: int, seconds: flo
     sessions = {label: session(path) for label, path in paths.items()}
     data = images[:SPEED_BATCH]
     totals = {label: [0, 0.0] for label in paths}
-    for label, model in sessions.items():
+    for model in sessions.values():
         model.run(None, {INPUT_NAME: data})  # warm-up
     for _ in range(rounds):
         for label, model in sessions.items():
@@ -153,7 +155,8 @@ def choose(selection: dict[str, float], rates: dict[str, float]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--references", type=Path, required=True, help="reference-photo cache (manifest.json + photos/)")
+    parser.add_argument("--references", type=Path, required=True,
+                        help="reference-photo cache (manifest.json + photos/)")
     parser.add_argument("--model", type=Path, default=BUNDLED_DIR / f"{DEFAULT_MODEL}.onnx")
     parser.add_argument("--output", type=Path, default=None, help="default: <model stem>.int8.onnx beside the model")
     parser.add_argument("--calibration-count", type=int, default=192)

@@ -111,11 +111,11 @@ def evaluate_command(
 
     from ..train.checkpoint import load_checkpoint
     from ..train.config import ConfigError
+    from ..train.devices import resolve_device
+    from ..train.evaluate import evaluate_checkpoint, format_metrics, write_evaluation
     from ..train.label_files import LabelError
     from ..train.label_sets import load_label_set
-    from ..train.evaluate import evaluate_checkpoint, format_metrics, write_evaluation
     from ..train.labels import parse_scale
-    from ..train.devices import resolve_device
 
     try:
         torch_device = resolve_device(device)
