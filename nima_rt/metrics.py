@@ -81,7 +81,3 @@ def two_class_accuracy(pred_mean: ArrayLike, true_mean: ArrayLike, threshold: fl
         return float("nan")
     return float(np.mean((pred_mean >= threshold) == (true_mean >= threshold)))
 
-
-def format_correlation(value: float, digits: int = 4) -> str:
-    """A correlation for people: ``n/a`` where it is undefined."""
-    return "n/a" if value != value else f"{value:.{digits}f}"

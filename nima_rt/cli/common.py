@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from typing import NoReturn
 
 import typer
 
 from ..progress import StatusLine, bar
+from ..results import ScoreResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run could not proceed (bad model, unwritable output, missing extra)
@@ -55,6 +57,12 @@ class Progress:
     @property
     def rate(self) -> float:
         return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    def counted(self, results: Iterable[ScoreResult]) -> Iterator[ScoreResult]:
+        """``results`` passed through, each one counted as it goes by."""
+        for result in results:
+            self.update(result.ok)
+            yield result
 
     def update(self, ok: bool) -> None:
         self.done += 1

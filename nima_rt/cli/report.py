@@ -9,7 +9,6 @@ import typer
 from ..output import OutputError
 from ..report.build import GROUP_BY, ReportConfig, ReportError, build_report
 from ..report.score_file import read_score_file
-from ..results import ScoreResult
 from . import options
 from .common import Progress, fail, note
 
@@ -66,14 +65,7 @@ def report(
                 if sort_by is not None or rank_by is not None:
                     options.rank_rule(rank_by, sort_by, scorer.columns)
 
-                def counted() -> list[ScoreResult]:
-                    collected = []
-                    for result in scorer.score_paths(paths or []):
-                        progress.update(result.ok)
-                        collected.append(result)
-                    return collected
-
-                rows = counted()
+                rows = list(progress.counted(scorer.score_paths(paths or [])))
                 progress.finish()
                 summary = build_report(rows, scorer.columns, output, config)
     except ReportError as exc:

@@ -38,12 +38,6 @@ def _skip_done(items: Iterable[InputItem], done: DonePaths) -> Iterator[InputIte
     return (item for item in items if item.path not in done)
 
 
-def _counted(results: Iterable[ScoreResult], progress: Progress) -> Iterator[ScoreResult]:
-    for result in results:
-        progress.update(result.ok)
-        yield result
-
-
 def _make_writer(fmt: str, output: str | None, columns: list[str], extra: tuple[str, ...], append: bool,
                  escape_formulas: bool = True) -> RowWriter:
     if fmt == "parquet":
@@ -139,7 +133,7 @@ def score(
         progress = Progress()
         if progress.enabled and not lists:  # a bar with a total and an ETA: count the inputs beside the run
             _count_in_background(paths, extensions, resumed, progress)
-        results = _counted(scorer.score_items(items), progress)
+        results = progress.counted(scorer.score_items(items))
         if group_by or rank_by is not None:
             rows = _ranked_rows(results, rule, top, group_by is not None, extra)
         elif ranking:
