@@ -6,7 +6,7 @@ Each candidate is a set of `nima-rt score` options (batch size, streams, threads
 each repeat runs all of them in a rotated order over the same corpus as benchmarks/cpu_throughput.py.
 Per candidate: steady-state images/s (the CLI's summary line), whole-process images/s, peak RSS (the
 child's VmHWM) and CPU milliseconds per image (the child's user + system time: on a shared machine the
-one figure the neighbours barely move). The defaults in nima_rt/scorer.py and nima_rt/cpu_plan.py come
+one figure the neighbours barely move). The defaults in nima_rt/runtime/scorer.py and nima_rt/runtime/cpu_plan.py come
 from this table (docs/benchmarks.md).
 """
 
@@ -28,8 +28,8 @@ from cpu_throughput import (
     source_photos,
 )
 
-from nima_rt.model_file import ModelNotFound
-from nima_rt.variants import int8_variant
+from nima_rt.io.model_file import ModelNotFound
+from nima_rt.io.variants import int8_variant
 
 CANDIDATES = {
     "1 stream x 2 threads, batch 16 (before)": ["--streams", "1", "-b", "16"],

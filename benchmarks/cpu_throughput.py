@@ -28,7 +28,7 @@ the corpus; flat memory means the two agree), the wall time of a 1-image folder 
 model and the load average before and after. Targets are printed and judged, never asserted.
 
 Photos: 1-3 MP JPEGs at quality 80-95 cut from real photographs (Debian wallpaper packages, fetched
-offline by nima_rt.train.references) or from any folder via --sources; --quick generates small ones.
+offline by nima_rt.train.datasets.references) or from any folder via --sources; --quick generates small ones.
 """
 
 from __future__ import annotations
@@ -53,12 +53,12 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from nima_rt.backends.onnxruntime_backend import session_options
-from nima_rt.contract import INPUT_NAME, OUTPUT_NAMES, Preprocess
-from nima_rt.decode import decode_file
-from nima_rt.model_file import ModelFile, load_model_file
-from nima_rt.scorer import DEFAULT_BATCH_SIZE
-from nima_rt.variants import int8_variant
+from nima_rt.contract.spec import INPUT_NAME, OUTPUT_NAMES, Preprocess
+from nima_rt.io.decode import decode_file
+from nima_rt.io.model_file import ModelFile, load_model_file
+from nima_rt.io.variants import int8_variant
+from nima_rt.runtime.backends.onnxruntime_backend import session_options
+from nima_rt.runtime.scorer import DEFAULT_BATCH_SIZE
 
 SIZES_MP = (1.0, 1.5, 2.0, 3.0)
 TARGETS = {"vs_eager": 7.0, "of_ceiling": 0.9, "peak_rss_mb": 300.0, "first_row_s": 0.6}
@@ -106,7 +106,7 @@ def load_average() -> str:
 def source_photos(sources: Path | None, cache: Path) -> list[Path]:
     """Real photographs of at least 2 MP to cut the corpus from (crops of them are not upscaled)."""
     if sources is None:
-        from nima_rt.train.references import fetch_references  # Debian wallpapers via apt-get download
+        from nima_rt.train.datasets.references import fetch_references  # Debian wallpapers via apt-get download
 
         sources = fetch_references(cache).parent / "photos"
     photos = []
@@ -164,7 +164,8 @@ def peer_network(model: ModelFile, backbone: str | None):
         from torchvision import transforms
     except ImportError:
         return None
-    from nima_rt.train.model import ModelConfig, build_network, normalization_for
+    from nima_rt.train.model.network import ModelConfig, normalization_for
+    from nima_rt.train.model.pretrained import build_network
 
     size = model.metadata.input_size
     config = ModelConfig(backbone=backbone or model.metadata.backbone or "mobilenet_v2", image_size=size)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from cpu_throughput import make_corpus, source_photos
 
-from nima_rt.backends import choose_backend
-from nima_rt.decode import Preprocess, decode_file
-from nima_rt.metrics import spearman
-from nima_rt.model_file import load_model_file
+from nima_rt.io.decode import Preprocess, decode_file
+from nima_rt.io.model_file import load_model_file
+from nima_rt.runtime.backends import choose_backend
+from nima_rt.runtime.metrics import spearman
 
 
 def main() -> None:

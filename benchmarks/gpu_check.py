@@ -52,7 +52,9 @@ from gpu_check_corpus import decode_all, decode_rate, make_corpus  # noqa: E402
 from gpu_check_results import Check, one_line, table, write_results  # noqa: E402
 from nima_rt.train import load_contract_module  # noqa: E402
 
-from nima_rt.backends import (  # noqa: E402
+from nima_rt.io.decode import Preprocess, decode_file  # noqa: E402
+from nima_rt.io.model_file import ModelFile, load_model_file  # noqa: E402
+from nima_rt.runtime.backends import (  # noqa: E402
     BackendOptions,
     BackendUnavailable,
     cuda_driver,
@@ -61,9 +63,7 @@ from nima_rt.backends import (  # noqa: E402
     tensorrt_engine,
     torch_cuda,
 )
-from nima_rt.decode import Preprocess, decode_file  # noqa: E402
-from nima_rt.metrics import spearman  # noqa: E402
-from nima_rt.model_file import ModelFile, load_model_file  # noqa: E402
+from nima_rt.runtime.metrics import spearman  # noqa: E402
 
 BATCHES = (1, 64, 256)
 CPU_BATCHES = (1, 64)
@@ -173,7 +173,7 @@ def step_model(check: Check) -> ModelFile | None:
         return model
     size = 32 if check.args.dry_run else 224
     try:
-        from gpu_helpers import build_model_pair
+        from helpers.gpu_helpers import build_model_pair
 
         started = time.perf_counter()
         onnx_path = build_model_pair(check.out / "model", "mobilenet_v2", size)
@@ -197,7 +197,7 @@ def step_engines(check: Check, model: ModelFile) -> dict[str, Path]:
         if not check.fits("engines", item, 150):
             continue
         try:
-            from gpu_helpers import build_engine
+            from helpers.gpu_helpers import build_engine
 
             started = time.perf_counter()
             path = build_engine(model.path, check.out / f"model-{precision}.engine", precision, ENGINE_PROFILE)
@@ -329,7 +329,7 @@ def dry_run_torch_parity(check: Check, model: ModelFile, reference_model: ModelF
     item = "torch fp32 on cpu (dry-run stand-in) vs onnxruntime-cpu"
     try:
         checkpoint = torch_cuda.checkpoint_for(model)
-        from nima_rt.train.checkpoint import load_checkpoint
+        from nima_rt.train.model.checkpoint import load_checkpoint
     except (BackendUnavailable, ImportError) as exc:
         check.skip("parity", item, one_line(exc) if isinstance(exc, ImportError) else str(exc))
         return
@@ -360,7 +360,7 @@ def step_decode(check: Check, model: ModelFile, corpus: list[str]) -> dict[str, 
         if not check.args.dry_run and (check.torch_cuda_reason or check.gpu_reason):
             check.skip("decode", "nvJPEG vs CPU decoder", check.gpu_reason or check.torch_cuda_reason or "")
             return rates
-        from nima_rt.gpu_decode import GpuDecoder
+        from nima_rt.runtime.gpu_decode import GpuDecoder
 
         try:
             decoder = GpuDecoder([drafted], device=device)
@@ -389,7 +389,7 @@ def step_decode(check: Check, model: ModelFile, corpus: list[str]) -> dict[str, 
 
 
 def step_end_to_end(check: Check, model: ModelFile, engines: dict[str, Path], corpus: list[str]) -> None:
-    from nima_rt.scorer import Scorer, ScorerConfig
+    from nima_rt.runtime.scorer import Scorer, ScorerConfig
 
     target = engines.get("fp16", model.path)
     device = "cpu" if check.args.dry_run else "cuda"

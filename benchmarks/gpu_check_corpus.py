@@ -12,7 +12,7 @@ import numpy as np
 from gpu_check_results import Check
 from PIL import Image
 
-from nima_rt.decode import Preprocess, decode_file
+from nima_rt.io.decode import Preprocess, decode_file
 
 
 def synthetic_photo(seed: int, width: int, height: int) -> np.ndarray:
@@ -35,7 +35,7 @@ def synthetic_photo(seed: int, width: int, height: int) -> np.ndarray:
 
 def make_corpus(check: Check) -> list[str]:
     if check.args.images:
-        from nima_rt.inputs import iter_inputs
+        from nima_rt.io.inputs import iter_inputs
 
         return [item.path for item in iter_inputs([check.args.images]) if item.error is None]
     count, sizes = (24, [(320, 240), (400, 300)]) if check.args.dry_run else (2048, [(1024, 768), (1600, 1200)])
@@ -54,7 +54,7 @@ def make_corpus(check: Check) -> list[str]:
 
 def decode_all(paths: list[str], spec: Preprocess) -> list[list[np.ndarray] | None]:
     """CPU-decoded arrays per path; None for a file the CPU decoder refuses (a user's --images folder)."""
-    from nima_rt.decode import DecodeError
+    from nima_rt.io.decode import DecodeError
 
     out: list[list[np.ndarray] | None] = []
     for path in paths:

@@ -4,7 +4,7 @@
 
 Keras (tensorflow-cpu) predicts with idealo's preprocessing (``load_img(target_size=(224, 224))``,
 NEAREST, + ``mobilenet.preprocess_input``); the file converted by ``nima-rt export`` is scored by
-the runtime's ONNX Runtime backend on pixels decoded by ``nima_rt.decode`` twice: with the model's
+the runtime's ONNX Runtime backend on pixels decoded by ``nima_rt.io.decode`` twice: with the model's
 recorded resize (JPEG draft off, as imported) and with the JPEG draft forced on. Prints max/mean
 |Δ mean|, max |Δ dist| and Spearman of each against Keras, with the CPU model.
 
@@ -40,7 +40,7 @@ def cpu_model() -> str:
 
 def keras_model(weights: Path | None, calibration: list[Path]):
     import keras
-    from keras_nima import build_nima, keras_inputs
+    from helpers.keras_nima import build_nima, keras_inputs
 
     if weights is None:
         return build_nima(keras_inputs(calibration))
@@ -52,7 +52,7 @@ def keras_model(weights: Path | None, calibration: list[Path]):
 
 
 def summary(label: str, mean: np.ndarray, dist: np.ndarray, ref_mean: np.ndarray, ref_dist: np.ndarray) -> str:
-    from nima_rt.metrics import spearman
+    from nima_rt.runtime.metrics import spearman
 
     delta = np.abs(mean - ref_mean)
     return (f"{label}: {len(mean)} photos, max |Δ mean| {delta.max():.2e}, mean |Δ mean| {delta.mean():.2e}, "
@@ -69,12 +69,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from cpu_throughput import make_corpus, source_photos
-    from keras_nima import keras_inputs
+    from helpers.keras_nima import keras_inputs
     from nima_rt.export.api import ExportRequest, run_export
     from nima_rt.export.verify import onnx_scores
 
-    from nima_rt.decode import Preprocess, decode_file
-    from nima_rt.model_file import load_model_file
+    from nima_rt.io.decode import Preprocess, decode_file
+    from nima_rt.io.model_file import load_model_file
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nima-keras-parity-"))
     photos = sorted((ROOT / "examples" / "photos").glob("*.jpg"))
@@ -119,10 +119,10 @@ def trained_model_draft_effect(photos: list[Path]) -> None:
 
     from nima_rt.export.verify import onnx_scores
 
-    from nima_rt.contract import ResizeSpec
-    from nima_rt.decode import Preprocess, decode_file
-    from nima_rt.metrics import spearman
-    from nima_rt.model_file import load_model_file
+    from nima_rt.contract.spec import ResizeSpec
+    from nima_rt.io.decode import Preprocess, decode_file
+    from nima_rt.io.model_file import load_model_file
+    from nima_rt.runtime.metrics import spearman
 
     bundled = load_model_file(None)
     nearest = dataclasses.replace(bundled.metadata, resize=ResizeSpec("squash", "nearest", jpeg_draft=True))

@@ -58,13 +58,13 @@ def main() -> None:
 
     import ray
 
-    from nima_rt.distributed import RayScoreConfig, score_with_ray
+    from nima_rt.apps.distributed import RayScoreConfig, score_with_ray
 
     work = Path(tempfile.mkdtemp(prefix="nima-ray-bench-"))
     try:
         model = args.model
         if model is None:
-            from tiny_models import write_tiny_model
+            from helpers.tiny_models import write_tiny_model
 
             model = str(write_tiny_model(work / "tiny224.onnx", name="tiny", size=224))
         (work / "sources").mkdir()

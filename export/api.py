@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from nima_rt.contract import PRECISIONS, ContractError, ModelMetadata
-from nima_rt.model_file import ENGINE_SUFFIXES, load_model_file
+from nima_rt.export.tensorrt_build import TensorRTSettings
 
-from .tensorrt_build import TensorRTSettings
+from nima_rt.contract.spec import PRECISIONS, ContractError, ModelMetadata
+from nima_rt.io.model_file import ENGINE_SUFFIXES, load_model_file
 
 FORMATS = ("onnx", "tensorrt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -51,7 +51,7 @@ class ExportRequest:
     force: bool = False
     tensorrt: TensorRTSettings = field(default_factory=TensorRTSettings)
     # Identity of the exported model (metadata kind/name); an imported Keras/PyTorch file defaults
-    # to what its file name says (export/imports.py: identity), a checkpoint to its own metadata.
+    # to what its file name says (export/importers/dispatch.py: identity), a checkpoint to its own metadata.
     kind: str | None = None
     name: str | None = None
     # Keras imports only: "keras" (Keras >= 2.2, tf.keras, Keras 3) or "symmetric" (Keras 2.1.5/2.1.6's MobileNet).
@@ -138,7 +138,7 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
             raise ExportFailed(f"{request.source}: not an ONNX model")
         _require_float32(request.source)
     if request.format == "tensorrt":
-        from .tensorrt_build import require_tensorrt
+        from nima_rt.export.tensorrt_build import require_tensorrt
 
         require_tensorrt()
     with tempfile.TemporaryDirectory(prefix="nima-rt-export-") as scratch:
@@ -161,8 +161,7 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
 def _require_float32(path: Path) -> None:
     """Variants and engines are made from the float32 graph, never from another variant."""
     import onnx
-
-    from .onnx_export import reduced_precision
+    from nima_rt.export.onnx_export import reduced_precision
 
     precision = reduced_precision(onnx.load(str(path), load_external_data=False))
     if precision is not None:
@@ -174,8 +173,8 @@ def _require_float32(path: Path) -> None:
 def _from_checkpoint(request: ExportRequest, output: Path, scratch: Path, log: Log):
     """Trace the checkpoint to a float32 ONNX: ``output`` itself for fp32, else a scratch/sibling file."""
     _need("torch", "train", "exporting a checkpoint")
-    from .onnx_export import finish_model, save_model, trace_to_onnx
-    from .verify import torch_scores
+    from nima_rt.export.onnx_export import finish_model, save_model, trace_to_onnx
+    from nima_rt.export.verify import torch_scores
 
     module, metadata = _load_network(request, log)
     if request.format == "tensorrt":
@@ -197,13 +196,13 @@ def _from_checkpoint(request: ExportRequest, output: Path, scratch: Path, log: L
 
 def _load_network(request: ExportRequest, log: Log):
     """The contract module and metadata of a nima-rt checkpoint, or of a foreign NIMA model imported
-    (a Keras HDF5 file, a PyTorch state dict: export/imports.py)."""
-    from nima_rt.train.checkpoint import load_checkpoint
+    (a Keras HDF5 file, a PyTorch state dict: export/importers/dispatch.py)."""
+    from nima_rt.export.importers.base import ImportRequest
+    from nima_rt.export.importers.dispatch import identity, import_model, is_keras_file
+    from nima_rt.export.importers.pytorch import is_nima_checkpoint
+    from nima_rt.train.model.checkpoint import load_checkpoint
 
-    from nima_rt.files import file_sha256
-
-    from .imports import ImportRequest, identity, import_model, is_keras_file
-    from .torch_import import is_nima_checkpoint
+    from nima_rt.io.files import file_sha256
 
     source = request.source
     if is_keras_file(source) or not is_nima_checkpoint(source):
@@ -237,8 +236,8 @@ def _verify_fp(request: ExportRequest, path: Path, reference, metadata: ModelMet
     """
     if not request.verify:
         return None
-    from .images import verification_set
-    from .verify import TOLERANCES, check_tolerance, measure, onnx_scores
+    from nima_rt.export.images import verification_set
+    from nima_rt.export.verify import TOLERANCES, check_tolerance, measure, onnx_scores
 
     images = verification_set(request.verify_images, metadata, request.verify_count)
     _log_skipped(images, log)
@@ -261,7 +260,7 @@ def _verify_fp(request: ExportRequest, path: Path, reference, metadata: ModelMet
 
 
 def _fp16_check(drift) -> dict[str, object]:
-    from .verify import TOLERANCES
+    from nima_rt.export.verify import TOLERANCES
 
     return {"passed": bool(drift.max_abs_mean <= TOLERANCES["fp16"]), "max_abs_mean": float(drift.max_abs_mean),
             "tolerance": TOLERANCES["fp16"], "images": int(drift.count)}
@@ -270,8 +269,7 @@ def _fp16_check(drift) -> dict[str, object]:
 def _save_fp16_check(path: Path, metadata: ModelMetadata, drift) -> ModelMetadata:
     """Record an fp16 check in ``path``'s metadata (the GPU precision policy reads it) and rewrite the file."""
     import onnx
-
-    from .onnx_export import save_model, set_metadata
+    from nima_rt.export.onnx_export import save_model, set_metadata
 
     metadata = dataclasses.replace(metadata, precision_checks={**metadata.precision_checks, "fp16": _fp16_check(drift)})
     model = onnx.load(str(path))
@@ -287,10 +285,9 @@ def _record_fp16_check(request: ExportRequest, fp32_path: Path, metadata: ModelM
     GPU backends run a model in fp16 by default only when this check passed (docs/architecture.md).
     """
     import onnx
-
-    from .images import verification_set
-    from .onnx_export import save_model, to_fp16
-    from .verify import measure, onnx_scores
+    from nima_rt.export.images import verification_set
+    from nima_rt.export.onnx_export import save_model, to_fp16
+    from nima_rt.export.verify import measure, onnx_scores
 
     half_path = scratch / "fp16-check.onnx"
     save_model(to_fp16(onnx.load(str(fp32_path))), half_path)
@@ -315,9 +312,8 @@ def _log_skipped(images, log: Log) -> None:
 def _fp16(request, fp32_path: Path, metadata: ModelMetadata, output: Path, reference, log: Log) -> ExportResult:
     """Half-precision copy of the float32 graph, checked against ``reference`` (PyTorch) or the float32 ONNX."""
     import onnx
-
-    from .onnx_export import check_contract_graph, save_model, set_metadata, to_fp16
-    from .verify import onnx_scores
+    from nima_rt.export.onnx_export import check_contract_graph, save_model, set_metadata, to_fp16
+    from nima_rt.export.verify import onnx_scores
 
     metadata = _with_note(metadata, "fp16 weights and compute; uint8 input and float32 outputs as ever")
     half = to_fp16(onnx.load(str(fp32_path)))
@@ -340,9 +336,9 @@ def _fp16(request, fp32_path: Path, metadata: ModelMetadata, output: Path, refer
 
 def _int8_onnx(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata, output: Path,
                log: Log) -> ExportResult:
-    from .images import calibration_set, evaluation_set, plan_split
-    from .quantize import QuantizeSettings, quantize_qdq
-    from .verify import check_int8, measure, onnx_scores
+    from nima_rt.export.images import calibration_set, evaluation_set, plan_split
+    from nima_rt.export.quantize import QuantizeSettings, quantize_qdq
+    from nima_rt.export.verify import check_int8, measure, onnx_scores
 
     plan = plan_split(request.calibration_images, request.verify_images, request.calibration_count,
                       request.verify_count)
@@ -369,8 +365,7 @@ def _int8_onnx(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata,
                 f"{drift.count} held-out images")
         final = _with_note(metadata, note)
         import onnx
-
-        from .onnx_export import save_model, set_metadata
+        from nima_rt.export.onnx_export import save_model, set_metadata
 
         model = onnx.load(str(staged))
         set_metadata(model, final)
@@ -385,8 +380,8 @@ def _int8_onnx(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata,
 
 def _tensorrt(request: ExportRequest, onnx_path: Path, metadata: ModelMetadata, output: Path,
               log: Log) -> ExportResult:
-    from .images import calibration_set, evaluation_set, plan_split, verification_set
-    from .tensorrt_build import build_engine
+    from nima_rt.export.images import calibration_set, evaluation_set, plan_split, verification_set
+    from nima_rt.export.tensorrt_build import build_engine
 
     calibration = None
     if request.precision == "int8":

@@ -1,7 +1,7 @@
 """Images for verification and INT8 calibration, decoded exactly as the runtime decodes them.
 
-Every image goes through :func:`nima_rt.decode.decode_file` with the model's
-:class:`~nima_rt.decode.Preprocess`, so PyTorch, ONNX Runtime and TensorRT see the same uint8
+Every image goes through :func:`nima_rt.io.decode.decode_file` with the model's
+:class:`~nima_rt.io.decode.Preprocess`, so PyTorch, ONNX Runtime and TensorRT see the same uint8
 input the scorer would. Without a folder, photo-like images are generated (deterministic, written
 as JPEGs and decoded like any file). Calibration and evaluation sets are always disjoint.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nima_rt.contract import ModelMetadata
-from nima_rt.decode import DecodeError, Preprocess, decode_file, is_image_path
+from nima_rt.contract.spec import ModelMetadata
+from nima_rt.io.decode import DecodeError, Preprocess, decode_file, is_image_path
 
 # Every EVAL_STRIDE-th file of a shared folder evaluates; the others calibrate.
 EVAL_STRIDE = 4

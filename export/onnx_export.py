@@ -1,7 +1,7 @@
-"""Trace a :class:`~nima_rt.train.contract_module.ContractModule` into a contract ONNX graph.
+"""Trace a :class:`~nima_rt.train.model.contract_module.ContractModule` into a contract ONNX graph.
 
 The graph takes ``images`` uint8 ``[N, S, S, 3]`` and returns ``dist``/``mean``/``std`` with ``N``
-dynamic; the model's :class:`~nima_rt.contract.ModelMetadata` is stored under the ``nima_rt``
+dynamic; the model's :class:`~nima_rt.contract.spec.ModelMetadata` is stored under the ``nima_rt``
 metadata key. Also here: the onnxslim pass (kept only when its outputs match), the fp16 variant
 (same uint8 input and float32 outputs) and the names of the contract's own nodes (input
 normalisation, score head), which fp16 and INT8 keep in float32.
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from nima_rt.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ContractError, ModelMetadata
-from nima_rt.files import atomic_path
+from nima_rt.contract.spec import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ContractError, ModelMetadata
+from nima_rt.io.files import atomic_path
 
 # The one opset every exported graph uses: LayerNorm is native from 17, ONNX Runtime >= 1.17 and
 # TensorRT 10's parser support it, and the TorchScript exporter writes it cleanly.

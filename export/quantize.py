@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from nima_rt.export.images import batches
+from nima_rt.export.onnx_export import ExportError, check_contract_graph, contract_nodes, set_metadata
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from nima_rt.contract import INPUT_NAME, ModelMetadata
-
-from .images import batches
-from .onnx_export import ExportError, check_contract_graph, contract_nodes, set_metadata
+from nima_rt.contract.spec import INPUT_NAME, ModelMetadata
 
 CALIBRATION_BATCH = 8
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]

@@ -7,13 +7,13 @@
   decoder; its calibration cache is kept beside the engine, keyed by the ONNX file's sha256;
 - a timing cache (per TensorRT version and GPU, in the user cache folder) makes rebuilds fast.
 
-The engine and its sidecar ``<engine>.json`` (:func:`nima_rt.contract.engine_sidecar_json`) are
+The engine and its sidecar ``<engine>.json`` (:func:`nima_rt.contract.spec.engine_sidecar_json`) are
 first written under a provisional name, loaded by the runtime's own TensorRT backend (which checks
 the sidecar against this machine) and run on held-out images against the float32 ONNX model (ONNX
 Runtime on CPU). Only when INT8 keeps Spearman >= 0.99 (unless forced), or fp32/fp16 stay within
 the ONNX tolerances, are they renamed to the requested name; otherwise both are deleted.
 
-GPU name and compute capability come from :func:`nima_rt.backends.cuda_driver.probe_gpu`, the same
+GPU name and compute capability come from :func:`nima_rt.runtime.backends.cuda_driver.probe_gpu`, the same
 probe the runtime compares the sidecar with; device memory for calibration batches comes from
 NVIDIA's cuda-python runtime bindings, which the TensorRT backend uses too.
 
@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nima_rt.export.images import ImageSet, batches
 
-from nima_rt.contract import INPUT_NAME, ContractError, EngineInfo, ModelMetadata, engine_sidecar_json
-from nima_rt.files import file_sha256, write_bytes_atomic
-from nima_rt.model_file import load_model_file, sidecar_path
-
-from .images import ImageSet, batches
+from nima_rt.contract.spec import INPUT_NAME, ContractError, EngineInfo, ModelMetadata, engine_sidecar_json
+from nima_rt.io.files import file_sha256, write_bytes_atomic
+from nima_rt.io.model_file import load_model_file, sidecar_path
 
 TENSORRT_MISSING = (
     "TensorRT export needs the 'gpu' extra (the tensorrt Python package is not installed): "
@@ -84,9 +83,9 @@ def require_tensorrt() -> None:
     """Raise :class:`TensorRTUnavailable` naming what is missing: the package, a GPU, cuda-python."""
     if not tensorrt_installed():
         raise TensorRTUnavailable(TENSORRT_MISSING)
-    from nima_rt.backends.base import BackendUnavailable
-    from nima_rt.backends.cuda_driver import probe_gpu
-    from nima_rt.backends.tensorrt_engine import import_cudart
+    from nima_rt.runtime.backends.base import BackendUnavailable
+    from nima_rt.runtime.backends.cuda_driver import probe_gpu
+    from nima_rt.runtime.backends.tensorrt_engine import import_cudart
 
     try:
         probe_gpu()
@@ -128,7 +127,7 @@ def _logger_class(trt: Any) -> type:
 
 def _cuda(cudart: Any, function: str, *args: Any) -> Any:
     """The runtime backend's ``cuda_call``, failing as a build error."""
-    from nima_rt.backends.tensorrt_engine import CudaError, cuda_call
+    from nima_rt.runtime.backends.tensorrt_engine import CudaError, cuda_call
 
     try:
         return cuda_call(cudart, function, *args)
@@ -213,10 +212,10 @@ class BuiltEngine:
         Writes engine + sidecar when it passes (or when ``force`` lets a failing INT8 engine through);
         returns ``(drift, warning)``, ``warning`` being the refusal text in the forced case.
         """
-        from nima_rt.backends.base import BackendOptions
-        from nima_rt.backends.tensorrt_engine import create
+        from nima_rt.export.verify import check_tolerance, measure, onnx_scores
 
-        from .verify import check_tolerance, measure, onnx_scores
+        from nima_rt.runtime.backends.base import BackendOptions
+        from nima_rt.runtime.backends.tensorrt_engine import create
 
         provisional = self.write(provisional_path(self.output))
         try:
@@ -251,8 +250,8 @@ def build_engine(onnx_path: Path, output: Path, metadata: ModelMetadata, precisi
     require_tensorrt()
     import tensorrt as trt
 
-    from nima_rt.backends.cuda_driver import probe_gpu
-    from nima_rt.backends.tensorrt_engine import import_cudart
+    from nima_rt.runtime.backends.cuda_driver import probe_gpu
+    from nima_rt.runtime.backends.tensorrt_engine import import_cudart
 
     gpu = probe_gpu()
     logger = _logger_class(trt)(log)

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from nima_rt.export.images import ImageSet, batches
 
-from nima_rt.contract import ContractError
-from nima_rt.metrics import spearman
-
-from .images import ImageSet, batches
+from nima_rt.contract.spec import ContractError
+from nima_rt.runtime.metrics import spearman
 
 # Largest |Δ mean score| over the verification images a precision may show against float32 PyTorch.
 TOLERANCES = {"fp32": 1e-4, "fp16": 0.02}
@@ -134,9 +133,9 @@ def onnx_scores(path: Path, threads: int | None = None) -> tuple[ScoreFn, Callab
     Loading it this way also proves the runtime accepts the file (metadata, input and outputs).
     Returns the function and a ``close``.
     """
-    from nima_rt.backends.base import BackendOptions
-    from nima_rt.backends.onnxruntime_backend import create
-    from nima_rt.model_file import load_model_file
+    from nima_rt.io.model_file import load_model_file
+    from nima_rt.runtime.backends.base import BackendOptions
+    from nima_rt.runtime.backends.onnxruntime_backend import create
 
     backend = create(load_model_file(path), BackendOptions(threads=threads))
 

@@ -4,10 +4,10 @@ Importing this package loads numpy, Pillow and onnxruntime only; torch and GPU l
 lazily inside the backends and commands that need them.
 """
 
-from .contract import ContractError, ModelMetadata, ResizeSpec
-from .model_file import ModelFile, ModelNotFound, bundled_models, load_model_file
-from .results import ModelScore, ScoreResult
-from .scorer import Scorer, ScorerConfig
+from nima_rt.contract.spec import ContractError, ModelMetadata, ResizeSpec
+from nima_rt.io.model_file import ModelFile, ModelNotFound, bundled_models, load_model_file
+from nima_rt.io.results import ModelScore, ScoreResult
+from nima_rt.runtime.scorer import Scorer, ScorerConfig
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m nima_rt`` runs the CLI."""
 
-from .cli import main
+from nima_rt.cli import main
 
 main()

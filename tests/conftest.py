@@ -4,32 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers.photos import photo_like
+from helpers.tiny_models import write_tiny_model
 from PIL import Image
-from tiny_models import write_tiny_model
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32 px tiny contract model named 'tiny'."""
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.onnx", name="tiny", size=32)
-
-
-def photo_like(seed: int, width: int = 96, height: int = 64) -> np.ndarray:
-    """A deterministic image with structure (gradients + blobs) rather than flat noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack(
-        [
-            128 + 100 * np.sin(xx / (7 + seed % 5)),
-            128 + 100 * np.cos(yy / (5 + seed % 7)),
-            (xx + yy) * 255 / (width + height),
-        ],
-        axis=-1,
-    )
-    base += rng.normal(0, 10, base.shape)
-    return np.clip(base, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture

@@ -5,10 +5,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import layering
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import layering
+from helpers.paths import REPO
 
 
 def test_the_tree_keeps_the_layer_rule() -> None:
@@ -41,30 +40,33 @@ def plant(tmp_path: Path, files: dict[str, str]) -> list[str]:
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("from .train.checkpoint import load\n",
-         "nima_rt/scorer.py:1: nima_rt.scorer imports nima_rt.train.checkpoint.load: layer runtime may not import "
-         "layer train"),
+        ("from ..train.model.checkpoint import load\n",
+         "nima_rt/runtime/scorer.py:1: nima_rt.runtime.scorer imports nima_rt.train.model.checkpoint.load: "
+         "layer runtime may not import layer train"),
         ("def lazy():\n    from nima_rt.cli import app\n",
-         "nima_rt/scorer.py:2: nima_rt.scorer imports nima_rt.cli.app: layer runtime may not import layer cli"),
+         "nima_rt/runtime/scorer.py:2: nima_rt.runtime.scorer imports nima_rt.cli.app: "
+         "layer runtime may not import layer cli"),
         ("import importlib\nX = importlib.import_module('nima_rt.export.api')\n",
-         "nima_rt/scorer.py:2: nima_rt.scorer imports nima_rt.export.api: layer runtime may not import layer export"),
+         "nima_rt/runtime/scorer.py:2: nima_rt.runtime.scorer imports nima_rt.export.api: "
+         "layer runtime may not import layer export"),
         ("import torch\n",
-         "nima_rt/scorer.py:1: nima_rt.scorer imports torch: layer runtime imports only numpy, Pillow, onnxruntime "
-         "and typer at module level (load the rest inside functions)"),
+         "nima_rt/runtime/scorer.py:1: nima_rt.runtime.scorer imports torch: layer runtime imports only numpy, "
+         "Pillow, onnxruntime and typer at module level (load the rest inside functions)"),
     ],
     ids=["relative", "lazy", "string", "heavy-top-level"],
 )
 def test_a_planted_violation_is_reported(tmp_path: Path, source: str, expected: str) -> None:
-    assert plant(tmp_path, {"nima_rt/__init__.py": "", "nima_rt/scorer.py": source}) == [expected]
+    assert plant(tmp_path, {"nima_rt/__init__.py": "", "nima_rt/runtime/scorer.py": source}) == [expected]
 
 
 def test_allowed_imports_pass(tmp_path: Path) -> None:
     files = {
         "nima_rt/__init__.py": "",
-        "nima_rt/scorer.py": '"""Mentions nima_rt.train.checkpoint in a docstring only."""\n'
-                             "import numpy\nfrom .contract import X\n\ndef f():\n    import torch\n",
-        "nima_rt/cli/__init__.py": "COMMANDS = ('nima_rt.cli.score', 'nima_rt.train.x')\nfrom ..scorer import S\n",
-        "train/__init__.py": "from nima_rt.scorer import Scorer\n",
+        "nima_rt/runtime/scorer.py": '"""Mentions nima_rt.train.model.checkpoint in a docstring only."""\n'
+                                     "import numpy\nfrom ..contract.spec import X\n\ndef f():\n    import torch\n",
+        "nima_rt/cli/__init__.py": "COMMANDS = ('nima_rt.cli.score', 'nima_rt.train.x')\n"
+                                   "from ..runtime.scorer import S\n",
+        "train/__init__.py": "from nima_rt.runtime.scorer import Scorer\n",
     }
     assert plant(tmp_path, files) == []
 
@@ -72,11 +74,49 @@ def test_allowed_imports_pass(tmp_path: Path) -> None:
 def test_apps_do_not_import_each_other_and_train_not_export(tmp_path: Path) -> None:
     files = {
         "nima_rt/__init__.py": "",
-        "nima_rt/report/__init__.py": "from ..label.store import Store\n",
-        "train/trainer.py": "from nima_rt.export.api import run_export\n",
+        "nima_rt/apps/report/__init__.py": "from ..label.store import Store\n",
+        "train/fit/trainer.py": "from nima_rt.export.api import run_export\n",
     }
     assert plant(tmp_path, files) == [
-        "nima_rt/report/__init__.py:1: nima_rt.report imports nima_rt.label.store.Store: apps do not import each other",
-        "train/trainer.py:1: nima_rt.train.trainer imports nima_rt.export.api.run_export: layer train may not "
+        "nima_rt/apps/report/__init__.py:1: nima_rt.apps.report imports nima_rt.apps.label.store.Store: "
+        "apps do not import each other",
+        "train/fit/trainer.py:1: nima_rt.train.fit.trainer imports nima_rt.export.api.run_export: layer train may not "
         "import layer export",
     ]
+
+
+def test_the_layer_is_the_folder_and_a_loose_module_is_refused(tmp_path: Path) -> None:
+    assert layering.layer_of("nima_rt.io.decode") == "io"
+    assert layering.layer_of("nima_rt.runtime.backends.select") == "runtime"
+    assert layering.layer_of("nima_rt.apps.report.build") == "apps"
+    assert layering.layer_of("nima_rt.train.fit.trainer") == "train"
+    assert layering.layer_of("nima_rt.scorer") is None  # a module at the top of nima_rt/ has no layer
+    files = {"nima_rt/__init__.py": "", "nima_rt/helpers.py": "X = 1\n"}
+    assert plant(tmp_path, files) == [
+        "nima_rt/helpers.py:1: nima_rt.helpers: module outside the layer folders (put it in one of "
+        "nima_rt/contract/, nima_rt/io/, nima_rt/models/, nima_rt/runtime/, nima_rt/train/, nima_rt/export/, "
+        "nima_rt/apps/, nima_rt/cli/)",
+    ]
+
+
+def test_a_planted_cycle_is_reported(tmp_path: Path) -> None:
+    """Two modules of one layer that import each other (one of them lazily) make a cycle; so does a loop of three."""
+    files = {
+        "nima_rt/__init__.py": "",
+        "nima_rt/io/a.py": "from nima_rt.io.b import B\n",
+        "nima_rt/io/b.py": "def f():\n    from nima_rt.io import a\n",
+        "train/x.py": "from nima_rt.train.y import Y\n",
+        "train/y.py": "from nima_rt.train.z import Z\n",
+        "train/z.py": "import nima_rt.train.x\n",
+    }
+    assert plant(tmp_path, files) == [
+        "nima_rt/io/a.py:1: nima_rt.io.a imports nima_rt.io.b: import cycle nima_rt.io.a -> nima_rt.io.b -> "
+        "nima_rt.io.a",
+        "train/x.py:1: nima_rt.train.x imports nima_rt.train.y: import cycle nima_rt.train.x -> nima_rt.train.y -> "
+        "nima_rt.train.z -> nima_rt.train.x",
+    ]
+
+
+def test_the_tree_has_no_cycles() -> None:
+    modules = layering._read_modules(REPO, layering.SOURCE_ROOTS)
+    assert layering.find_cycles(layering.import_graph(modules)) == []

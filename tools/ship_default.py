@@ -2,7 +2,7 @@
 
 ``python tools/ship_default.py MODEL.onnx DATASET_DIR --output nima_rt/models/technical.onnx``
 
-1. scores the dataset's held-out ``test.csv`` with the runtime (``train/graded_eval.py``);
+1. scores the dataset's held-out ``test.csv`` with the runtime (``train/evaluation/graded_eval.py``);
 2. writes the ONNX file again with its ``nima_rt`` metadata completed: kind ``technical``, what it
    was trained on, held-out metrics (Spearman per type, pair accuracy) beside the trainer's
    validation metrics, and the licence of every photo that shaped it (train + val) and of the
@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from nima_rt.train.graded_eval import GradedReport, graded_report, read_rows, score_with_runtime
+from nima_rt.train.evaluation.graded_eval import GradedReport, graded_report, read_rows, score_with_runtime
 
-from nima_rt.contract import METADATA_KEY, ModelMetadata
+from nima_rt.contract.spec import METADATA_KEY, ModelMetadata
 
 SOURCE_LICENSES = (
     "labels: KADID-10k subjective scores (Lin, Hosu & Saupe 2019) and TID2013 MOS (Ponomarenko et al. 2015) "
@@ -56,7 +56,7 @@ def report_metrics(report: GradedReport) -> dict[str, float]:
 
 def held_out_note(summary: dict) -> str:
     """`` of another collection (python)`` when no test photo shares a collection with a training one."""
-    from nima_rt.train.references import source_collection
+    from nima_rt.train.datasets.references import source_collection
 
     def collections(split: str) -> set[str]:
         return {source_collection(str(r.get("source", ""))) for r in summary["references"] if r["split"] == split}
@@ -129,7 +129,7 @@ def plot_distributions(rows: list[dict[str, str]], scores: np.ndarray, output: P
 def plot_ranked(dataset_dir: Path, rows: list[dict[str, str]], scores: np.ndarray, output: Path,
                 groups: int = 4, level: int = 3) -> None:
     """For a few held-out photos: clean + the primary types at ``level``, sorted by predicted score."""
-    from nima_rt.train.graded_eval import PRIMARY_TYPES
+    from nima_rt.train.evaluation.graded_eval import PRIMARY_TYPES
     from PIL import Image, ImageDraw
 
     wanted = {"clean", *PRIMARY_TYPES, "motion_blur", "overexposure"}
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=None, help="write the held-out report (JSON) here")
     parser.add_argument("--figures", type=Path, default=None, help="folder for the two figures (PNG)")
     args = parser.parse_args(argv)
-    from nima_rt.model_file import load_model_file
+    from nima_rt.io.model_file import load_model_file
 
     rows = read_rows(args.dataset / "test.csv")
     scores = score_with_runtime(args.dataset, rows, str(args.model))

@@ -6,7 +6,7 @@
 manifest gives each photo a train/val/test split). Three disjoint sets of real photographs:
 
 - **calibration**: random crops of the *train* photos (a third clean, the rest with one of the graded
-  distortions of ``nima_rt.train.distortions`` at a random level), the activation ranges QDQ needs;
+  distortions of ``nima_rt.train.datasets.distortions`` at a random level), the activation ranges QDQ needs;
 - **selection**: the *val* photos, clean and with every distortion at every level: each candidate
   recipe (which layers stay float32) is measured here, and the fastest one with Spearman >= 0.99
   against float32 is chosen (among recipes within 3% of the fastest, the one with the highest Spearman);
@@ -37,15 +37,15 @@ import onnxruntime as ort
 from nima_rt.export.onnx_export import save_model, set_metadata
 from nima_rt.export.quantize import SELECTIVE, QuantizeSettings, quantize_qdq
 from nima_rt.export.verify import INT8_MIN_SPEARMAN
-from nima_rt.train import distortions
-from nima_rt.train.references import read_manifest
+from nima_rt.train.datasets import distortions
+from nima_rt.train.datasets.references import read_manifest
 from PIL import Image
 
-from nima_rt.backends.onnxruntime_backend import session_options
-from nima_rt.contract import INPUT_NAME, OUTPUT_NAMES, Preprocess
-from nima_rt.decode import from_array
-from nima_rt.metrics import spearman
-from nima_rt.model_file import BUNDLED_DIR, DEFAULT_MODEL, load_model_file
+from nima_rt.contract.spec import INPUT_NAME, OUTPUT_NAMES, Preprocess
+from nima_rt.io.decode import from_array
+from nima_rt.io.model_file import BUNDLED_DIR, DEFAULT_MODEL, load_model_file
+from nima_rt.runtime.backends.onnxruntime_backend import session_options
+from nima_rt.runtime.metrics import spearman
 
 CANDIDATES = (
     QuantizeSettings(),  # stem + depthwise float32 (export's default)

@@ -12,6 +12,6 @@ def load_contract_module(path: str | os.PathLike[str]) -> Any:
     The torch-cuda backend's ``checkpoint_loader``: the runtime never imports this package itself,
     the CLI (or an API user) hands this function over. Imports torch when called.
     """
-    from .checkpoint import load_checkpoint
+    from nima_rt.train.model.checkpoint import load_checkpoint
 
     return load_checkpoint(path).contract_module()

@@ -20,7 +20,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from nima_rt import __version__
 
         typer.echo(f"nima-rt {__version__}")
         raise typer.Exit()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, note, require_extra
+from nima_rt.cli.common import fail, note, require_extra
 
 
 def build_dataset(
@@ -32,11 +32,11 @@ def build_dataset(
     """
     require_extra("scipy", "train", "build-dataset")
     require_extra("skimage", "train", "build-dataset")
-    from ..train.build_dataset import BuildConfig, BuildError, find_references
-    from ..train.build_dataset import build_dataset as build
-    from ..train.distortions import DISTORTIONS
-    from ..train.kadid import LabelSourceError
-    from ..train.references import ReferenceError
+    from nima_rt.train.datasets.build_dataset import BuildConfig, BuildError, find_references
+    from nima_rt.train.datasets.build_dataset import build_dataset as build
+    from nima_rt.train.datasets.distortions import DISTORTIONS
+    from nima_rt.train.datasets.kadid import LabelSourceError
+    from nima_rt.train.datasets.references import ReferenceError
 
     try:
         names = tuple(n.strip() for n in distortions.split(",") if n.strip()) if distortions else tuple(DISTORTIONS)

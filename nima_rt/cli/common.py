@@ -8,8 +8,8 @@ from typing import NoReturn
 
 import typer
 
-from ..progress import StatusLine, bar
-from ..results import ScoreResult
+from nima_rt.io.progress import StatusLine, bar
+from nima_rt.io.results import ScoreResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run could not proceed (bad model, unwritable output, missing extra)

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import typer
 
-from nima_rt.contract import ContractError
-from nima_rt.model_file import ENGINE_SUFFIXES
-
-from .common import fail, note
+from nima_rt.cli.common import fail, note
+from nima_rt.contract.spec import ContractError
+from nima_rt.io.model_file import ENGINE_SUFFIXES
 
 
 def export(
@@ -69,8 +68,8 @@ def export(
     ),
 ) -> None:
     """Export a checkpoint to the contract ONNX model (fp32/fp16/INT8) or a TensorRT engine, and verify it."""
-    from ..export.api import ExportRequest, run_export
-    from ..export.tensorrt_build import TensorRTSettings
+    from nima_rt.export.api import ExportRequest, run_export
+    from nima_rt.export.tensorrt_build import TensorRTSettings
 
     if fmt is None:
         fmt = "tensorrt" if output is not None and output.suffix.lower() in ENGINE_SUFFIXES else "onnx"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, note, require_extra
+from nima_rt.cli.common import fail, note, require_extra
 
 
 def graded_eval(
@@ -23,8 +23,14 @@ def graded_eval(
     """Per distortion type: Spearman(level, score) and clean-vs-level-2..4 pair accuracy; the share of
     score variance explained by photo identity. Prints the side-by-side table (docs/models.md)."""
     require_extra("scipy", "train", "graded-eval")
-    from ..train.baselines import BaselineError
-    from ..train.cross_source import CrossSourceConfig, CrossSourceError, markdown_table, run_cross_source, write_result
+    from nima_rt.train.evaluation.baselines import BaselineError
+    from nima_rt.train.evaluation.cross_source import (
+        CrossSourceConfig,
+        CrossSourceError,
+        markdown_table,
+        run_cross_source,
+        write_result,
+    )
 
     if not model and baselines is None:
         fail("nothing to evaluate: give --model and/or --baselines")

@@ -6,10 +6,10 @@ import json
 
 import typer
 
-from ..backends import BackendUnavailable, choose_backend, probe_backends
-from ..contract import ContractError
-from ..model_file import bundled_models, load_model_file
-from .common import fail
+from nima_rt.cli.common import fail
+from nima_rt.contract.spec import ContractError
+from nima_rt.io.model_file import bundled_models, load_model_file
+from nima_rt.runtime.backends import BackendUnavailable, choose_backend, probe_backends
 
 
 def info(

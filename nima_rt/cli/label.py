@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, note
+from nima_rt.cli.common import fail, note
 
 label_app = typer.Typer(
     name="label",
@@ -31,8 +31,8 @@ def serve(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every request on stderr."),
 ) -> None:
     """Serve the rating page; every rating is committed to the database as it is given."""
-    from ..label.server import check_token, is_loopback, make_server
-    from ..label.store import LabelError, Store
+    from nima_rt.apps.label.server import check_token, is_loopback, make_server
+    from nima_rt.apps.label.store import LabelError, Store
 
     if not images_dir.is_dir():
         fail(f"{images_dir}: not a folder of images")
@@ -86,8 +86,8 @@ def export(
     seed: int = typer.Option(0, "--seed", help="Seed of the held-out draw."),
 ) -> None:
     """Write one row per image (path + 10 vote counts) for `nima-rt train`, and report rater agreement."""
-    from ..label.export import export_labels
-    from ..label.store import LabelError
+    from nima_rt.apps.label.export import export_labels
+    from nima_rt.apps.label.store import LabelError
 
     if group_by not in (None, "parent"):
         raise typer.BadParameter("only 'parent' is supported", param_hint="--group-by")

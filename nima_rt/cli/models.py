@@ -6,9 +6,9 @@ import json
 
 import typer
 
-from ..contract import ContractError
-from ..model_file import AESTHETIC_HELP, DEFAULT_MODEL, bundled_models, load_model_file
-from .common import fail
+from nima_rt.cli.common import fail
+from nima_rt.contract.spec import ContractError
+from nima_rt.io.model_file import AESTHETIC_HELP, DEFAULT_MODEL, bundled_models, load_model_file
 
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:

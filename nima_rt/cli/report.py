@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from ..output import OutputError
-from ..report.build import GROUP_BY, ReportConfig, ReportError, build_report
-from ..report.score_file import read_score_file
-from . import options
-from .common import Progress, fail, note
+from nima_rt.apps.report.build import GROUP_BY, ReportConfig, ReportError, build_report
+from nima_rt.cli import options
+from nima_rt.cli.common import Progress, fail, note
+from nima_rt.io.score_reader import read_score_file
+from nima_rt.io.writers import OutputError
 
 
 def report(

@@ -11,9 +11,12 @@ from typing import Any, BinaryIO
 
 import typer
 
-from ..choices import ENGINES
-from ..inputs import InputItem, WalkReport, iter_inputs, normalize_extensions, read_path_list
-from ..output import (
+from nima_rt.cli import options
+from nima_rt.cli.common import EXIT_BROKEN_PIPE, EXIT_NOTHING_SCORED, Progress, fail, note
+from nima_rt.contract.choices import ENGINES
+from nima_rt.io.inputs import InputItem, WalkReport, iter_inputs, normalize_extensions, read_path_list
+from nima_rt.io.results import ScoreResult
+from nima_rt.io.writers import (
     CsvWriter,
     DonePaths,
     JsonlWriter,
@@ -25,11 +28,8 @@ from ..output import (
     format_for,
     open_text,
 )
-from ..ranking import RULE_COLUMNS, RankRule, rank_groups, rank_rows, sort_rows
-from ..results import ScoreResult
-from ..scorer import Scorer, ScorerConfig
-from . import options
-from .common import EXIT_BROKEN_PIPE, EXIT_NOTHING_SCORED, Progress, fail, note
+from nima_rt.runtime.ranking import RULE_COLUMNS, RankRule, rank_groups, rank_rows, sort_rows
+from nima_rt.runtime.scorer import Scorer, ScorerConfig
 
 GROUP_COLUMNS = ("group", "rank", "best")
 
@@ -107,7 +107,7 @@ def score(
     if group_by not in (None, "parent"):
         raise typer.BadParameter("only 'parent' is supported", param_hint="--group-by")
     if engine != "local" or address is not None:
-        from .score_ray import score_ray
+        from nima_rt.cli.score_ray import score_ray
 
         single = {"--sort": sort, "--sort-by": sort_by is not None, "--rank-by": rank_by is not None,
                   "--top": top is not None,

@@ -1,7 +1,7 @@
 """``nima-rt score ... --engine ray``: the command-line side of the Ray Data pipeline.
 
 Called from :mod:`nima_rt.cli.score`; checks the options that mean something on one machine only,
-runs :func:`~nima_rt.distributed.pipeline.score_with_ray` and reports in the CLI's style.
+runs :func:`~nima_rt.apps.distributed.pipeline.score_with_ray` and reports in the CLI's style.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import typer
 
-from .common import fail, note, require_extra
+from nima_rt.cli.common import fail, note, require_extra
 
 
 def score_ray(
@@ -46,12 +46,12 @@ def score_ray(
 
     import ray.exceptions
 
-    from ..backends import BackendUnavailable
-    from ..contract import ContractError
-    from ..distributed.inputs import InputError
-    from ..distributed.pipeline import IncompleteRun, score_with_ray
-    from ..distributed.plan import PlanError, RayScoreConfig
-    from ..output import OutputError
+    from nima_rt.apps.distributed.inputs import InputError
+    from nima_rt.apps.distributed.pipeline import IncompleteRun, score_with_ray
+    from nima_rt.apps.distributed.plan import PlanError, RayScoreConfig
+    from nima_rt.contract.spec import ContractError
+    from nima_rt.io.writers import OutputError
+    from nima_rt.runtime.backends import BackendUnavailable
 
     try:
         config = RayScoreConfig(

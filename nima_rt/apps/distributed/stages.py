@@ -1,0 +1,173 @@
+"""The two Ray Data stages: decode tasks (CPU) and the scoring actor (holds the Backend).
+
+Both work on numpy batches (dicts of columns). Between them a row carries ``index``, ``shard``,
+``path``, ``error`` ("" when none) and one ``image_<k>`` uint8 [S, S, 3] column per distinct model
+input geometry (an error row carries zeros there, never scored). The actor emits ``index``,
+``shard``, ``path``, ``error`` and per model ``<column>_mean``, ``<column>_std`` (float32) and
+``<column>_dist`` (float32 [10]); error rows hold NaN.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nima_rt.apps.distributed.sources import SourceReader
+from nima_rt.contract.spec import NUM_BINS, ContractError
+from nima_rt.io.decode import DecodeError, DecodeOptions, Preprocess, decode_file
+from nima_rt.io.files import file_sha256
+from nima_rt.io.model_file import load_model_file, resolve_model_path, sidecar_path
+from nima_rt.io.results import ScoreResult
+from nima_rt.runtime.backends import BackendUnavailable
+from nima_rt.runtime.scorer import DecodedInput, Scorer, ScorerConfig
+
+NO_ERROR = ""  # Arrow columns of all-None objects lose their type; "" means "no error" between stages
+
+
+def image_column(index: int) -> str:
+    return f"image_{index}"
+
+
+class _NamedBytes(io.BytesIO):
+    """Bytes that look like an open file named after the input, so decode errors name the path."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.name = name
+
+
+def decode_bytes(data: bytes, label: str, specs: Sequence[Preprocess], options: DecodeOptions) -> list[np.ndarray]:
+    """The runtime's :func:`nima_rt.io.decode.decode_file` on a file's bytes (same draft, EXIF, colour rule)."""
+    return decode_file(_NamedBytes(data, label), list(specs), options)
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_reader() -> SourceReader:
+    """One reader per worker process, so object-store clients (S3, GCS) are made once, not per batch."""
+    return SourceReader()
+
+
+def decode_batch(
+    batch: dict[str, np.ndarray], specs: Sequence[Preprocess], options: DecodeOptions = DecodeOptions()
+) -> dict[str, np.ndarray]:
+    """Ray Data task: read and decode each row's ``source``; failures become the row's ``error``."""
+    from nima_rt.apps.distributed.sources import SourceError
+
+    reader = _worker_reader()
+    paths = [str(p) for p in batch["path"]]
+    count = len(paths)
+    errors = [NO_ERROR if e is None else str(e) for e in batch["error"]]
+    images = [np.zeros((count, s.size, s.size, 3), dtype=np.uint8) for s in specs]
+    for row, (path, source) in enumerate(zip(paths, batch["source"], strict=True)):
+        if errors[row]:
+            continue
+        try:
+            location = path if source is None else str(source)
+            arrays = decode_bytes(reader.read(location, path), path, specs, options)
+        except (SourceError, DecodeError) as exc:
+            errors[row] = str(exc)
+            continue
+        except Exception as exc:  # a decoder bug must not end the job: the row says what happened
+            errors[row] = f"{path}: unexpected {type(exc).__name__} ({' '.join(str(exc).split())})"
+            continue
+        for spec_index, array in enumerate(arrays):
+            images[spec_index][row] = array
+    out = {
+        "index": np.asarray(batch["index"], dtype=np.int64),
+        "shard": np.asarray(batch["shard"], dtype=np.int64),
+        "path": np.array(paths, dtype=object),
+        "error": np.array(errors, dtype=object),
+    }
+    for spec_index, stacked in enumerate(images):
+        out[image_column(spec_index)] = stacked
+    return out
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """A model file's bytes (and a TensorRT engine's sidecar), shipped to actors on any node."""
+
+    file_name: str
+    data: bytes
+    sha256: str
+    sidecar: bytes | None = None
+    origin: str = ""  # the path on the driver, named in actors' error messages
+
+    @classmethod
+    def load(cls, spec: str | None) -> ModelPayload:
+        path = resolve_model_path(spec)
+        sidecar = sidecar_path(path)
+        return cls(path.name, path.read_bytes(), file_sha256(path),
+                   sidecar.read_bytes() if sidecar.is_file() else None, str(path))
+
+    def write(self, folder: str) -> str:
+        path = os.path.join(folder, self.file_name)
+        with open(path, "wb") as handle:
+            handle.write(self.data)
+        if self.sidecar is not None:
+            with open(path + ".json", "wb") as handle:
+                handle.write(self.sidecar)
+        return path
+
+
+class ScoreActor:
+    """Ray Data callable class: one :class:`~nima_rt.runtime.scorer.Scorer` (the CLI's backends) per actor."""
+
+    def __init__(self, models: Sequence[ModelPayload], config: ScorerConfig) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="nima-rt-models-")
+        paths = []
+        for number, payload in enumerate(models):
+            folder = os.path.join(self._folder.name, str(number))  # same file names must not collide
+            os.makedirs(folder)
+            paths.append(payload.write(folder))
+        for path, payload in zip(paths, models, strict=True):
+            if load_model_file(path).sha256 != payload.sha256:
+                raise RuntimeError(f"{payload.file_name}: model bytes changed in transit (sha256 mismatch)")
+        try:
+            self.scorer = Scorer(paths, config)
+        except (ContractError, BackendUnavailable, ValueError) as exc:  # name the user's file, not the copy
+            message = str(exc)
+            for path, payload in zip(paths, models, strict=True):
+                message = message.replace(path, payload.origin or payload.file_name)
+            raise type(exc)(message) from None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        paths = [str(p) for p in batch["path"]]
+        errors = [str(e) for e in batch["error"]]
+        images = [batch[image_column(k)] for k in range(len(self.scorer.preprocess))]
+        pending = [
+            DecodedInput(path, None, error)
+            if error
+            else DecodedInput(path, [images[k][row] for k in range(len(images))], None)
+            for row, (path, error) in enumerate(zip(paths, errors, strict=True))
+        ]
+        # The single-machine runner's own batching and inference: same scores, same error rows.
+        results: list[ScoreResult] = list(self.scorer.score_decoded(pending))
+        out: dict[str, np.ndarray] = {
+            "index": np.asarray(batch["index"], dtype=np.int64),
+            "shard": np.asarray(batch["shard"], dtype=np.int64),
+            "path": np.array([r.path for r in results], dtype=object),
+            "error": np.array([r.error or NO_ERROR for r in results], dtype=object),
+        }
+        count = len(results)
+        for model in self.scorer.models:
+            mean = np.full(count, np.nan, dtype=np.float32)
+            std = np.full(count, np.nan, dtype=np.float32)
+            dist = np.full((count, NUM_BINS), np.nan, dtype=np.float32)
+            for row, result in enumerate(results):
+                score = result.scores.get(model.column)
+                if score is not None:
+                    mean[row], std[row], dist[row] = score.mean, score.std, score.dist
+            out[f"{model.column}_mean"], out[f"{model.column}_std"], out[f"{model.column}_dist"] = mean, std, dist
+        return out
+
+    def __del__(self) -> None:
+        scorer = getattr(self, "scorer", None)
+        if scorer is not None:
+            scorer.close()

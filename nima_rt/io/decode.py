@@ -1,0 +1,370 @@
+"""Decode image files into the uint8 RGB squares the model contract asks for.
+
+One file is opened once, whatever number of models (and input sizes) it is scored by.
+Every failure becomes a :class:`DecodeError` with a one-line message; nothing here prints.
+
+:func:`load_rgb` is THE "open an image, apply its EXIF orientation, convert it to RGB" of the project
+(the runtime, the report's thumbnails, the labelling app and the dataset builder all call it), with one
+decompression-bomb policy: the declared size is checked before any pixel is decoded.
+
+Colours follow :mod:`nima_rt.io.colour` (every Pillow mode to 8-bit RGB, docs/runtime.md); decode memory in
+flight is bounded by :mod:`nima_rt.io.decode_memory`. EXIF orientation is applied before resizing;
+multi-frame files use the frame Pillow opens on (the first frame of an animation, the merged composite of
+a layered PSD).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import stat
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, TypeVar
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from nima_rt.contract.spec import Preprocess, resize_image
+from nima_rt.io.colour import to_rgb
+from nima_rt.io.decode_memory import DEFAULT_DECODE_MEMORY, DecodeBudget, Reservation
+
+__all__ = [
+    "DecodeBudget", "DecodeError", "DecodeOptions", "Preprocess", "decode_bytes", "decode_file", "from_array",
+    "from_pil", "image_extensions", "load_rgb", "path_label", "to_rgb",
+]
+
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+T = TypeVar("T")
+ORIENTATION_TAG = 0x0112
+# Extensions Pillow registers for formats a photo pipeline has no business walking into (documents, scientific
+# containers, video): a file named so is still tried when given explicitly.
+NOT_PHOTO_EXTENSIONS = frozenset({".pdf", ".eps", ".ps", ".h5", ".hdf", ".bufr", ".grib", ".fit", ".fits",
+                                  ".mpg", ".mpeg", ".wmf", ".emf"})
+# Bytes Pillow keeps per pixel for a decoded image of each mode (RGB is stored in 4 bytes).
+_STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+class DecodeError(Exception):
+    """A file could not be turned into model input; ``str()`` is a one-line reason."""
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Decoder settings shared by every file of a run."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS  # Pillow's decompression-bomb limit, kept by default
+    jpeg_draft: bool = True  # False: always decode JPEGs in full, whatever the model's metadata allows
+    decode_memory: int = DEFAULT_DECODE_MEMORY  # bytes of decode buffers in flight across threads (DecodeBudget)
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.decode_memory < 1:
+            raise ValueError(f"decode_memory must be >= 1 byte, got {self.decode_memory}")
+
+
+def image_extensions() -> frozenset[str]:
+    """The file extensions a folder walk picks up: every extension the installed Pillow registers for a
+    format it can open (AVIF, PPM/PGM, PSD, TGA, ICO, JPEG 2000... when the build has them), lower case,
+    minus :data:`NOT_PHOTO_EXTENSIONS`."""
+    Image.init()
+    return _extensions_of(len(Image.OPEN), len(Image.EXTENSION))  # recomputed when a plugin registers
+
+
+@functools.lru_cache(maxsize=4)
+def _extensions_of(_formats: int, _extensions: int) -> frozenset[str]:
+    readable = set(Image.OPEN)
+    extensions = {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in readable}
+    if "JPEG" in readable:
+        extensions.add(".mpo")  # multi-picture JPEGs: Pillow's JPEG opener reads them
+    return frozenset(extensions - NOT_PHOTO_EXTENSIONS)
+
+
+def is_image_path(path: os.PathLike[str] | str, extensions: frozenset[str] | None = None) -> bool:
+    """True when the file name ends in an image extension (case-insensitive)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in (extensions or image_extensions())
+
+
+def path_label(path: str | os.PathLike[str]) -> str:
+    """A path as it appears inside one-line messages: control characters (``\\n``, ``\\r``, ``\\t``...)
+    and bytes that are not UTF-8 are written as Python escapes, so a message is one line whatever the
+    name holds."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "unknown error"
+
+
+def _open_order() -> tuple[str, ...]:
+    """Every format Pillow can open, in an order that does not depend on what was opened before.
+
+    ``Image.open`` imports the plugin of a file's extension first, which moves it ahead in Pillow's
+    global list: after a ``.tga`` the TGA plugin (which has no magic number and accepts almost any
+    header) was tried before ICO and claimed ``.ico`` files. Formats with a magic number go first, by
+    plugin module; those without one (TGA, SPIDER, IM, IPTC, PCD...) last.
+    """
+    Image.init()
+    return tuple(sorted(Image.ID, key=lambda f: (Image.OPEN[f][1] is None, Image.OPEN[f][0].__module__, f)))
+
+
+def _open_regular(path: str, label: str) -> BinaryIO:
+    """Open a regular file without ever blocking: FIFOs, sockets and devices are refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise DecodeError(f"{label}: no such file (or a broken symlink)") from None
+    except IsADirectoryError:
+        raise DecodeError(f"{label}: is a directory, expected an image file") from None
+    except PermissionError:
+        raise DecodeError(f"{label}: permission denied") from None
+    except OSError as exc:
+        raise DecodeError(f"{label}: cannot open ({_one_line(exc.strerror or str(exc))})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise DecodeError(f"{label}: is a directory, expected an image file")
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise DecodeError(f"{label}: is {kind}, not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _blp_embedded_size(image: Image.Image) -> tuple[int, int] | None:
+    """The size of the JPEG a BLP1 texture embeds (its decoder decodes it whatever the texture's declared
+    size: a 700-byte file could make Pillow allocate gigabytes)."""
+    if image.format != "BLP" or getattr(image, "magic", None) != b"BLP1" or image.tile[0].args[0] != 0:
+        return None
+    fp = image.fp
+    fp.seek(image.tile[0].offset + 128)
+    (header_size,) = struct.unpack("<I", fp.read(4))
+    header = fp.read(min(header_size, 1 << 16))
+    for marker in range(0xC0, 0xD0):
+        if marker in (0xC4, 0xC8, 0xCC):
+            continue
+        at = header.find(bytes((0xFF, marker)))
+        if at >= 0 and at + 9 <= len(header):
+            height, width = struct.unpack(">HH", header[at + 5 : at + 9])
+            return width, height
+    return (0, 0)
+
+
+def _check_size(image: Image.Image, label: str, max_pixels: int) -> None:
+    """The decompression-bomb policy, applied to the declared size before any pixel is decoded."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise DecodeError(
+            f"{label}: image is {width}x{height} = {width * height} pixels, above the "
+            f"decompression-bomb limit of {max_pixels} pixels"
+        )
+    if width == 0 or height == 0:
+        raise DecodeError(f"{label}: image has no pixels ({width}x{height})")
+    embedded = _blp_embedded_size(image)
+    if embedded is not None and embedded[0] * embedded[1] > width * height:
+        raise DecodeError(
+            f"{label}: BLP texture declares {width}x{height} but embeds a {embedded[0]}x{embedded[1]} JPEG"
+        )
+
+
+def decode_cost(image: Image.Image) -> int:
+    """Bytes a decode of ``image`` (at its current, possibly drafted, size) may hold at once: the decoded
+    pixels plus up to three 4-byte-per-pixel working copies (orientation, colour conversion, flattening)."""
+    width, height = image.size
+    return width * height * (_STORED_BYTES.get(image.mode, 4) + 12)
+
+
+@contextmanager
+def _opened(source: str | os.PathLike[str] | BinaryIO, label: str) -> Iterator[Image.Image]:
+    """The opened (not yet decoded) image; a file opened here is closed here."""
+    own = not hasattr(source, "read")
+    stream = _open_regular(os.fspath(source), label) if own else source  # type: ignore[arg-type]
+    try:
+        with Image.open(stream, formats=_open_order()) as image:  # type: ignore[arg-type]
+            yield image
+    finally:
+        if own:
+            stream.close()  # type: ignore[union-attr]
+
+
+def _rgb_from_open(
+    image: Image.Image, label: str, max_pixels: int, draft_side: int | None, reservation: Reservation
+) -> Image.Image:
+    """Check, draft, decode, orient and colour-convert an opened image; the result is loaded RGB."""
+    _check_size(image, label, max_pixels)
+    if draft_side is not None and image.format == "JPEG":
+        # DCT-domain downscaling by 1/2, 1/4 or 1/8 while both sides stay >= draft_side.
+        image.draft("RGB", (draft_side, draft_side))
+    reservation.take(decode_cost(image))
+    image.load()
+    if image.getexif().get(ORIENTATION_TAG, 1) != 1:  # exif_transpose copies even when nothing turns
+        image = ImageOps.exif_transpose(image) or image
+    rgb = to_rgb(image)
+    rgb.load()
+    return rgb
+
+
+def _failure(label: str, exc: BaseException) -> str:
+    """The one-line reason for a failed open or decode (the exception itself is dropped by the caller,
+    with its traceback and the half-decoded image its frames hold)."""
+    if isinstance(exc, DecodeError):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return f"{label}: no such file (or a broken symlink)"
+    if isinstance(exc, IsADirectoryError):
+        return f"{label}: is a directory, expected an image file"
+    if isinstance(exc, PermissionError):
+        return f"{label}: permission denied"
+    if isinstance(exc, UnidentifiedImageError):
+        return f"{label}: not an image file Pillow can read"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"{label}: {_one_line(str(exc))}"
+    return f"{label}: cannot decode image ({_one_line(str(exc))})"
+
+
+_DECODE_FAILURES = (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError,
+                    KeyError, ZeroDivisionError, struct.error, Image.DecompressionBombError, DecodeError)
+
+
+def _source_label(source: str | os.PathLike[str] | BinaryIO, label: str | None) -> str:
+    if label is not None:
+        return path_label(label)
+    if hasattr(source, "read"):
+        return path_label(str(getattr(source, "name", "<stream>")))
+    return path_label(source)  # type: ignore[arg-type]
+
+
+def load_rgb(
+    source: str | os.PathLike[str] | BinaryIO,
+    label: str | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_side: int | None = None,
+    budget: DecodeBudget | None = None,
+) -> Image.Image:
+    """Open an image file (or binary stream), apply its EXIF orientation and convert it to RGB.
+
+    The one opener of the project: regular files only (a FIFO or device is refused, never read), the
+    declared size checked against ``max_pixels`` before decoding, formats tried in a fixed order, the
+    colour rule of :func:`to_rgb`. ``draft_side`` lets a JPEG decode DCT-scaled while both sides stay
+    >= it. Returns a loaded image whose file is closed; raises :class:`DecodeError` (one line).
+    """
+    return _decode(source, _source_label(source, label), max_pixels, draft_side, budget, _as_is)
+
+
+def _as_is(rgb: Image.Image) -> Image.Image:
+    return rgb
+
+
+def _decode(
+    source: str | os.PathLike[str] | BinaryIO, shown: str, max_pixels: int, draft_side: int | None,
+    budget: DecodeBudget | None, finish: Callable[[Image.Image], T],
+) -> T:
+    """Open and decode ``source`` to RGB, then ``finish`` it, inside one budget reservation that is given
+    back only once nothing (not even a failure's traceback) refers to the decode's buffers."""
+    message = None
+    with Reservation(budget) as reservation:
+        try:
+            return _open_and_finish(source, shown, max_pixels, draft_side, reservation, finish)
+        except _DECODE_FAILURES as exc:
+            message = _failure(shown, exc)
+    raise DecodeError(message)  # raised outside the handler: no reference to the failed image survives
+
+
+def _open_and_finish(
+    source: str | os.PathLike[str] | BinaryIO, shown: str, max_pixels: int, draft_side: int | None,
+    reservation: Reservation, finish: Callable[[Image.Image], T],
+) -> T:
+    with _opened(source, shown) as image:
+        rgb = _rgb_from_open(image, shown, max_pixels, draft_side, reservation)
+    return finish(rgb)  # this frame (and the full-size images) ends before the reservation is given back
+
+
+def prepare(
+    image: Image.Image, specs: list[Preprocess], max_pixels: int, label: str, allow_draft: bool = False,
+    budget: DecodeBudget | None = None,
+) -> list[np.ndarray]:
+    """Turn an opened Pillow image into one uint8 [S, S, 3] array per spec.
+
+    Applies the JPEG draft (for a file not yet loaded, when every spec allows it), EXIF orientation
+    and the colour rule.
+    """
+    draft = allow_draft and all(spec.resize.jpeg_draft for spec in specs)
+    with Reservation(budget) as reservation:
+        rgb = _rgb_from_open(image, label, max_pixels, max(s.size for s in specs) if draft else None, reservation)
+    return resize_all(rgb, specs, label)
+
+
+def resize_all(rgb: Image.Image, specs: list[Preprocess], label: str) -> list[np.ndarray]:
+    """One uint8 [S, S, 3] array per spec from an RGB image (the contract's resize)."""
+    arrays = []
+    for spec in specs:
+        resized = resize_image(rgb, spec.size, spec.resize)
+        array = np.asarray(resized, dtype=np.uint8)
+        if array.shape != (spec.size, spec.size, 3):
+            raise DecodeError(f"{label}: decoded to shape {array.shape}, expected ({spec.size}, {spec.size}, 3)")
+        arrays.append(array)
+    return arrays
+
+
+def decode_file(
+    path: str | os.PathLike[str] | BinaryIO,
+    specs: list[Preprocess],
+    options: DecodeOptions = DecodeOptions(),
+    budget: DecodeBudget | None = None,
+    label: str | None = None,
+) -> list[np.ndarray]:
+    """Open, decode and resize one image file; raise :class:`DecodeError` with a one-line reason.
+
+    JPEGs are DCT-scaled (the draft) when ``options.jpeg_draft`` and every spec allow it. ``budget``
+    bounds the decode buffers in flight across threads.
+    """
+    draft = options.jpeg_draft and all(spec.resize.jpeg_draft for spec in specs)
+    shown = _source_label(path, label)
+    return _decode(path, shown, options.max_pixels, max(s.size for s in specs) if draft else None, budget,
+                   lambda rgb: resize_all(rgb, specs, shown))
+
+
+def decode_bytes(
+    data: bytes | bytearray | memoryview,
+    specs: list[Preprocess],
+    options: DecodeOptions = DecodeOptions(),
+    budget: DecodeBudget | None = None,
+    label: str = "<bytes>",
+) -> list[np.ndarray]:
+    """:func:`decode_file` on an encoded file's bytes (an upload, an object-store read): the same draft,
+    EXIF, colour rule and errors, so equal bytes give equal arrays whichever way they arrive."""
+    return decode_file(io.BytesIO(data), specs, options, budget, label)
+
+
+def from_pil(image: Image.Image, specs: list[Preprocess], options: DecodeOptions = DecodeOptions()) -> list[np.ndarray]:
+    """Model inputs from an in-memory Pillow image (same rules as files, no JPEG draft)."""
+    label = path_label(getattr(image, "filename", "") or "<PIL image>")
+    message = None
+    try:
+        return prepare(image, specs, options.max_pixels, label)
+    except _DECODE_FAILURES as exc:
+        message = str(exc) if isinstance(exc, DecodeError) else f"{label}: cannot convert image ({_one_line(str(exc))})"
+    raise DecodeError(message)
+
+
+def from_array(array: np.ndarray, specs: list[Preprocess]) -> list[np.ndarray]:
+    """Model inputs from a uint8 array [H, W, 3] (RGB) or [H, W] (greyscale)."""
+    if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
+        raise DecodeError(f"array input must be a numpy uint8 array, got {getattr(array, 'dtype', type(array))}")
+    if array.ndim == 2:
+        image = Image.fromarray(array, "L")
+    elif array.ndim == 3 and array.shape[2] in (3, 4):
+        image = Image.fromarray(np.ascontiguousarray(array), "RGB" if array.shape[2] == 3 else "RGBA")
+    else:
+        raise DecodeError(f"array input must have shape [H, W], [H, W, 3] or [H, W, 4], got {array.shape}")
+    return prepare(image, specs, DEFAULT_MAX_PIXELS, "<array>")

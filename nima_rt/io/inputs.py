@@ -1,0 +1,134 @@
+"""Expand the PATH arguments of a run into image files, lazily and in a stable order.
+
+Folders are walked iteratively (no recursion limit however deep), in sorted order (a folder's files,
+then its sub-folders one by one), following symlinks to folders once: a folder reached twice (a
+symlink loop, or a second link to it) is walked the first time only. Files whose extension is not an
+image extension (:func:`nima_rt.io.decode.image_extensions`, narrowed with ``extensions``) are skipped and
+counted in :class:`WalkReport`; a file named explicitly is always tried, whatever its name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from nima_rt.io.decode import image_extensions, path_label
+
+SKIPPED_EXAMPLES = 5  # skipped file names a WalkReport keeps for the summary line
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """A file to score, or a path that could not be listed (``error`` set)."""
+
+    path: str
+    error: str | None = None
+
+
+@dataclass
+class WalkReport:
+    """What a walk left out: files with other extensions and folders reached a second time."""
+
+    skipped_files: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+    repeated_folders: list[str] = field(default_factory=list)
+
+    def skip(self, path: str) -> None:
+        self.skipped_files += 1
+        if len(self.skipped_examples) < SKIPPED_EXAMPLES:
+            self.skipped_examples.append(path_label(path))
+
+    def summary(self) -> str | None:
+        """One line for stderr, or None when nothing was left out."""
+        parts = []
+        if self.skipped_files:
+            parts.append(
+                f"skipped {self.skipped_files} file(s) without an image extension "
+                f"(e.g. {', '.join(self.skipped_examples)})"
+            )
+        if self.repeated_folders:
+            parts.append(
+                f"walked {len(self.repeated_folders)} folder(s) once though linked again "
+                f"(e.g. {self.repeated_folders[0]})"
+            )
+        return "; ".join(parts) or None
+
+
+def normalize_extensions(extensions: Iterable[str] | None) -> frozenset[str]:
+    """``["jpg", ".PNG"]`` -> ``{".jpg", ".png"}``; None -> every image extension Pillow registers."""
+    if extensions is None:
+        return image_extensions()
+    chosen = frozenset("." + ext.lower().lstrip(".") for ext in extensions if ext.strip("."))
+    if not chosen:
+        raise ValueError("extensions: give at least one, e.g. jpg,png")
+    return chosen
+
+
+def iter_inputs(
+    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    extensions: Iterable[str] | None = None,
+    report: WalkReport | None = None,
+) -> Iterator[InputItem]:
+    """Yield files to score: folders are walked (see the module doc); anything else given explicitly is
+    yielded as is, so a missing or unreadable path becomes an error row rather than vanishing. An
+    unreadable sub-folder is an error item. A single path (``"photos/"``) is one path, not characters."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    wanted = normalize_extensions(extensions)
+    report = report if report is not None else WalkReport()
+    for given in paths:
+        text = os.fspath(given)
+        if isinstance(text, bytes):
+            text = os.fsdecode(text)
+        if os.path.isdir(text):
+            yield from _walk(text, wanted, report)
+        else:
+            yield InputItem(text)
+
+
+def _walk(top: str, extensions: frozenset[str], report: WalkReport) -> Iterator[InputItem]:
+    seen: set[tuple[int, int]] = set()
+    pending = [top]
+    while pending:
+        folder = pending.pop()
+        try:
+            info = os.stat(folder)
+            key = (info.st_dev, info.st_ino)
+            if key in seen:
+                report.repeated_folders.append(path_label(folder))
+                continue
+            seen.add(key)
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            yield InputItem(folder, f"{path_label(folder)}: cannot list folder ({exc.strerror or exc})")
+            continue
+        folders = []
+        for entry in entries:
+            if _is_folder(entry):
+                folders.append(entry.path)
+            elif os.path.splitext(entry.name)[1].lower() in extensions:
+                yield InputItem(entry.path)
+            else:
+                report.skip(entry.path)
+        pending.extend(reversed(folders))
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """A folder, or a symlink to one (a broken or unreadable link is a file: its row says why)."""
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
+def read_path_list(stream: BinaryIO) -> Iterator[str]:
+    """Paths listed one per line (``find ... | nima-rt score -``), read lazily as bytes and decoded like
+    the file system's own names (``os.fsdecode``), so names that are not UTF-8 survive. A trailing
+    ``\\r`` (lists written on Windows) is dropped; blank lines are skipped."""
+    for line in stream:
+        path = line.rstrip(b"\n").removesuffix(b"\r")
+        if path:
+            yield os.fsdecode(path)

@@ -1,0 +1,128 @@
+"""Find a model (bundled name or file) and read its contract metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from nima_rt.contract.onnx_meta import read_metadata_props
+from nima_rt.contract.spec import ENGINE_SIDECAR_KEY, METADATA_KEY, ContractError, EngineInfo, ModelMetadata
+from nima_rt.io.files import file_sha256
+
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODEL = "technical"
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+COLUMN_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # what NAME=FILE may call a model's output columns
+
+AESTHETIC_HELP = (
+    "no aesthetic model is bundled: nima-rt cannot ship one trained honestly (AVA's images are not "
+    "redistributable). Train one with `nima-rt train --preset aesthetic --labels AVA.txt --images DIR`, "
+    "export it with `nima-rt export runs/<run>/best.pt --output aesthetic.onnx`, then pass "
+    "`--model aesthetic.onnx` (docs/training.md)"
+)
+
+
+class ModelNotFound(ContractError):
+    """The model name or path does not lead to a model file."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file on disk with its parsed contract metadata."""
+
+    path: Path
+    metadata: ModelMetadata
+    sha256: str
+    format: str  # "onnx" or "engine"
+    engine: EngineInfo | None = None  # engines only: what it was built for (from the sidecar)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def bundled_models() -> dict[str, Path]:
+    """Names and paths of the models shipped inside the package."""
+    if not BUNDLED_DIR.is_dir():
+        return {}
+    return {path.stem: path for path in sorted(BUNDLED_DIR.glob("*.onnx"))}
+
+
+def resolve_model_path(spec: str | os.PathLike[str] | None) -> Path:
+    """A bundled model name, or a path to an ``.onnx`` / ``.engine`` file, to a path on disk."""
+    bundled = bundled_models()
+    if spec is None:
+        if DEFAULT_MODEL in bundled:
+            return bundled[DEFAULT_MODEL]
+        raise ModelNotFound(
+            "no default model is bundled with this nima-rt install; pass --model FILE.onnx "
+            "(see docs/models.md)"
+        )
+    text = os.fspath(spec)
+    if text in bundled:
+        return bundled[text]
+    if text == "aesthetic":
+        raise ModelNotFound(AESTHETIC_HELP)
+    path = Path(text)
+    if path.is_dir():
+        raise ModelNotFound(f"{text}: is a directory, expected a model file (.onnx or .engine)")
+    if not path.exists():
+        names = ", ".join(bundled) or "none"
+        raise ModelNotFound(f"{text}: no such model file or bundled model name (bundled: {names})")
+    return path
+
+
+def split_model_spec(spec: str | os.PathLike[str] | None) -> tuple[str | None, str | os.PathLike[str] | None]:
+    """``"NAME=FILE"`` -> ``("NAME", "FILE")``: the column the model's scores go under, and the model.
+
+    Anything else (a bundled name, a path, None) has no name of its own: its metadata name is used. A
+    path that exists is never split, even when it holds ``=``.
+    """
+    if not isinstance(spec, str) or "=" not in spec or spec in bundled_models() or Path(spec).exists():
+        return None, spec
+    name, _, model = spec.partition("=")
+    if not COLUMN_NAME.fullmatch(name) or not model:
+        raise ModelNotFound(
+            f"{spec}: expected NAME=FILE with NAME of letters, digits, '_', '-' or '.' (e.g. ava=runs/ava.onnx)"
+        )
+    return name, model
+
+
+def sidecar_path(engine_path: Path) -> Path:
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def read_engine_sidecar(path: Path) -> tuple[ModelMetadata, EngineInfo]:
+    """The contract metadata of a TensorRT engine and its build info, from ``<engine>.json``."""
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        raise ContractError(f"{path}: TensorRT engine has no sidecar {sidecar.name} (written by nima-rt export)")
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ContractError(f"{sidecar}: unreadable engine sidecar ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get(METADATA_KEY), dict):
+        raise ContractError(f"{sidecar}: engine sidecar has no '{METADATA_KEY}' object")
+    if not isinstance(data.get(ENGINE_SIDECAR_KEY), dict):
+        raise ContractError(f"{sidecar}: engine sidecar has no '{ENGINE_SIDECAR_KEY}' object")
+    metadata = ModelMetadata.from_dict(data[METADATA_KEY], str(sidecar))
+    return metadata, EngineInfo.from_dict(data[ENGINE_SIDECAR_KEY], str(sidecar))
+
+
+def load_model_file(spec: str | os.PathLike[str] | None) -> ModelFile:
+    """Resolve ``spec`` and read its metadata; raise ContractError with the file named on failure."""
+    path = resolve_model_path(spec)
+    if path.suffix.lower() in ENGINE_SUFFIXES:
+        metadata, engine = read_engine_sidecar(path)
+        return ModelFile(path, metadata, file_sha256(path), "engine", engine)
+    props = read_metadata_props(path)
+    if METADATA_KEY not in props:
+        raise ContractError(
+            f"{path}: ONNX model has no '{METADATA_KEY}' metadata; it was not exported by nima-rt "
+            "(use `nima-rt export`)"
+        )
+    metadata = ModelMetadata.from_json(props[METADATA_KEY], str(path))
+    return ModelFile(path, metadata, file_sha256(path), "onnx")

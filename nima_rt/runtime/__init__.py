@@ -1,0 +1,1 @@
+"""Scoring: the Scorer, its backends (one module per runtime), GPU decode, ranking and metrics."""

@@ -1,0 +1,1 @@
+"""Helpers the tests share: tiny models, generated photos, hostile files, fakes, the layer check."""

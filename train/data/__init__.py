@@ -1,0 +1,1 @@
+"""Label data: label files to 10-bin distributions, label sets and their splits, the decoding datasets."""

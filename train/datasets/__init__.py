@@ -1,0 +1,1 @@
+"""Dataset building: reference photos, graded distortions and their human-score labels."""

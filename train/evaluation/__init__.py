@@ -1,0 +1,2 @@
+"""Evaluation: metrics on held-out labels, plots, graded and cross-source tables, baselines, feature visualisation.
+"""

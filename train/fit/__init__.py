@@ -1,0 +1,1 @@
+"""Fitting: the trainer, its stages, loss, run folders, devices and configuration."""
