@@ -7,7 +7,7 @@ each repeat runs all of them in a rotated order over the same corpus as benchmar
 Per candidate: steady-state images/s (the CLI's summary line), whole-process images/s, peak RSS (the
 child's VmHWM) and CPU milliseconds per image (the child's user + system time: on a shared machine the
 one figure the neighbours barely move). The defaults in nima_rt/runtime/scorer.py and nima_rt/runtime/cpu_plan.py come
-from this table (docs/benchmarks.md).
+from this table (docs/reference/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -50,7 +50,6 @@ sys.path.insert(0, str(REPO / "tests"))  # gpu_helpers (engine and model builder
 
 from gpu_check_corpus import decode_all, decode_rate, make_corpus  # noqa: E402
 from gpu_check_results import Check, one_line, table, write_results  # noqa: E402
-from nima_rt.train import load_contract_module  # noqa: E402
 
 from nima_rt.io.decode import Preprocess, decode_file  # noqa: E402
 from nima_rt.io.model_file import ModelFile, load_model_file  # noqa: E402
@@ -64,6 +63,7 @@ from nima_rt.runtime.backends import (  # noqa: E402
     torch_cuda,
 )
 from nima_rt.runtime.metrics import spearman  # noqa: E402
+from nima_rt.train import load_contract_module  # noqa: E402
 
 BATCHES = (1, 64, 256)
 CPU_BATCHES = (1, 64)

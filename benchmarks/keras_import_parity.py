@@ -70,9 +70,9 @@ def main() -> None:
 
     from cpu_throughput import make_corpus, source_photos
     from helpers.keras_nima import keras_inputs
+
     from nima_rt.export.api import ExportRequest, run_export
     from nima_rt.export.verify import onnx_scores
-
     from nima_rt.io.decode import Preprocess, decode_file
     from nima_rt.io.model_file import load_model_file
 
@@ -117,9 +117,8 @@ def trained_model_draft_effect(photos: list[Path]) -> None:
     model): random weights exaggerate sensitivity, a trained network shows what the draft does in practice."""
     import dataclasses
 
-    from nima_rt.export.verify import onnx_scores
-
     from nima_rt.contract.spec import ResizeSpec
+    from nima_rt.export.verify import onnx_scores
     from nima_rt.io.decode import Preprocess, decode_file
     from nima_rt.io.model_file import load_model_file
     from nima_rt.runtime.metrics import spearman

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from nima_rt.contract.choices import PRECISIONS
+from nima_rt.contract.spec import ContractError, ModelMetadata
+from nima_rt.export.fp16_check import record_fp16_check, save_fp16_check
 from nima_rt.export.tensorrt_build import TensorRTSettings
-
-from nima_rt.contract.spec import PRECISIONS, ContractError, ModelMetadata
 from nima_rt.io.model_file import ENGINE_SUFFIXES, load_model_file
 
 FORMATS = ("onnx", "tensorrt")
@@ -151,7 +152,8 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
         if request.precision == "fp32":
             drift = _verify_fp(request, output, reference, metadata, log)
             if drift is not None:
-                metadata = _record_fp16_check(request, output, metadata, reference, Path(scratch), log)
+                metadata = record_fp16_check(output, metadata, reference, request.verify_images, request.verify_count,
+                                             Path(scratch), log)
             return ExportResult(output, metadata, drift)
         if request.precision == "fp16":
             return _fp16(request, fp32_path, metadata, output, reference, log)
@@ -161,6 +163,7 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
 def _require_float32(path: Path) -> None:
     """Variants and engines are made from the float32 graph, never from another variant."""
     import onnx
+
     from nima_rt.export.onnx_export import reduced_precision
 
     precision = reduced_precision(onnx.load(str(path), load_external_data=False))
@@ -200,9 +203,8 @@ def _load_network(request: ExportRequest, log: Log):
     from nima_rt.export.importers.base import ImportRequest
     from nima_rt.export.importers.dispatch import identity, import_model, is_keras_file
     from nima_rt.export.importers.pytorch import is_nima_checkpoint
-    from nima_rt.train.model.checkpoint import load_checkpoint
-
     from nima_rt.io.files import file_sha256
+    from nima_rt.train.model.checkpoint import load_checkpoint
 
     source = request.source
     if is_keras_file(source) or not is_nima_checkpoint(source):
@@ -259,51 +261,6 @@ def _verify_fp(request: ExportRequest, path: Path, reference, metadata: ModelMet
     return drift
 
 
-def _fp16_check(drift) -> dict[str, object]:
-    from nima_rt.export.verify import TOLERANCES
-
-    return {"passed": bool(drift.max_abs_mean <= TOLERANCES["fp16"]), "max_abs_mean": float(drift.max_abs_mean),
-            "tolerance": TOLERANCES["fp16"], "images": int(drift.count)}
-
-
-def _save_fp16_check(path: Path, metadata: ModelMetadata, drift) -> ModelMetadata:
-    """Record an fp16 check in ``path``'s metadata (the GPU precision policy reads it) and rewrite the file."""
-    import onnx
-    from nima_rt.export.onnx_export import save_model, set_metadata
-
-    metadata = dataclasses.replace(metadata, precision_checks={**metadata.precision_checks, "fp16": _fp16_check(drift)})
-    model = onnx.load(str(path))
-    set_metadata(model, metadata)
-    save_model(model, path)
-    return metadata
-
-
-def _record_fp16_check(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata, reference, scratch: Path,
-                       log: Log) -> ModelMetadata:
-    """Measure an fp16 copy of the verified float32 file as export would, and record the verdict in it.
-
-    GPU backends run a model in fp16 by default only when this check passed (docs/architecture.md).
-    """
-    import onnx
-    from nima_rt.export.images import verification_set
-    from nima_rt.export.onnx_export import save_model, to_fp16
-    from nima_rt.export.verify import measure, onnx_scores
-
-    half_path = scratch / "fp16-check.onnx"
-    save_model(to_fp16(onnx.load(str(fp32_path))), half_path)
-    images = verification_set(request.verify_images, metadata, request.verify_count)
-    candidate, close = onnx_scores(half_path)
-    try:
-        drift = measure(reference, candidate, images)
-    finally:
-        close()
-    check = _fp16_check(drift)
-    log(f"fp16 check for GPU backends: max |Δ mean| {drift.max_abs_mean:.2e} "
-        f"({'passed' if check['passed'] else 'failed'} the {check['tolerance']:g} bar; GPUs default to "
-        f"{'fp16' if check['passed'] else 'fp32'})")
-    return _save_fp16_check(fp32_path, metadata, drift)
-
-
 def _log_skipped(images, log: Log) -> None:
     if images.skipped:
         log(f"skipped {len(images.skipped)} undecodable file(s), e.g. {images.skipped[0]}")
@@ -312,6 +269,7 @@ def _log_skipped(images, log: Log) -> None:
 def _fp16(request, fp32_path: Path, metadata: ModelMetadata, output: Path, reference, log: Log) -> ExportResult:
     """Half-precision copy of the float32 graph, checked against ``reference`` (PyTorch) or the float32 ONNX."""
     import onnx
+
     from nima_rt.export.onnx_export import check_contract_graph, save_model, set_metadata, to_fp16
     from nima_rt.export.verify import onnx_scores
 
@@ -327,7 +285,7 @@ def _fp16(request, fp32_path: Path, metadata: ModelMetadata, output: Path, refer
         result = ExportResult(output, metadata)
         result.drift = _verify_fp(request, output, reference, metadata, log, result.warnings)
         if result.drift is not None:
-            result.metadata = _save_fp16_check(output, metadata, result.drift)
+            result.metadata = save_fp16_check(output, metadata, result.drift)
         return result
     finally:
         if close is not None:
@@ -365,6 +323,7 @@ def _int8_onnx(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata,
                 f"{drift.count} held-out images")
         final = _with_note(metadata, note)
         import onnx
+
         from nima_rt.export.onnx_export import save_model, set_metadata
 
         model = onnx.load(str(staged))

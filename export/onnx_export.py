@@ -6,7 +6,7 @@ metadata key. Also here: the onnxslim pass (kept only when its outputs match), t
 (same uint8 input and float32 outputs) and the names of the contract's own nodes (input
 normalisation, score head), which fp16 and INT8 keep in float32.
 
-Exporter choice (docs/export.md): torch's TorchScript exporter (``dynamo=False``). On torch 2.14
+Exporter choice (docs/guide/export.md): torch's TorchScript exporter (``dynamo=False``). On torch 2.14
 the default ``torch.export``-based exporter took ~30x longer and, for timm MobileNetV3, wrote a
 graph ONNX's checker and ONNX Runtime refuse (an internal value named ``mean`` collided with the
 ``mean`` output).
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ContractError, ModelMetadata
 from nima_rt.io.files import atomic_path
 
@@ -98,7 +99,7 @@ def check_contract_graph(model: onnx.ModelProto, input_size: int, label: str) ->
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"{label}: ONNX checker rejected the graph ({' '.join(str(exc).split())[:300]})") from None
+        raise ExportError(f"{label}: ONNX checker rejected the graph ({one_line(exc, 300)})") from None
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
         raise ExportError(f"{label}: graph inputs are {[i.name for i in inputs]}, expected ['{INPUT_NAME}']")
@@ -144,7 +145,7 @@ def simplify(model: onnx.ModelProto, input_size: int, label: str) -> tuple[onnx.
         try:
             slim = onnxslim.slim(model)
         except Exception as exc:  # noqa: BLE001 - any failure of the optional pass keeps the traced graph
-            return model, f"onnxslim failed ({' '.join(str(exc).split())[:120]}): graph written as traced"
+            return model, f"onnxslim failed ({one_line(exc, 120)}): graph written as traced"
     if slim is None:
         return model, "onnxslim returned nothing: graph written as traced"
     try:

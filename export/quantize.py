@@ -10,14 +10,14 @@ weights, which avoids int16 saturation on CPUs without VNNI. float32 stays:
   of noise to every pixel, exactly what a technical-quality model measures;
 - depthwise convolutions (``group > 1``): few FLOPs, and per-tensor activation ranges suit them badly.
 
-Measured on an EfficientNet-Lite0 with a fitted quality head (docs/export.md): Spearman against
+Measured on an EfficientNet-Lite0 with a fitted quality head (docs/guide/export.md): Spearman against
 float32 0.64 with everything quantised, 0.97 with stem and depthwise kept float32.
 
 A *selective* recipe also keeps the first ``float_stages`` backbone stages (timm's ``blocks.N``
 modules, found by node name) and the head (the convolutions after the last stage and every
 ``Gemm``) in float32: the early, high-resolution stages carry the fine detail a technical-quality
 model reads, and the head turns features into scores. :data:`SELECTIVE` is the recipe chosen by
-measurement for the bundled model (``tools/ship_int8.py`` measures the candidates; docs/export.md).
+measurement for the bundled model (``tools/ship_int8.py`` measures the candidates; docs/guide/export.md).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from nima_rt.export.images import batches
-from nima_rt.export.onnx_export import ExportError, check_contract_graph, contract_nodes, set_metadata
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from nima_rt.contract.spec import INPUT_NAME, ModelMetadata
+from nima_rt.export.images import batches
+from nima_rt.export.onnx_export import ExportError, check_contract_graph, contract_nodes, set_metadata
 
 CALIBRATION_BATCH = 8
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
@@ -44,7 +44,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 @dataclass(frozen=True)
 class QuantizeSettings:
-    """How to quantise; the defaults are what docs/export.md measured."""
+    """How to quantise; the defaults are what docs/guide/export.md measured."""
 
     per_channel: bool = True
     reduce_range: bool = True
@@ -65,7 +65,7 @@ class QuantizeSettings:
         return "float32: " + ", ".join(kept)
 
 
-# The bundled technical model's recipe (EfficientNet-Lite0): measured in docs/export.md.
+# The bundled technical model's recipe (EfficientNet-Lite0): measured in docs/guide/export.md.
 SELECTIVE = QuantizeSettings(float_stages=3, float_head=True)
 
 _STAGE = re.compile(r"(?:^|/)blocks\.(\d+)(?:/|$)")

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from nima_rt.export.images import ImageSet, batches
 
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import INPUT_NAME, ContractError, EngineInfo, ModelMetadata, engine_sidecar_json
+from nima_rt.export.images import ImageSet, batches
 from nima_rt.io.files import file_sha256, write_bytes_atomic
 from nima_rt.io.model_file import load_model_file, sidecar_path
 
@@ -118,9 +119,9 @@ def _logger_class(trt: Any) -> type:
 
         def log(self, severity: Any, msg: str) -> None:
             if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                self.errors.append(" ".join(msg.split()))
+                self.errors.append(one_line(msg))
             elif severity == trt.ILogger.Severity.WARNING:
-                self._log(f"tensorrt warning: {' '.join(msg.split())}")
+                self._log(f"tensorrt warning: {one_line(msg)}")
 
     return Logger
 
@@ -213,7 +214,6 @@ class BuiltEngine:
         returns ``(drift, warning)``, ``warning`` being the refusal text in the forced case.
         """
         from nima_rt.export.verify import check_tolerance, measure, onnx_scores
-
         from nima_rt.runtime.backends.base import BackendOptions
         from nima_rt.runtime.backends.tensorrt_engine import create
 

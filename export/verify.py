@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nima_rt.export.images import ImageSet, batches
 
 from nima_rt.contract.spec import ContractError
+from nima_rt.export.images import ImageSet, batches
 from nima_rt.runtime.metrics import spearman
 
 # Largest |Δ mean score| over the verification images a precision may show against float32 PyTorch.

@@ -11,7 +11,7 @@
 # photo of it is used for training or validation; they are the test split every figure comes from.
 # Needs apt-get and dpkg (Debian/Ubuntu) and pip download; no root, nothing is installed system-wide.
 # NIMA_RT_MODEL_OUT (default: WORK_DIR/technical.onnx) is where the finished model goes; copy it to
-# nima_rt/models/technical.onnx only when the cross-source table says it is better (docs/models.md).
+# nima_rt/models/technical.onnx only when the cross-source table says it is better (docs/reference/models.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="${1:-work/technical}"

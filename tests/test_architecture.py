@@ -1,4 +1,4 @@
-"""The layer rule of docs/architecture.md holds for the real tree, and the check catches each kind of break."""
+"""The layer rule of docs/design/architecture.md holds for the real tree; the check catches each kind of break."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_every_source_module_has_a_layer() -> None:
 
 
 def test_the_runtime_layers_match_the_doc() -> None:
-    doc = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    doc = (REPO / "docs" / "design" / "architecture.md").read_text(encoding="utf-8")
     assert " -> ".join(layering.LAYERS) in doc
 
 

@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from nima_rt.train.evaluation.graded_eval import GradedReport, graded_report, read_rows, score_with_runtime
 
 from nima_rt.contract.spec import METADATA_KEY, ModelMetadata
+from nima_rt.train.evaluation.graded_eval import GradedReport, graded_report, read_rows, score_with_runtime
 
 SOURCE_LICENSES = (
     "labels: KADID-10k subjective scores (Lin, Hosu & Saupe 2019) and TID2013 MOS (Ponomarenko et al. 2015) "
@@ -76,7 +76,7 @@ def finish_metadata(metadata: ModelMetadata, report: GradedReport, dataset_dir: 
     metrics = {k: v for k, v in metadata.metrics.items() if not k.startswith("test_")}
     metrics.update(report_metrics(report))
     notes = ("technical quality (sharpness, noise, compression, exposure) of the whole photo as seen at "
-             "224 x 224; not an aesthetic score. docs/models.md")
+             "224 x 224; not an aesthetic score. docs/reference/models.md")
     return dataclasses.replace(metadata, name="technical", kind="technical", trained_on=trained_on,
                                metrics=metrics, licenses=[*SOURCE_LICENSES, *photo_licenses(dataset_dir)],
                                notes=f"{notes}; {metadata.notes}" if metadata.notes else notes)
@@ -84,6 +84,7 @@ def finish_metadata(metadata: ModelMetadata, report: GradedReport, dataset_dir: 
 
 def rewrite_metadata(source: Path, output: Path, metadata: ModelMetadata) -> None:
     import onnx
+
     from nima_rt.export.onnx_export import save_model, set_metadata
 
     model = onnx.load(str(source))
@@ -129,8 +130,9 @@ def plot_distributions(rows: list[dict[str, str]], scores: np.ndarray, output: P
 def plot_ranked(dataset_dir: Path, rows: list[dict[str, str]], scores: np.ndarray, output: Path,
                 groups: int = 4, level: int = 3) -> None:
     """For a few held-out photos: clean + the primary types at ``level``, sorted by predicted score."""
-    from nima_rt.train.evaluation.graded_eval import PRIMARY_TYPES
     from PIL import Image, ImageDraw
+
+    from nima_rt.train.evaluation.graded_eval import PRIMARY_TYPES
 
     wanted = {"clean", *PRIMARY_TYPES, "motion_blur", "overexposure"}
     by_group: dict[str, list[tuple[float, str, str]]] = {}

@@ -34,18 +34,18 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from nima_rt.export.onnx_export import save_model, set_metadata
-from nima_rt.export.quantize import SELECTIVE, QuantizeSettings, quantize_qdq
-from nima_rt.export.verify import INT8_MIN_SPEARMAN
-from nima_rt.train.datasets import distortions
-from nima_rt.train.datasets.references import read_manifest
 from PIL import Image
 
 from nima_rt.contract.spec import INPUT_NAME, OUTPUT_NAMES, Preprocess
+from nima_rt.export.onnx_export import save_model, set_metadata
+from nima_rt.export.quantize import SELECTIVE, QuantizeSettings, quantize_qdq
+from nima_rt.export.verify import INT8_MIN_SPEARMAN
 from nima_rt.io.decode import from_array
 from nima_rt.io.model_file import BUNDLED_DIR, DEFAULT_MODEL, load_model_file
 from nima_rt.runtime.backends.onnxruntime_backend import session_options
 from nima_rt.runtime.metrics import spearman
+from nima_rt.train.datasets import distortions
+from nima_rt.train.datasets.references import read_manifest
 
 CANDIDATES = (
     QuantizeSettings(),  # stem + depthwise float32 (export's default)

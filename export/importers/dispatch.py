@@ -12,9 +12,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from nima_rt.export.importers.base import ImportedModel, ImportFailed, ImportRequest
-
 from nima_rt.contract.spec import MODEL_KINDS
+from nima_rt.export.importers.base import ImportedModel, ImportFailed, ImportRequest
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 

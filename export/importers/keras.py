@@ -23,17 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from nima_rt.contract.messages import one_line
+from nima_rt.contract.spec import NUM_BINS, ModelMetadata, Normalization, ResizeSpec
 from nima_rt.export.importers.base import ImportedModel, ImportFailed, ImportRequest
 from nima_rt.export.importers.keras_mobilenet import BLOCKS, PADDINGS, KerasLayerWeights, conv_names
-
-from nima_rt.contract.spec import NUM_BINS, ModelMetadata, Normalization, ResizeSpec
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 INPUT_SIZE = 224
 # mobilenet.preprocess_input: x / 127.5 - 1 == (x / 255 - 0.5) / 0.5
 KERAS_TF_NORMALIZATION = Normalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 # Keras load_img(target_size=...): PIL resize to the target, NEAREST, aspect ratio ignored. The JPEG
-# draft is off: it changes the pixels NEAREST samples from (docs/importing.md has the measurement).
+# draft is off: it changes the pixels NEAREST samples from (docs/guide/importing.md has the measurement).
 KERAS_LOAD_IMG_RESIZE = ResizeSpec(policy="squash", interpolation="nearest", jpeg_draft=False)
 SUPPORTED = ("Keras MobileNet v1 NIMA (conv1, conv_dw_1..13, conv_pw_1..13 with their _bn layers, "
              "then a 10-way Dense: idealo's and titu1994's layout)")
@@ -91,7 +92,7 @@ def read_keras_h5(path: Path) -> KerasFile:
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
-        raise ImportFailed(f"{path}: cannot read HDF5 ({' '.join(str(exc).split())[:160]})") from None
+        raise ImportFailed(f"{path}: cannot read HDF5 ({one_line(exc, 160)})") from None
     with handle:
         root = handle["model_weights"] if "model_weights" in handle else handle
         layer_names = _names(root.attrs, "layer_names")

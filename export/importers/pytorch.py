@@ -24,9 +24,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nima_rt.export.importers.base import ImportedModel, ImportFailed, ImportRequest
-
 from nima_rt.contract.spec import IMAGENET_MEAN, IMAGENET_STD, NUM_BINS, ModelMetadata, Normalization, ResizeSpec
+from nima_rt.export.importers.base import ImportedModel, ImportFailed, ImportRequest
 
 NIMA_PYTORCH_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # timm backbones pyiqa's NIMA uses (vgg16: AVA; inception_resnet_v2: KonIQ/SPAQ) and the key that tells each apart.

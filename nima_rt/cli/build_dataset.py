@@ -27,7 +27,7 @@ def build_dataset(
 ) -> None:
     """Write clean + distorted images (13 distortion types x 5 levels) and their labels.
 
-    Labels are human scores from KADID-10k (TID2013 for contrast) mapped to 1..10; see docs/models.md.
+    Labels are human scores from KADID-10k (TID2013 for contrast) mapped to 1..10; see docs/reference/models.md.
     Train on the result with `nima-rt train --labels OUT/train.csv --val-labels OUT/val.csv`.
     """
     require_extra("scipy", "train", "build-dataset")

@@ -8,6 +8,7 @@ from typing import NoReturn
 
 import typer
 
+from nima_rt.contract.messages import one_line
 from nima_rt.io.progress import StatusLine, bar
 from nima_rt.io.results import ScoreResult
 
@@ -21,7 +22,7 @@ BAR_WIDTH = 20  # characters of the progress bar once the total is known
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """Print ``error: message`` on stderr (one line) and exit with ``code``."""
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
 
 

@@ -18,7 +18,8 @@ from nima_rt.io.model_file import ENGINE_SUFFIXES
 def export(
     source: Path = typer.Argument(
         ..., help="A checkpoint (best.pt), a contract ONNX file (model.onnx), or a NIMA model to import: Keras "
-        "HDF5 (idealo's weights_mobilenet_*.hdf5) or a PyTorch state dict (nima.pytorch, pyiqa); docs/importing.md."
+        "HDF5 (idealo's weights_mobilenet_*.hdf5) or a PyTorch state dict (nima.pytorch, pyiqa); "
+        "docs/guide/importing.md."
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="File to write (default: beside SOURCE, e.g. best.onnx, best.fp16.onnx)."

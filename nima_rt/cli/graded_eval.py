@@ -21,7 +21,7 @@ def graded_eval(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the full result as JSON here."),
 ) -> None:
     """Per distortion type: Spearman(level, score) and clean-vs-level-2..4 pair accuracy; the share of
-    score variance explained by photo identity. Prints the side-by-side table (docs/models.md)."""
+    score variance explained by photo identity. Prints the side-by-side table (docs/reference/models.md)."""
     require_extra("scipy", "train", "graded-eval")
     from nima_rt.train.evaluation.baselines import BaselineError
     from nima_rt.train.evaluation.cross_source import (

@@ -25,7 +25,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
         typer.echo(json.dumps({"bundled": rows, "aesthetic": AESTHETIC_HELP}, indent=2))
         return
     if not rows:
-        typer.echo("no models are bundled with this install: pass --model FILE.onnx (docs/models.md)")
+        typer.echo("no models are bundled with this install: pass --model FILE.onnx (docs/reference/models.md)")
     for row in rows:
         default = " (default)" if row["default"] else ""
         typer.echo(f"{row['name']}{default}: {row['kind']}, {row['input_size']}x{row['input_size']}, "

@@ -16,7 +16,6 @@ from nima_rt.cli.common import fail, note
 from nima_rt.contract.choices import DEVICES, GPU_DECODE_MODES, PRECISIONS
 from nima_rt.io.decode import DecodeOptions
 from nima_rt.runtime.backends import BACKENDS
-from nima_rt.runtime.ranking import RankRule, RankRuleError, parse_rank_rule
 from nima_rt.runtime.scorer import Scorer, ScorerConfig
 from nima_rt.train import load_contract_module
 
@@ -51,7 +50,7 @@ Precision = Annotated[
     typer.Option(
         "--precision", callback=one_of(PRECISIONS),
         help="Backend precision (default: the model's policy: fp32 unless its metadata records a passed fp16 "
-        "check; docs/runtime.md). int8: the bundled model's INT8 copy (CPU; docs/export.md).",
+        "check; docs/guide/runtime.md). int8: the bundled model's INT8 copy (CPU; docs/guide/export.md).",
     ),
 ]
 
@@ -65,7 +64,8 @@ GpuDecode = Annotated[
 ]
 FullDecode = Annotated[
     bool,
-    typer.Option("--full-decode", help="Decode JPEGs in full instead of DCT-scaled (slower; see docs/runtime.md)."),
+    typer.Option("--full-decode",
+                 help="Decode JPEGs in full instead of DCT-scaled (slower; see docs/guide/runtime.md)."),
 ]
 Workers = Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Decode threads (default: all cores).")]
 
@@ -93,7 +93,7 @@ Top = Annotated[int | None, typer.Option("--top", min=1, help="Keep only the K b
 RankBy = Annotated[
     str | None,
     typer.Option("--rank-by", help="Rank rule over the models' means: 'aesthetic', '0.7*aesthetic+0.3*technical' or "
-                 "'aesthetic if technical>=5' (photos meeting the condition first; docs/ranking.md)."),
+                 "'aesthetic if technical>=5' (photos meeting the condition first; docs/guide/ranking.md)."),
 ]
 
 
@@ -109,11 +109,14 @@ def scorer_config(
     gpu_decode: str = "auto",
     full_decode: bool = False,
 ) -> ScorerConfig:
-    """The library config for the shared options above (the one place they meet ``ScorerConfig``)."""
-    return ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, streams=streams, device=device,
-                        backend=backend,
-                        precision=precision, gpu_decode=gpu_decode, decode=DecodeOptions(jpeg_draft=not full_decode),
-                        checkpoint_loader=load_contract_module)
+    """The library config for the shared options above (the one place they meet ``ScorerConfig``); a split the
+    cores cannot make (``--threads 1 --streams 2``) is a usage error."""
+    try:
+        return ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, streams=streams, device=device,
+                            backend=backend, precision=precision, gpu_decode=gpu_decode,
+                            decode=DecodeOptions(jpeg_draft=not full_decode), checkpoint_loader=load_contract_module)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--streams") from None
 
 
 def open_scorer(models: list[str] | None, config: ScorerConfig, quiet: bool) -> Scorer:
@@ -129,25 +132,3 @@ def open_scorer(models: list[str] | None, config: ScorerConfig, quiet: bool) -> 
         for line in scorer.backend_summary:
             note(line)
     return scorer
-
-
-def rank_rule(rank_by: str | None, sort_by: str | None, columns: list[str]) -> RankRule:
-    """The rule rows are ranked by: ``--rank-by``, else ``--sort-by``'s column, else the first model; or exit."""
-    if rank_by is not None and sort_by is not None:
-        fail("--rank-by and --sort-by cannot be combined (--rank-by COLUMN does what --sort-by COLUMN does)")
-    if rank_by is None:
-        return RankRule.column(check_rank_column(sort_by, columns))
-    try:
-        rule = parse_rank_rule(rank_by)
-        rule.check(columns)
-    except RankRuleError as exc:
-        fail(f"--rank-by: {exc}")
-    return rule
-
-
-def check_rank_column(column: str | None, columns: list[str], option: str = "--sort-by") -> str:
-    """The model column to rank by (the first when ``column`` is None), or exit naming the columns."""
-    chosen = column or columns[0]
-    if chosen not in columns:
-        fail(f"{option} {chosen}: no such model column (have {', '.join(columns)})")
-    return chosen

@@ -11,6 +11,7 @@ from nima_rt.cli import options
 from nima_rt.cli.common import Progress, fail, note
 from nima_rt.io.score_reader import read_score_file
 from nima_rt.io.writers import OutputError
+from nima_rt.runtime.ranking import RankRuleError, resolve_rank_rule
 
 
 def report(
@@ -63,8 +64,10 @@ def report(
                 precision=precision, gpu_decode=gpu_decode, full_decode=full_decode)
             with options.open_scorer(model, scorer_config, quiet) as scorer:
                 if sort_by is not None or rank_by is not None:
-                    options.rank_rule(rank_by, sort_by, scorer.columns)
-
+                    try:
+                        resolve_rank_rule(rank_by, sort_by, scorer.columns)
+                    except RankRuleError as exc:
+                        fail(str(exc))
                 rows = list(progress.counted(scorer.score_paths(paths or [])))
                 progress.finish()
                 summary = build_report(rows, scorer.columns, output, config)

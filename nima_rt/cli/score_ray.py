@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import typer
 
 from nima_rt.cli.common import fail, note, require_extra
+from nima_rt.contract.messages import one_line
 
 
 def score_ray(
@@ -63,7 +64,7 @@ def score_ray(
             ImportError) as exc:
         fail(str(exc))
     except ConnectionError as exc:  # --address names no reachable cluster
-        fail(f"--address {address}: {' '.join(str(exc).split())}")
+        fail(f"--address {address}: {one_line(exc)}")
     except ray.exceptions.RayError as exc:  # e.g. an actor that cannot open the model: its first line says why
         lines = [line for line in str(exc).splitlines() if line.strip()]
         fail(f"ray: {lines[-1] if lines else type(exc).__name__}")

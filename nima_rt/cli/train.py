@@ -23,7 +23,7 @@ def _require_train_extra() -> None:
 
 def train_command(
     preset: str = typer.Option("default", "--preset", help="Recipe: default | aesthetic | technical."),
-    config: Path | None = typer.Option(None, "--config", help="JSON or TOML settings file (docs/training.md)."),
+    config: Path | None = typer.Option(None, "--config", help="JSON or TOML settings file (docs/guide/training.md)."),
     labels: str | None = typer.Option(None, "--labels", help="Training label file."),
     images: str | None = typer.Option(None, "--images", help="Folder the label file's images are in."),
     format: str | None = typer.Option(None, "--format", help=FORMAT_HELP),
@@ -64,7 +64,7 @@ def train_command(
     from nima_rt.contract.spec import ContractError
     from nima_rt.train.data.label_files import LabelError
     from nima_rt.train.fit.config import ConfigError, resolve_config
-    from nima_rt.train.fit.trainer import train
+    from nima_rt.train.fit.train_run import train
 
     try:
         if resume is not None:

@@ -13,6 +13,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # Precision a backend runs a model in. None (the default) is the model's own policy: fp32, unless its
 # metadata records an fp16 check that passed (contract.default_gpu_precision).
 PRECISIONS = ("fp32", "fp16", "int8")  # int8: a bundled model's INT8 copy on CPU (nima_rt/io/variants.py)
+GPU_PRECISIONS = ("fp16", "fp32")  # what the GPU backends cast to, fastest first (INT8 engines are built by export)
 GPU_DECODE_MODES = ("auto", "on", "off")
 ENGINES = ("local", "ray")
 

@@ -10,7 +10,7 @@ A nima-rt model is an ONNX graph (or a TensorRT engine built from one) that:
   as JSON. TensorRT engines carry the same JSON in a sidecar ``<engine>.json``.
 
 Images reach the graph through :func:`resize_image`, which training, export verification and the
-runtime all call. See docs/model-contract.md.
+runtime all call. See docs/reference/model-contract.md.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from nima_rt.contract.choices import PRECISIONS
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("dist", "mean", "std")
@@ -149,7 +151,6 @@ class ModelMetadata:
 
 
 ENGINE_SIDECAR_KEY = "engine"
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -216,7 +217,7 @@ def default_gpu_precision(metadata: ModelMetadata) -> str:
     """The precision GPU backends run ``metadata``'s model in when none is asked for.
 
     fp32, unless export recorded an fp16 check on this model that passed (the same 0.02 bar on the
-    mean score that export applies before it writes an fp16 file). See docs/architecture.md.
+    mean score that export applies before it writes an fp16 file). See docs/design/architecture.md.
     """
     check = metadata.precision_checks.get("fp16")
     return "fp16" if isinstance(check, dict) and check.get("passed") is True else "fp32"

@@ -1,6 +1,6 @@
 """Every Pillow mode to 8-bit RGB: the colour-mode rule the runtime, training and export share.
 
-Rule (docs/runtime.md):
+Rule (docs/guide/runtime.md):
 - transparent images (RGBA, LA, PA, P or L/RGB with a transparency key) are composited onto white;
 - 16-bit and 32-bit integer greyscale (I;16*, I) are scaled from 0..65535 to 0..255;
 - float greyscale (F, e.g. PFM, SPIDER): values within 0..1 are x255, within 0..255 are kept, any other

@@ -7,7 +7,7 @@ Every failure becomes a :class:`DecodeError` with a one-line message; nothing he
 (the runtime, the report's thumbnails, the labelling app and the dataset builder all call it), with one
 decompression-bomb policy: the declared size is checked before any pixel is decoded.
 
-Colours follow :mod:`nima_rt.io.colour` (every Pillow mode to 8-bit RGB, docs/runtime.md); decode memory in
+Colours follow :mod:`nima_rt.io.colour` (every Pillow mode to 8-bit RGB, docs/guide/runtime.md); decode memory in
 flight is bounded by :mod:`nima_rt.io.decode_memory`. EXIF orientation is applied before resizing;
 multi-frame files use the frame Pillow opens on (the first frame of an animation, the merged composite of
 a layered PSD).
@@ -28,6 +28,7 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import Preprocess, resize_image
 from nima_rt.io.colour import to_rgb
 from nima_rt.io.decode_memory import DEFAULT_DECODE_MEMORY, DecodeBudget, Reservation
@@ -102,9 +103,6 @@ def path_label(path: str | os.PathLike[str]) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split()) or "unknown error"
-
 
 def _open_order() -> tuple[str, ...]:
     """Every format Pillow can open, in an order that does not depend on what was opened before.
@@ -129,7 +127,7 @@ def _open_regular(path: str, label: str) -> BinaryIO:
     except PermissionError:
         raise DecodeError(f"{label}: permission denied") from None
     except OSError as exc:
-        raise DecodeError(f"{label}: cannot open ({_one_line(exc.strerror or str(exc))})") from None
+        raise DecodeError(f"{label}: cannot open ({one_line(exc.strerror or str(exc))})") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
@@ -227,8 +225,8 @@ def _failure(label: str, exc: BaseException) -> str:
     if isinstance(exc, UnidentifiedImageError):
         return f"{label}: not an image file Pillow can read"
     if isinstance(exc, Image.DecompressionBombError):
-        return f"{label}: {_one_line(str(exc))}"
-    return f"{label}: cannot decode image ({_one_line(str(exc))})"
+        return f"{label}: {one_line(str(exc))}"
+    return f"{label}: cannot decode image ({one_line(str(exc))})"
 
 
 _DECODE_FAILURES = (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError,
@@ -353,7 +351,7 @@ def from_pil(image: Image.Image, specs: list[Preprocess], options: DecodeOptions
     try:
         return prepare(image, specs, options.max_pixels, label)
     except _DECODE_FAILURES as exc:
-        message = str(exc) if isinstance(exc, DecodeError) else f"{label}: cannot convert image ({_one_line(str(exc))})"
+        message = str(exc) if isinstance(exc, DecodeError) else f"{label}: cannot convert image ({one_line(str(exc))})"
     raise DecodeError(message)
 
 

@@ -10,7 +10,7 @@ import functools
 import threading
 
 # Decode buffers allowed in flight across all decode threads (see DecodeBudget): with ONNX Runtime's batch
-# of 16 and the interpreter this keeps a run under ~600 MB whatever the inputs (docs/runtime.md).
+# of 16 and the interpreter this keeps a run under ~600 MB whatever the inputs (docs/guide/runtime.md).
 DEFAULT_DECODE_MEMORY = 256 << 20
 TRIM_AFTER = 64 << 20  # a decode reserving this much hands its freed pages back to the system after it
 

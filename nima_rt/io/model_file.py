@@ -21,7 +21,7 @@ AESTHETIC_HELP = (
     "no aesthetic model is bundled: nima-rt cannot ship one trained honestly (AVA's images are not "
     "redistributable). Train one with `nima-rt train --preset aesthetic --labels AVA.txt --images DIR`, "
     "export it with `nima-rt export runs/<run>/best.pt --output aesthetic.onnx`, then pass "
-    "`--model aesthetic.onnx` (docs/training.md)"
+    "`--model aesthetic.onnx` (docs/guide/training.md)"
 )
 
 
@@ -59,7 +59,7 @@ def resolve_model_path(spec: str | os.PathLike[str] | None) -> Path:
             return bundled[DEFAULT_MODEL]
         raise ModelNotFound(
             "no default model is bundled with this nima-rt install; pass --model FILE.onnx "
-            "(see docs/models.md)"
+            "(see docs/reference/models.md)"
         )
     text = os.fspath(spec)
     if text in bundled:

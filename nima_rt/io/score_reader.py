@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import NUM_BINS
 from nima_rt.io.results import ModelScore, ScoreResult
 from nima_rt.io.writers import OutputError, csv_header, format_for, path_from_cell
@@ -104,7 +105,7 @@ def _read_parquet(file: Path) -> tuple[list[str], list[ScoreResult]]:
     try:
         table = pq.read_table(file)
     except Exception as exc:  # pyarrow raises its own error types for a damaged file
-        raise OutputError(f"{file}: cannot read parquet ({' '.join(str(exc).split())})") from None
+        raise OutputError(f"{file}: cannot read parquet ({one_line(exc)})") from None
     names = table.schema.names
     columns = [n[: -len("_mean")] for n in names if n.endswith("_mean") and f"{n[:-5]}_dist" in names]
     rows = []

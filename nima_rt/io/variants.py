@@ -2,7 +2,7 @@
 
 A bundled model may ship an INT8 copy beside it (``nima_rt/models/technical.int8.onnx``), written by
 ``tools/ship_int8.py`` only when its ranking matched float32 (Spearman >= 0.99 on graded held-out
-photos; docs/export.md). ``--precision int8`` (``ScorerConfig(precision="int8")``) swaps each bundled
+photos; docs/guide/export.md). ``--precision int8`` (``ScorerConfig(precision="int8")``) swaps each bundled
 model for that copy; a model file named by path is never swapped (export an INT8 file with
 ``nima-rt export MODEL.onnx --precision int8`` and pass it with ``--model``, no ``--precision`` needed).
 """

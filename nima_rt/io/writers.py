@@ -309,3 +309,26 @@ def open_text(path: str | None, append: bool) -> IO[str]:
         return open(path, "a" if append else "w", encoding="utf-8", newline="")
     except OSError as exc:
         raise OutputError(f"{path}: cannot write output ({exc.strerror or exc})") from None
+
+
+def open_writer(fmt: str, output: str | None, columns: Sequence[str], extra: Sequence[str] = (), append: bool = False,
+                escape_formulas: bool = True) -> RowWriter:
+    """The writer of a run's rows: ``output`` None or ``"-"`` is stdout (CSV/JSONL); ``append`` continues a
+    resumed file (no second CSV header). Raises OutputError naming the file when it cannot be written."""
+    if fmt == "parquet":
+        if output is None or output == "-":
+            raise OutputError("--format parquet needs --output FILE")
+        try:
+            return ParquetWriter(output, columns, extra)
+        except OSError as exc:
+            raise OutputError(f"{output}: cannot write output ({exc.strerror or exc})") from None
+    stream = open_text(output, append)
+    if fmt == "jsonl":
+        return JsonlWriter(stream, columns)
+    write_header = not (append and output is not None and Path(output).stat().st_size > 0)
+    try:
+        return CsvWriter(stream, columns, extra, header=write_header, escape_formulas=escape_formulas)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # the header on a full disk
+        raise OutputError(f"{output or 'stdout'}: cannot write output ({exc.strerror or exc})") from None

@@ -1,4 +1,4 @@
-"""How a run on CPU splits the cores between decoding and inference (docs/runtime.md, "CPU scheduling").
+"""How a run on CPU splits the cores between decoding and inference (docs/guide/runtime.md, "CPU scheduling").
 
 Both sides are thread pools that block when they have nothing to do (decode threads wait for files,
 ONNX Runtime's threads do not spin), so giving each side every core wastes nothing: whichever work
@@ -6,7 +6,7 @@ is ready runs, and the kernel shares the cores between them. What matters is the
 inference side: one stream per core, each running its own batch on one thread (one ONNX Runtime
 session called from several threads), keeps every core inside a kernel, where one batch whose
 threads split each operator waits at every operator for the slowest thread (measured in
-docs/benchmarks.md).
+docs/reference/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ model runs on a CUDA backend and torch with CUDA is installed. For each batch of
 Differences from the CPU path, by design: no JPEG DCT-domain draft (nvJPEG decodes full size, which
 is closer to a full decode than the CPU's draft), and nvJPEG's IDCT/upsampling and PyTorch's resize
 kernels are not bit-identical to libjpeg-turbo and Pillow. benchmarks/gpu_check.py measures the
-pixel and score differences; docs/gpu.md records the tolerance.
+pixel and score differences; docs/guide/gpu.md records the tolerance.
 
 Not yet run on a GPU: CPU tests run this module with ``device="cpu"`` (torchvision's libjpeg path).
 """
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from nima_rt.contract.choices import GPU_DECODE_MODES, check_choice
+from nima_rt.contract.messages import one_line
 from nima_rt.io.decode import DecodeError, DecodeOptions, Preprocess, decode_file
 from nima_rt.io.inputs import InputItem
 from nima_rt.runtime.backends.base import BackendUnavailable
@@ -60,9 +60,6 @@ class _Jpeg:
     orientation: int
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split()) or "unknown error"
-
 
 class GpuDecoder:
     """Decodes JPEG files on ``device`` and resizes them to each :class:`Preprocess`.
@@ -77,7 +74,7 @@ class GpuDecoder:
             import torchvision
             from torchvision.io import ImageReadMode, decode_jpeg
         except ImportError as exc:
-            raise BackendUnavailable(f"GPU decode needs torch and torchvision ({_one_line(exc)})") from None
+            raise BackendUnavailable(f"GPU decode needs torch and torchvision ({one_line(exc)})") from None
         self.torch = torch
         self._weight_cache: dict[tuple[int, int, str], Any] = {}
         self.decode_jpeg = decode_jpeg
@@ -101,7 +98,7 @@ class GpuDecoder:
         try:
             self.decode_jpeg([data], mode=self.read_mode, device=self.device)
         except Exception as exc:
-            raise BackendUnavailable(f"GPU decode: nvJPEG cannot decode a test image ({_one_line(exc)})") from None
+            raise BackendUnavailable(f"GPU decode: nvJPEG cannot decode a test image ({one_line(exc)})") from None
 
     # -- the Scorer's hook ----------------------------------------------------------------------
 
@@ -206,7 +203,7 @@ class GpuDecoder:
         except DecodeError as exc:
             return str(exc)
         except Exception as exc:  # same rule as the Scorer: the row says what happened
-            return f"{path}: unexpected {type(exc).__name__} ({_one_line(exc)})"
+            return f"{path}: unexpected {type(exc).__name__} ({one_line(exc)})"
 
     def resize(self, image: Any, spec: Preprocess) -> Any:
         """A uint8 [3, H, W] tensor to uint8 [S, S, 3] following ``spec`` (the contract's geometry)."""
@@ -334,7 +331,6 @@ def choose_gpu_decode(mode: str, specs: list[Preprocess], options: DecodeOptions
                       device: str = "cuda") -> GpuDecodeChoice:
     """``"off"``: CPU; ``"on"``: nvJPEG or :class:`BackendUnavailable`; ``"auto"``: nvJPEG when a model
     runs on a CUDA backend and it works here, else the CPU decoder (the summary says why)."""
-    check_choice("gpu_decode", mode, GPU_DECODE_MODES)
     if mode == "off" or (mode == "auto" and not on_gpu):
         return GpuDecodeChoice(None, None)
     try:

@@ -85,7 +85,7 @@ def check_distribution_pair(true_dist: np.ndarray, pred_dist: np.ndarray) -> Non
 
 
 def compute_metrics(true_dist: np.ndarray, pred_dist: np.ndarray) -> dict[str, float]:
-    """The evaluation metrics (docs/training.md) for ``[N, 10]`` arrays (NaN correlations when undefined)."""
+    """The evaluation metrics (docs/guide/training.md) for ``[N, 10]`` arrays (NaN correlations when undefined)."""
     true_dist = np.asarray(true_dist, dtype=np.float64)
     pred_dist = np.asarray(pred_dist, dtype=np.float64)
     check_distribution_pair(true_dist, pred_dist)

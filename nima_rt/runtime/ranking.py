@@ -288,6 +288,25 @@ def rank_rows(results: Iterable[ScoreResult], rule: RankRule | str, top: int | N
     yield from _rows(ordered, unscored, rule, None, None)
 
 
+def resolve_rank_rule(rank_by: str | None, sort_by: str | None, columns: Sequence[str]) -> RankRule:
+    """The rule a run ranks by: the rule text ``rank_by``, else ``sort_by``'s mean, else the first model's
+    mean; RankRuleError (naming the option) when they clash or name a column the models do not have."""
+    if rank_by is not None and sort_by is not None:
+        raise RankRuleError("--rank-by and --sort-by cannot be combined (--rank-by COLUMN does what --sort-by "
+                            "COLUMN does)")
+    if rank_by is None:
+        chosen = sort_by or columns[0]
+        if chosen not in columns:
+            raise RankRuleError(f"--sort-by {chosen}: no such model column (have {', '.join(columns)})")
+        return RankRule.column(chosen)
+    try:
+        rule = parse_rank_rule(rank_by)
+        rule.check(columns)
+    except RankRuleError as exc:
+        raise RankRuleError(f"--rank-by: {exc}") from None
+    return rule
+
+
 def sort_rows(results: Iterable[ScoreResult], rule: RankRule | str, top: int | None = None) -> list[ScoreResult]:
     """Rows best first (failed rows last); ``top`` keeps only the best K scored rows in O(K) memory."""
     return [row.result for row in rank_rows(results, rule, top)]

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from nima_rt.contract.choices import DEVICES, GPU_DECODE_MODES, PRECISIONS, check_choice
+from nima_rt.contract.messages import one_line
 from nima_rt.io.decode import (
     DecodeBudget,
     DecodeError,
@@ -44,7 +45,7 @@ from nima_rt.runtime.gpu_decode import choose_gpu_decode
 
 ModelSpec = str | os.PathLike[str] | None
 
-# Measured on 2 cores (docs/benchmarks.md, benchmarks/cpu_schedule.py): with one 1-thread stream per core,
+# Measured on 2 cores (docs/reference/benchmarks.md, benchmarks/cpu_schedule.py): with one 1-thread stream per core,
 # batch 4 used the least CPU per image and the least memory (the arena holds a batch's activations per
 # stream: peak RSS ~200 MB at 4, ~350 MB at 8); GPUs want large batches.
 DEFAULT_BATCH_SIZE = {"cpu": 4, "cuda": 128}
@@ -54,7 +55,7 @@ DEFAULT_BATCH_SIZE = {"cpu": 4, "cuda": 128}
 class ScorerConfig:
     """How a Scorer runs. ``workers``/``threads`` default to the machine's cores."""
 
-    batch_size: int | None = None  # None: 16 on CPU backends, 128 when every model runs on a GPU
+    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE (4 on CPU backends, 128 when every model runs on a GPU)
     workers: int | None = None  # decode threads
     threads: int | None = None  # inference threads in all (CPU backends); see nima_rt.runtime.cpu_plan.plan_cpu
     streams: int | None = None  # onnxruntime-cpu batches run at the same time (None: one per inference thread)
@@ -266,7 +267,7 @@ class Scorer:
             except DecodeError as exc:
                 return DecodedInput(path, None, str(exc))
             except Exception as exc:  # a decoder bug must not end the run: the row says what happened
-                reason = " ".join(str(exc).split())
+                reason = one_line(exc)
                 return DecodedInput(path, None, f"{path}: unexpected {type(exc).__name__} ({reason})")
 
         for item in items:
@@ -325,7 +326,7 @@ class Scorer:
                             float(out.mean[row]), float(out.std[row]), tuple(float(p) for p in out.dist[row])
                         )
             except Exception as exc:  # keep going: this batch's rows carry the reason
-                batch_error = f"inference failed ({type(exc).__name__}: {' '.join(str(exc).split())})"
+                batch_error = f"inference failed ({type(exc).__name__}: {one_line(exc)})"
         scored = iter(per_item)
         for item in chunk:
             if item.arrays is None:

@@ -103,7 +103,8 @@ def test_no_default_model_message(photo_dir: Path, monkeypatch: pytest.MonkeyPat
     result = run("score", photo_dir)
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        "error: no default model is bundled with this nima-rt install; pass --model FILE.onnx (see docs/models.md)"
+        "error: no default model is bundled with this nima-rt install; pass --model FILE.onnx "
+        "(see docs/reference/models.md)"
     )
 
 
@@ -291,7 +292,7 @@ def test_a_full_disk_is_one_error_line_and_the_output_resumes(
 ) -> None:
     import errno
 
-    import nima_rt.cli.score as score_module
+    import nima_rt.io.writers as score_module
 
     out = tmp_path / "full.csv"
     assert run("score", photo_dir, "-m", tiny_model, "-o", out).exit_code == 0

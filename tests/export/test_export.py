@@ -22,19 +22,19 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("timm")
 
 from helpers.export_models import TINY_SIZE, brightness_onnx_file, tiny_checkpoint  # noqa: E402
+
+from nima_rt.cli import app  # noqa: E402
+from nima_rt.contract.spec import default_gpu_precision  # noqa: E402
 from nima_rt.export import tensorrt_build  # noqa: E402
 from nima_rt.export.api import ExportFailed, ExportRequest, default_output, run_export  # noqa: E402
 from nima_rt.export.images import ImageSetError, plan_split  # noqa: E402
 from nima_rt.export.onnx_export import OPSET, contract_nodes  # noqa: E402
 from nima_rt.export.verify import Drift, VerificationFailed, check_tolerance, onnx_scores  # noqa: E402
-from nima_rt.train.model.checkpoint import load_checkpoint  # noqa: E402
-
-from nima_rt.cli import app  # noqa: E402
-from nima_rt.contract.spec import default_gpu_precision  # noqa: E402
 from nima_rt.io.files import file_sha256  # noqa: E402
 from nima_rt.io.model_file import load_model_file  # noqa: E402
 from nima_rt.runtime.backends import cuda_driver  # noqa: E402
 from nima_rt.runtime.metrics import spearman  # noqa: E402
+from nima_rt.train.model.checkpoint import load_checkpoint  # noqa: E402
 
 runner = CliRunner()
 SIZE = TINY_SIZE

@@ -21,10 +21,10 @@ pytest.importorskip("onnx")
 pytest.importorskip("timm")
 
 from helpers.export_models import TINY_SIZE, brightness_onnx_file, tiny_checkpoint  # noqa: E402
-from nima_rt.export.tensorrt_build import TensorRTUnavailable, require_tensorrt  # noqa: E402
 
 from nima_rt.cli import app  # noqa: E402
 from nima_rt.contract.spec import EngineInfo, engine_sidecar_json  # noqa: E402
+from nima_rt.export.tensorrt_build import TensorRTUnavailable, require_tensorrt  # noqa: E402
 from nima_rt.io.files import file_sha256  # noqa: E402
 from nima_rt.io.model_file import load_model_file  # noqa: E402
 

@@ -27,11 +27,11 @@ pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from helpers.export_models import brightness_onnx_file  # noqa: E402
+
 from nima_rt.export import tensorrt_build  # noqa: E402
 from nima_rt.export.api import ExportRequest, run_export  # noqa: E402
 from nima_rt.export.tensorrt_build import TensorRTSettings  # noqa: E402
 from nima_rt.export.verify import VerificationFailed  # noqa: E402
-
 from nima_rt.io.files import file_sha256  # noqa: E402
 from nima_rt.runtime.backends import cuda_driver, tensorrt_engine  # noqa: E402
 from nima_rt.runtime.backends.base import BackendOutput  # noqa: E402

@@ -22,11 +22,11 @@ pytest.importorskip("h5py", reason="Keras import needs h5py (the train extra)")
 keras = pytest.importorskip("keras", reason="Keras parity tests need keras (comes with tensorflow-cpu)")
 
 from helpers.keras_nima import build_nima, keras_inputs, sequential_of, write_keras2_h5, write_layers_h5  # noqa: E402
-from nima_rt.export.api import ExportRequest, run_export  # noqa: E402
-from nima_rt.export.importers.base import ImportFailed  # noqa: E402
 
 from nima_rt.cli import app  # noqa: E402
 from nima_rt.contract.spec import ResizeSpec  # noqa: E402
+from nima_rt.export.api import ExportRequest, run_export  # noqa: E402
+from nima_rt.export.importers.base import ImportFailed  # noqa: E402
 from nima_rt.io.decode import Preprocess, decode_file  # noqa: E402
 from nima_rt.io.files import file_sha256  # noqa: E402
 from nima_rt.runtime.scorer import Scorer  # noqa: E402
@@ -154,7 +154,6 @@ def test_nima_rt_export_and_score_commands(reference: KerasReference, tmp_path: 
 def test_jpeg_draft_changes_only_the_photos_it_applies_to(reference: KerasReference, tmp_path: Path) -> None:
     """The draft is off in imported models' metadata; forced on, it moves the drafted photo only."""
     from nima_rt.export.verify import onnx_scores
-
     from nima_rt.io.model_file import load_model_file
 
     model = convert(reference.saved("weights_mobilenet_aesthetic_k2.hdf5"), tmp_path)

@@ -19,11 +19,11 @@ torchvision = pytest.importorskip("torchvision", reason="PyTorch import needs th
 timm = pytest.importorskip("timm", reason="PyTorch import needs the train extra")
 
 from helpers.paths import EXAMPLE_PHOTOS  # noqa: E402
-from nima_rt.export.api import ExportRequest, run_export  # noqa: E402
-from nima_rt.export.importers.base import ImportFailed  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
+from nima_rt.export.api import ExportRequest, run_export  # noqa: E402
+from nima_rt.export.importers.base import ImportFailed  # noqa: E402
 from nima_rt.runtime.scorer import Scorer  # noqa: E402
 
 PHOTOS = sorted(EXAMPLE_PHOTOS.glob("*.jpg"))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
-from nima_rt.export.quantize import SELECTIVE, QuantizeSettings, float32_nodes, node_stage  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from nima_rt.export.quantize import SELECTIVE, QuantizeSettings, float32_nodes, node_stage  # noqa: E402
 
 # (name, group): a stem, three stages of pointwise + depthwise convolutions, a head convolution
 CONVS = [

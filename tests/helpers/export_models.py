@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
+
+from nima_rt.contract.spec import ModelMetadata
 from nima_rt.export.onnx_export import finish_model, save_model, trace_to_onnx
 from nima_rt.train.model.checkpoint import save_checkpoint
 from nima_rt.train.model.contract_module import ContractModule
 from nima_rt.train.model.network import ModelConfig
 from nima_rt.train.model.pretrained import build_network
-from torch import nn
-
-from nima_rt.contract.spec import ModelMetadata
 
 TINY_SIZE = 64
 

@@ -25,6 +25,7 @@ def build_model_pair(folder: Path, backbone: str = "mobilenet_v2", size: int = 2
     """A random-weight training checkpoint ``<name>.pt`` and its ONNX export ``<name>.onnx`` side by side,
     the ONNX metadata recording the checkpoint's sha256 (what the torch-cuda backend looks for)."""
     import torch
+
     from nima_rt.export.onnx_export import finish_model, save_model, trace_to_onnx
     from nima_rt.train.model.checkpoint import load_checkpoint, save_checkpoint
     from nima_rt.train.model.network import ModelConfig

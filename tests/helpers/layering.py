@@ -1,4 +1,4 @@
-"""The import contract of nima-rt's layers (docs/architecture.md), checked on the source with ``ast``.
+"""The import contract of nima-rt's layers (docs/design/architecture.md), checked on the source with ``ast``.
 
 Layers, lowest first: contract -> io -> runtime -> train -> export -> apps -> cli. **A module's layer is
 its folder** (:data:`FOLDER_LAYERS`: ``nima_rt/contract/`` is the contract layer, ``nima_rt/io/`` io, and so

@@ -1,7 +1,7 @@
 """Peak memory is bounded by the decode budget, not by what hostile files declare.
 
 Measured in a fresh interpreter by its own peak RSS (VmHWM in /proc/self/status), with the bundled
-default model and default settings, over tiny files made here (docs/runtime.md#memory)."""
+default model and default settings, over tiny files made here (docs/guide/runtime.md#memory)."""
 
 from __future__ import annotations
 

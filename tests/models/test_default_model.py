@@ -48,7 +48,7 @@ def test_default_model_is_the_bundled_technical_one() -> None:
     assert any("KADID-10k" in line for line in meta.licenses)
     assert any(line.startswith("photo ") for line in meta.licenses)
     assert meta.source_checkpoint_sha256
-    # The held-out figures it ships with meet the acceptance bar of docs/models.md.
+    # The held-out figures it ships with meet the acceptance bar of docs/reference/models.md.
     for name in ("gaussian_blur", "jpeg", "white_noise", "underexposure"):
         assert meta.metrics[f"test_spearman_{name}"] <= -0.9, name
     assert meta.metrics["test_pair_accuracy_primary"] >= 0.95
@@ -66,7 +66,7 @@ def test_clean_photos_outscore_their_degraded_copies() -> None:
     scores = score_files(sorted(EXAMPLES.glob("*.jpg")))
     assert scores["coffee.jpg"] > scores["coffee_blurred.jpg"] + 2.0
     assert scores["chelsea.jpg"] > scores["chelsea_noisy.jpg"] + 0.5
-    # Exposure moves the score least (docs/models.md): 1.5 EV darker costs ~0.2 here.
+    # Exposure moves the score least (docs/reference/models.md): 1.5 EV darker costs ~0.2 here.
     assert scores["seeding.jpg"] > scores["seeding_dark.jpg"] + 0.1
 
 

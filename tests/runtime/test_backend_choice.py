@@ -110,7 +110,7 @@ def test_gpu_present_but_libraries_missing_names_each_reason(
         "pip install 'nima-rt[gpu]' for onnxruntime-gpu",
         "onnxruntime-cuda": f"onnxruntime {version} has no CUDAExecutionProvider (has: CPUExecutionProvider); "
         "pip install 'nima-rt[gpu]' for onnxruntime-gpu",
-        "torch-cuda": "needs the training checkpoint tiny.pt beside tiny.onnx, see docs/gpu.md",
+        "torch-cuda": "needs the training checkpoint tiny.pt beside tiny.onnx, see docs/guide/gpu.md",
     }
 
 
@@ -167,7 +167,7 @@ def test_tensorrt_provider_options_cache_folder_profile_and_precision(tiny_model
         "trt_engine_cache_path": cache,
         "trt_timing_cache_enable": "True",
         "trt_timing_cache_path": cache,
-        "trt_fp16_enable": "False",  # no fp16 check recorded in the tiny model: fp32 (docs/architecture.md)
+        "trt_fp16_enable": "False",  # no fp16 check recorded in the tiny model: fp32 (docs/design/architecture.md)
         "trt_profile_min_shapes": "images:1x32x32x3",
         "trt_profile_opt_shapes": "images:64x32x32x3",
         "trt_profile_max_shapes": "images:64x32x32x3",
@@ -265,7 +265,7 @@ def test_torch_cuda_needs_the_matching_checkpoint(tmp_path: Path, with_gpu: None
     (tmp_path / "a").mkdir()
     missing = load_model_file(write_model_with_checkpoint(tmp_path / "a", None, "ab" * 32))
     assert torch_cuda.availability(missing) == "needs the training checkpoint aesthetic.pt beside aesthetic.onnx, " \
-                                                "see docs/gpu.md"
+                                                "see docs/guide/gpu.md"
     (tmp_path / "b").mkdir()
     unrecorded = load_model_file(write_model_with_checkpoint(tmp_path / "b", b"weights", None))
     assert torch_cuda.availability(unrecorded) == (

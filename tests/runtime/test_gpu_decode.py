@@ -103,8 +103,6 @@ def test_choose_gpu_decode_modes() -> None:
     assert gpu_decode.choose_gpu_decode("off", spec, scorer.DecodeOptions(), on_gpu=True).decoder is None
     auto_cpu = gpu_decode.choose_gpu_decode("auto", spec, scorer.DecodeOptions(), on_gpu=False)
     assert auto_cpu.decoder is None and auto_cpu.summary is None
-    with pytest.raises(ValueError, match="gpu_decode must be one of auto, on, off, got 'yes'"):
-        gpu_decode.choose_gpu_decode("yes", spec, scorer.DecodeOptions(), on_gpu=True)
     if torch.cuda.is_available():
         return
     message = f"GPU decode: torch {torch.__version__} cannot use the GPU (torch.cuda.is_available() is False)"

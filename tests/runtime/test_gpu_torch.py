@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.tiny_models import BIAS, WEIGHTS, reference_scores
-from nima_rt.train import load_contract_module
 
 from nima_rt.contract.spec import Normalization
 from nima_rt.io.model_file import load_model_file
 from nima_rt.runtime.backends import BackendOptions, BackendUnavailable, choose_backend, torch_cuda
+from nima_rt.train import load_contract_module
 
 torch = pytest.importorskip("torch")
 contract_module = pytest.importorskip("nima_rt.train.model.contract_module")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 from helpers.photos import photo_like
-from nima_rt.train.datasets import distortions
 from PIL import Image
 from ship_int8 import calibration_set, choose, graded_set, photos_by_split
 
 from nima_rt.contract.spec import Preprocess, ResizeSpec
+from nima_rt.train.datasets import distortions
 
 
 def fake_cache(root: Path) -> Path:

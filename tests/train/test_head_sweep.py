@@ -21,7 +21,7 @@ from nima_rt.train.data.sampling import ranking_keys  # noqa: E402
 from nima_rt.train.datasets.build_dataset import BuildConfig, Reference, build_dataset  # noqa: E402
 from nima_rt.train.fit.config import resolve_config  # noqa: E402
 from nima_rt.train.fit.head_sweep import HeadOption, cache_features, run_sweep  # noqa: E402
-from nima_rt.train.fit.trainer import train  # noqa: E402
+from nima_rt.train.fit.train_run import train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,6 +12,8 @@ from nima_rt.contract.spec import score_moments
 
 pytest.importorskip("scipy")
 from helpers.paths import FIXTURES as FIXTURES_ROOT  # noqa: E402
+from scipy.optimize import brentq, minimize  # noqa: E402
+
 from nima_rt.train.data.labels import (  # noqa: E402
     SCALES,
     distribution_from_moments,
@@ -20,7 +22,6 @@ from nima_rt.train.data.labels import (  # noqa: E402
     to_ten_point_scale,
     variance_bounds,
 )
-from scipy.optimize import brentq, minimize  # noqa: E402
 
 FIXTURES = FIXTURES_ROOT / "training"
 K = np.arange(1, 11, dtype=np.float64)

@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("matplotlib")
 scipy_stats = pytest.importorskip("scipy.stats")
 
-from nima_rt.train.evaluation.plots import PLOT_FILES, confusion_at_threshold, write_evaluation_plots  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from nima_rt.runtime.metrics import compute_metrics  # noqa: E402
+from nima_rt.train.evaluation.plots import PLOT_FILES, confusion_at_threshold, write_evaluation_plots  # noqa: E402
 
 SCORES = np.arange(1, 11, dtype=np.float64)
 
@@ -75,13 +75,13 @@ def test_bad_shapes_are_refused(tmp_path: Path):
 def test_evaluate_command_writes_the_plots(tmp_path: Path, one_torch_thread: None):
     torch = pytest.importorskip("torch")
     pytest.importorskip("timm")
-    from nima_rt.train.model.checkpoint import save_checkpoint
-    from nima_rt.train.model.network import ModelConfig
-    from nima_rt.train.model.pretrained import build_network
     from typer.testing import CliRunner
 
     from nima_rt.cli import app
     from nima_rt.contract.spec import ModelMetadata
+    from nima_rt.train.model.checkpoint import save_checkpoint
+    from nima_rt.train.model.network import ModelConfig
+    from nima_rt.train.model.pretrained import build_network
 
     images = tmp_path / "images"
     images.mkdir()

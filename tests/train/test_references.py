@@ -9,9 +9,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from nima_rt.train.datasets import references as refs
 from nima_rt.train.datasets.references import CATALOG, ReferenceError, ReferencePhoto
-from PIL import Image
 
 
 def test_catalogue_has_the_37_debian_photographs_and_the_python_ones() -> None:

@@ -12,13 +12,13 @@ pytest.importorskip("torch")
 pytest.importorskip("timm")
 
 from helpers.training_data import write_blur_set  # noqa: E402
-from nima_rt.train.model.checkpoint import load_checkpoint, recorded_backbone, save_checkpoint  # noqa: E402
-from nima_rt.train.model.network import ModelConfig  # noqa: E402
-from nima_rt.train.model.pretrained import build_network
 from typer.testing import CliRunner  # noqa: E402
 
 from nima_rt.cli import app  # noqa: E402
 from nima_rt.contract.spec import ModelMetadata  # noqa: E402
+from nima_rt.train.model.checkpoint import load_checkpoint, recorded_backbone, save_checkpoint  # noqa: E402
+from nima_rt.train.model.network import ModelConfig  # noqa: E402
+from nima_rt.train.model.pretrained import build_network
 
 TINY = "test_efficientnet"
 

@@ -13,11 +13,16 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
 from helpers.training_data import write_blur_set  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from nima_rt.cli import app  # noqa: E402
+from nima_rt.contract.spec import ContractError, ModelMetadata, Normalization  # noqa: E402
+from nima_rt.runtime.metrics import compute_metrics  # noqa: E402
 from nima_rt.train.data.label_sets import load_label_set, split_by_group  # noqa: E402
 from nima_rt.train.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
 from nima_rt.train.fit.config import ConfigError, resolve_config  # noqa: E402
 from nima_rt.train.fit.runs import read_metrics  # noqa: E402
-from nima_rt.train.fit.trainer import train  # noqa: E402
+from nima_rt.train.fit.train_run import train  # noqa: E402
 from nima_rt.train.model import pretrained as pretrained_module  # noqa: E402
 from nima_rt.train.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from nima_rt.train.model.network import ModelConfig, normalization_for  # noqa: E402
@@ -27,11 +32,6 @@ from nima_rt.train.model.pretrained import (  # noqa: E402
     efficientnet_lite0_package_file,
     map_efficientnet_lite0,
 )
-from typer.testing import CliRunner  # noqa: E402
-
-from nima_rt.cli import app  # noqa: E402
-from nima_rt.contract.spec import ContractError, ModelMetadata, Normalization  # noqa: E402
-from nima_rt.runtime.metrics import compute_metrics  # noqa: E402
 
 TINY = "test_efficientnet"  # timm's test-size EfficientNet: a real architecture, milliseconds per batch
 

@@ -10,6 +10,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from nima_rt.cli import app  # noqa: E402
+from nima_rt.contract.spec import ModelMetadata, Normalization  # noqa: E402
 from nima_rt.train.evaluation.visualize import (  # noqa: E402
     ChannelImages,
     GridGeometry,
@@ -25,12 +31,6 @@ from nima_rt.train.evaluation.visualize import (  # noqa: E402
 from nima_rt.train.model.checkpoint import save_checkpoint  # noqa: E402
 from nima_rt.train.model.network import ModelConfig  # noqa: E402
 from nima_rt.train.model.pretrained import build_network  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch import nn  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
-
-from nima_rt.cli import app  # noqa: E402
-from nima_rt.contract.spec import ModelMetadata, Normalization  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 

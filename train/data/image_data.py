@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from nima_rt.train.data.label_sets import LabelSet
 
 from nima_rt.io.decode import DecodeError, Preprocess, decode_file
+from nima_rt.train.data.label_sets import LabelSet
 
 
 def train_load_size(image_size: int) -> int:

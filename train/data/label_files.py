@@ -5,7 +5,7 @@ file, distributions ``[N, 10]``, split groups); rows it cannot use are counted i
 the first few reasons. Images are not looked at here (``train/data/label_sets.py`` finds them).
 
 Formats (``--format``; detected by :func:`detect_format` when omitted), all documented in
-docs/training.md:
+docs/guide/training.md:
 - ``ava``: the original ``AVA.txt`` (index, image id, 10 vote counts, 2 tags, challenge id);
   images ``<images>/<id>.jpg``.
 - ``idealo``: the seed repo's JSON ``[{"image_id": ..., "label": [10 numbers]}]`` (counts or
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+
 from nima_rt.train.data.labels import (
     NUM_BINS,
     SCALES,

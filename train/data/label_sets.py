@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from nima_rt.train.data.label_files import LabelError, LabelTable, read_labels
-from nima_rt.train.data.labels import Scale
 
 from nima_rt.io.decode import is_image_path
+from nima_rt.train.data.label_files import LabelError, LabelTable, read_labels
+from nima_rt.train.data.labels import Scale
 
 
 @dataclass

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
 from nima_rt.train.data.label_sets import LabelSet
 
 

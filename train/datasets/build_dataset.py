@@ -32,12 +32,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from nima_rt.train.datasets.distortions import DISTORTIONS, NUM_LEVELS, apply
-from nima_rt.train.datasets.kadid import Label, label_table
-from nima_rt.train.datasets.references import SPLITS, read_manifest
 from PIL import Image
 
 from nima_rt.io.decode import DecodeError, is_image_path, load_rgb
+from nima_rt.train.datasets.distortions import DISTORTIONS, NUM_LEVELS, apply
+from nima_rt.train.datasets.kadid import Label, label_table
+from nima_rt.train.datasets.references import SPLITS, read_manifest
 
 CSV_COLUMNS = ("path", "mean", "std", "group", "split", "view", "distortion", "level", "source_score",
                "label_source")

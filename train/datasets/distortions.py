@@ -12,7 +12,7 @@ by ``shorter_side / 384`` for other sizes so a level looks the same at any resol
 The levels were chosen to be visible after the model's 224-pixel resize and to spread over the
 human-opinion range KADID-10k measured for the same distortion (``train/datasets/kadid.py`` turns a level's
 parameter into a label by interpolating KADID's scores along KADID's own parameter axis). Where a
-re-implementation only approximates KADID's, the docstring says so (and docs/models.md).
+re-implementation only approximates KADID's, the docstring says so (and docs/reference/models.md).
 """
 
 from __future__ import annotations

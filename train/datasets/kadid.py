@@ -13,7 +13,7 @@ label is therefore KADID's mean and spread *interpolated along KADID's own param
 parameter (piecewise linear, clamped to KADID's range), then mapped to 1..10 with the KADID rule
 of ``train/data/labels.py`` (``1 + (x - 1) * 9 / 4``, spread times 9/4).
 
-Choices worth knowing (also in docs/models.md):
+Choices worth knowing (also in docs/reference/models.md):
 
 - clean references get the label of KADID's Gaussian blur level 1 (sigma 0.1 px, a change of well
   under one grey level): the score people give an image indistinguishable from its reference;
@@ -39,6 +39,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
 from nima_rt.train.data.labels import SCALES
 from nima_rt.train.datasets.distortions import DISTORTIONS, NUM_LEVELS, exposure_midpoint
 

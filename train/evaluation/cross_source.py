@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
 from nima_rt.train.evaluation.graded_eval import (
     PRIMARY_TYPES,
     GradedReport,
@@ -31,7 +33,6 @@ from nima_rt.train.evaluation.graded_eval import (
     read_rows,
     score_with_runtime,
 )
-from PIL import Image
 
 
 class CrossSourceError(RuntimeError):
@@ -171,7 +172,7 @@ def run_cross_source(config: CrossSourceConfig, progress: Callable[[str], None] 
 
 
 def markdown_table(result: CrossSourceResult) -> str:
-    """The side-by-side table of docs/models.md: Spearman and pair accuracy per type and scorer."""
+    """The side-by-side table of docs/reference/models.md: Spearman and pair accuracy per type and scorer."""
     names = [s.name for s in result.scorers]
     types = sorted({t for s in result.scorers for t in s.report.types},
                    key=lambda t: (t not in result.scorers[0].report.primary, t))

@@ -48,8 +48,9 @@ def predict_label_set(contract_module: Any, labels: Any, preprocess: Any, batch_
     """Run a ContractModule over a LabelSet's images, resized as ``preprocess`` (the contract's
     ``Preprocess.for_model``) says; -> (dist, kept indices, failures)."""
     import torch
-    from nima_rt.train.data.image_data import ImageDataset, collate_samples
     from torch.utils.data import DataLoader
+
+    from nima_rt.train.data.image_data import ImageDataset, collate_samples
 
     dataset = ImageDataset(labels, preprocess, train=False)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,

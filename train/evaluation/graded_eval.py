@@ -25,7 +25,7 @@ import numpy as np
 
 from nima_rt.runtime.metrics import spearman
 
-# The types the shipped model is accepted on (docs/models.md): blur, JPEG, noise, darkening.
+# The types the shipped model is accepted on (docs/reference/models.md): blur, JPEG, noise, darkening.
 PRIMARY_TYPES = ("gaussian_blur", "jpeg", "white_noise", "underexposure")
 
 

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nima_rt.train.model.network import ModelConfig
-
 from nima_rt.contract.spec import MODEL_KINDS
+from nima_rt.train.model.network import ModelConfig
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 

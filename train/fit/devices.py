@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
+
 from nima_rt.train.fit.config import ConfigError
 
 

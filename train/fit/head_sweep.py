@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from nima_rt.runtime.metrics import compute_metrics
 from nima_rt.train.data.image_data import ImageDataset
 from nima_rt.train.data.labels import SCORES
 from nima_rt.train.data.sampling import ranking_keys
@@ -32,11 +34,10 @@ from nima_rt.train.fit.config import TrainConfig
 from nima_rt.train.fit.devices import resolve_device
 from nima_rt.train.fit.runs import create_run
 from nima_rt.train.fit.stages import InverseTimeDecay, make_optimizer
-from nima_rt.train.fit.trainer import CACHE_KEY_BASE, Trainer, load_data
+from nima_rt.train.fit.train_run import load_data
+from nima_rt.train.fit.trainer import CACHE_KEY_BASE, Trainer
 from nima_rt.train.model.network import NimaHead
 from nima_rt.train.model.pretrained import build_network
-
-from nima_rt.runtime.metrics import compute_metrics
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from nima_rt.train.fit.config import ConfigError, StageConfig, TrainConfig, frozen_blocks
 from nima_rt.train.model.network import NimaNetwork
-from torch import nn
 
 
 @dataclass

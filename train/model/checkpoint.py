@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from nima_rt.train.model.network import ModelConfig, NimaNetwork, create_network, normalization_for
 from torch import nn
 
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import ContractError, ModelMetadata
 from nima_rt.io.files import atomic_path, file_sha256
+from nima_rt.train.model.network import ModelConfig, NimaNetwork, create_network, normalization_for
 
 CHECKPOINT_FORMAT = "nima-rt-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -93,7 +94,7 @@ def read_checkpoint_dict(path: str | os.PathLike[str], map_location: str | torch
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = one_line(exc, 200, default=type(exc).__name__)
         raise ContractError(f"{path}: not a readable nima-rt checkpoint ({reason})") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise ContractError(f"{path}: not a nima-rt checkpoint (no 'format': '{CHECKPOINT_FORMAT}' entry)")
@@ -132,7 +133,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         network.load_state_dict(data["network"], strict=True)
     except RuntimeError as exc:
-        reason = " ".join(str(exc).split())[:300]
+        reason = one_line(exc, 300)
         raise ContractError(f"{path}: weights do not fit a {config.backbone} network ({reason})") from None
     network.eval()
     state = {k: v for k, v in data.items() if k not in _RESERVED}

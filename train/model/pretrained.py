@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from nima_rt.train.model.checkpoint import CHECKPOINT_FORMAT
-from nima_rt.train.model.network import ModelConfig, NimaNetwork, create_backbone, create_network
 from torch import nn
 
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import ContractError
+from nima_rt.train.model.checkpoint import CHECKPOINT_FORMAT
+from nima_rt.train.model.network import ModelConfig, NimaNetwork, create_backbone, create_network
 
 
 class PretrainedError(ContractError):
@@ -153,7 +154,7 @@ def load_weights_file(network: NimaNetwork, path: Path) -> None:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise PretrainedError(f"{path}: cannot read weights ({' '.join(str(exc).split())[:200]})") from None
+        raise PretrainedError(f"{path}: cannot read weights ({one_line(exc, 200)})") from None
     if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
         _load_from_checkpoint(network, data, path)
         return

@@ -1,6 +1,6 @@
 """Scale-out scoring with Ray Data (extra ``ray``): ``nima-rt score ... --engine ray``.
 
-The pipeline (docs/scale.md)::
+The pipeline (docs/guide/scale.md)::
 
     inputs (folder walk or CSV/Parquet manifest with a ``path`` column)
       -> shards of ``shard_size`` inputs (the unit of resume)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from nima_rt.apps.distributed.sources import SourceError, is_uri, join_location, open_filesystem, parent_location
+from nima_rt.contract.messages import one_line
 from nima_rt.io.inputs import iter_inputs
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -78,7 +79,7 @@ def read_manifest(location: str) -> pa.ChunkedArray:
     except SourceError as exc:
         raise InputError(str(exc)) from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{location}: cannot read manifest ({' '.join(str(exc).split())})") from None
+        raise InputError(f"{location}: cannot read manifest ({one_line(exc)})") from None
     if PATH_COLUMN not in table.column_names:
         found = ", ".join(table.column_names) or "none"
         raise InputError(f"{location}: manifest has no '{PATH_COLUMN}' column (columns: {found})")

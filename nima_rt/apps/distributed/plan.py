@@ -1,6 +1,6 @@
 """Settings of a distributed run and how they map onto a Ray cluster's CPUs and GPUs.
 
-Sizing rule (measured, docs/scale.md): Ray schedules by declared resources, so an actor pool that
+Sizing rule (measured, docs/guide/scale.md): Ray schedules by declared resources, so an actor pool that
 declares every CPU starves the decode tasks and the job hangs (two 1-CPU actors on 2 cores did,
 > 9 min). The plan therefore always leaves CPUs for decoding and refuses one that would not.
 
@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nima_rt.contract.choices import DEVICES, check_choice
+from nima_rt.runtime.scorer import DEFAULT_BATCH_SIZE
 
 ACTOR_MEMORY = 1 << 30  # bytes each scoring actor declares: a model session, batches, the Python worker
-CPU_BATCH = 16  # the single-machine CLI's CPU default
-GPU_BATCH = 128
 
 
 class PlanError(ValueError):
@@ -33,7 +32,7 @@ class RayScoreConfig:
     models: tuple[str | None, ...] = (None,)  # bundled names or .onnx/.engine files; None = default
     address: str | None = None  # None: start a local Ray; "auto" or "ray://host:10001": join a cluster
     shard_size: int = 1000  # inputs per output file: the unit of resume
-    batch_size: int | None = None  # images per inference call in an actor (default: 128 on GPU, 16 on CPU)
+    batch_size: int | None = None  # images per inference call in an actor (default: the Scorer's, per device)
     decode_batch: int = 16  # files per decode task call
     device: str = "auto"
     backend: str | None = None
@@ -96,7 +95,7 @@ def plan_resources(cpus: float, gpus: float, config: RayScoreConfig) -> Resource
         device = "cuda" if config.device == "cuda" else "auto"
     else:
         # CPU inference: measured ~100 img/s per inference core vs ~200 per decode core
-        # (MobileNetV2, docs/scale.md), so about a third of the cores infer, two threads per actor.
+        # (MobileNetV2, docs/guide/scale.md), so about a third of the cores infer, two threads per actor.
         actors = config.actors or max(1, int(cpus // 6))
         actor_cpus = config.actor_cpus or (min(2.0, cpus / 4) if small else 2.0)
         threads = config.threads or max(1, round(actor_cpus))
@@ -109,5 +108,5 @@ def plan_resources(cpus: float, gpus: float, config: RayScoreConfig) -> Resource
             f"CPUs, the Ray cluster has {cpus:g}: actors holding every CPU starve decoding (use fewer actors "
             "or fractional actor CPUs)"
         )
-    batch_size = config.batch_size or (GPU_BATCH if use_gpu else CPU_BATCH)
+    batch_size = config.batch_size or DEFAULT_BATCH_SIZE["cuda" if use_gpu else "cpu"]
     return ResourcePlan(actors, actor_cpus, actor_gpus, threads, batch_size, decode_cpus, ACTOR_MEMORY, device)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nima_rt.apps.distributed.sources import SourceError, is_uri, open_filesystem
+from nima_rt.contract.messages import one_line
 from nima_rt.io.results import ScoreResult
 from nima_rt.io.writers import OutputError, ParquetWriter
 
@@ -68,7 +69,7 @@ class RunRecord:
             return cls(int(data["inputs"]), str(data["inputs_sha256"]), int(data["shard_size"]), models,
                        int(data.get("version", 0)))
         except (ValueError, KeyError, TypeError) as exc:
-            raise OutputError(f"{source}: unreadable run record ({' '.join(str(exc).split())})") from None
+            raise OutputError(f"{source}: unreadable run record ({one_line(exc)})") from None
 
     def mismatch(self, other: RunRecord) -> str | None:
         """Why ``other`` (an existing folder's record) cannot be resumed by this run, or None."""
@@ -142,7 +143,7 @@ class ShardStore:
                 if name.startswith(TEMP_PREFIX) and ".tmp-" in name:
                     self.fs.delete_file(self._path(name))
         except OSError as exc:
-            raise OutputError(f"{self.output}: cannot use output folder ({' '.join(str(exc).split())})") from None
+            raise OutputError(f"{self.output}: cannot use output folder ({one_line(exc)})") from None
         done = set()
         for name in names:
             match = PART_PATTERN.match(name)
@@ -164,7 +165,7 @@ class ShardStore:
                 writer.close()
             self.fs.move(temp, self._path(name))
         except OSError as exc:
-            raise OutputError(f"{self.output}: cannot write {name} ({' '.join(str(exc).split())})") from None
+            raise OutputError(f"{self.output}: cannot write {name} ({one_line(exc)})") from None
         return self._path(name) if not is_uri(self.output) else f"{self.output.rstrip('/')}/{name}"
 
     def part_shards(self) -> list[int]:

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from nima_rt.contract.messages import one_line
+
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
@@ -42,9 +44,6 @@ def parent_location(location: str) -> str:
     return os.path.dirname(os.path.abspath(location))
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split()) or "unknown error"
-
 
 def open_filesystem(uri: str) -> tuple[Any, str]:
     """A pyarrow filesystem and the path inside it for ``uri`` (fsspec-backed for unknown schemes)."""
@@ -58,12 +57,12 @@ def open_filesystem(uri: str) -> tuple[Any, str]:
             import fsspec
         except ImportError:
             raise SourceError(
-                f"{uri}: pyarrow cannot open this URI ({_one_line(arrow_error)}) and fsspec is not installed"
+                f"{uri}: pyarrow cannot open this URI ({one_line(arrow_error)}) and fsspec is not installed"
             ) from None
         try:
             fs, path = fsspec.core.url_to_fs(uri)
         except (ImportError, ValueError) as exc:
-            raise SourceError(f"{uri}: no filesystem for this URI ({_one_line(exc)})") from None
+            raise SourceError(f"{uri}: no filesystem for this URI ({one_line(exc)})") from None
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
@@ -75,7 +74,7 @@ def local_read_error(label: str, exc: OSError) -> SourceError:
         return SourceError(f"{label}: is a directory, expected an image file")
     if isinstance(exc, PermissionError):
         return SourceError(f"{label}: permission denied")
-    return SourceError(f"{label}: cannot read file ({_one_line(exc.strerror or exc)})")
+    return SourceError(f"{label}: cannot read file ({one_line(exc.strerror or exc)})")
 
 
 @dataclass
@@ -114,4 +113,4 @@ class SourceReader:
         except FileNotFoundError:
             raise SourceError(f"{label}: no such file (or a broken symlink)") from None
         except (OSError, ValueError) as exc:
-            raise SourceError(f"{label}: cannot read file ({_one_line(exc)})") from None
+            raise SourceError(f"{label}: cannot read file ({one_line(exc)})") from None

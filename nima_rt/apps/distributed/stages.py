@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nima_rt.apps.distributed.sources import SourceReader
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import NUM_BINS, ContractError
 from nima_rt.io.decode import DecodeError, DecodeOptions, Preprocess, decode_file
 from nima_rt.io.files import file_sha256
@@ -74,7 +75,7 @@ def decode_batch(
             errors[row] = str(exc)
             continue
         except Exception as exc:  # a decoder bug must not end the job: the row says what happened
-            errors[row] = f"{path}: unexpected {type(exc).__name__} ({' '.join(str(exc).split())})"
+            errors[row] = f"{path}: unexpected {type(exc).__name__} ({one_line(exc)})"
             continue
         for spec_index, array in enumerate(arrays):
             images[spec_index][row] = array

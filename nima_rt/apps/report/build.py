@@ -21,9 +21,9 @@ from nima_rt.runtime.ranking import (
     RankRule,
     RankRuleError,
     group_of,
-    parse_rank_rule,
     rank_groups,
     rank_rows,
+    resolve_rank_rule,
 )
 
 GROUP_BY = ("parent", "none")
@@ -84,19 +84,10 @@ def _ranked(results: Iterable[ScoreResult], rule: RankRule, config: ReportConfig
 
 
 def _rule(config: ReportConfig, columns: Sequence[str]) -> RankRule:
-    if config.rank_by is not None:
-        if config.rank_column is not None:
-            raise ReportError("give a rank rule or a rank column, not both")
-        try:
-            rule = parse_rank_rule(config.rank_by)
-            rule.check(columns)
-        except RankRuleError as exc:
-            raise ReportError(str(exc)) from None
-        return rule
-    rank_column = config.rank_column or columns[0]
-    if rank_column not in columns:
-        raise ReportError(f"rank column {rank_column!r} is not one of the models ({', '.join(columns)})")
-    return RankRule.column(rank_column)
+    try:
+        return resolve_rank_rule(config.rank_by, config.rank_column, columns)
+    except RankRuleError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def _labels(keys: Sequence[str]) -> tuple[dict[str, str], str | None]:

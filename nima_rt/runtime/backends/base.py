@@ -31,7 +31,8 @@ class BackendOptions:
     streams: int = 1  # onnxruntime-cpu: batches run at the same time (each on `threads` threads)
     cache_dir: str | None = None  # engine/compile caches (TensorRT EP)
     max_batch: int = 256  # the largest batch the caller will send
-    precision: str | None = None  # GPU backends: "fp16" | "fp32" (None: the backend's default, fp16 where it can)
+    precision: str | None = None  # GPU backends: "fp16" | "fp32" (None: the model's policy, fp32 unless its
+    # metadata records a passed fp16 check: contract.spec.default_gpu_precision)
     # torch-cuda: turns a training checkpoint into a ContractModule. The runtime never imports the training
     # code itself; the layer that has it (the CLI, or an API user) passes nima_rt.train.load_contract_module.
     checkpoint_loader: Callable[[Path], Any] | None = None

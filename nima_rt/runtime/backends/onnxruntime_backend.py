@@ -3,7 +3,7 @@
 On CPU several batches run at once (``BackendOptions.streams``; the scorer sends up to
 ``concurrent_runs`` batches from as many threads) through one session with one intra-op thread per
 stream: every core stays inside a kernel of its own batch, where one batch split over all cores waits
-at each operator for the slowest thread, and the weights and arena exist once (docs/runtime.md,
+at each operator for the slowest thread, and the weights and arena exist once (docs/guide/runtime.md,
 "CPU scheduling").
 """
 
@@ -14,6 +14,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import INPUT_NAME, OUTPUT_NAMES, ContractError, check_outputs
 from nima_rt.io.model_file import ModelFile
 from nima_rt.runtime.backends.base import BackendOptions, BackendOutput, BackendUnavailable
@@ -81,7 +82,7 @@ class OnnxRuntimeBackend:
                 str(model.path), sess_options=session_options(options.threads, memory_pattern), providers=providers
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            message = " ".join(str(exc).split())
+            message = one_line(exc)
             raise ContractError(f"{model.path}: onnxruntime cannot load the model ({message})") from None
         check_session_io(self.session, model)
         self.name = name

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from nima_rt.contract.choices import GPU_PRECISIONS
 from nima_rt.contract.spec import ContractError, default_gpu_precision
 from nima_rt.io.model_file import ModelFile
 from nima_rt.runtime.backends import cuda_driver
@@ -35,7 +36,6 @@ from nima_rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, pro
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 INSTALL_HINT = "pip install 'nima-rt[gpu]' for onnxruntime-gpu"
-PRECISIONS = ("fp16", "fp32")
 
 
 def default_cache_dir() -> Path:
@@ -52,8 +52,8 @@ def engine_cache_dir(model: ModelFile, options: BackendOptions) -> Path:
 
 def _precision(options: BackendOptions, default: str) -> str:
     precision = options.precision or default
-    if precision not in PRECISIONS:
-        raise BackendUnavailable(f"precision {precision!r} is not one of {', '.join(PRECISIONS)} here")
+    if precision not in GPU_PRECISIONS:
+        raise BackendUnavailable(f"precision {precision!r} is not one of {', '.join(GPU_PRECISIONS)} here")
     return precision
 
 

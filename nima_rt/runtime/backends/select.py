@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nima_rt.contract.choices import DEVICES, check_choice
+from nima_rt.contract.messages import one_line
 from nima_rt.io.model_file import ModelFile
 from nima_rt.runtime.backends import cuda_driver
 from nima_rt.runtime.backends.base import Backend, BackendOptions, BackendUnavailable
@@ -85,11 +86,11 @@ def _availability(entry: BackendEntry, model: ModelFile) -> str | None:
     try:
         entry.load()
     except ImportError as exc:
-        return f"cannot import {exc.name or entry.module} ({' '.join(str(exc).split())})"
+        return f"cannot import {exc.name or entry.module} ({one_line(exc)})"
     try:
         return entry.availability(model)
     except Exception as exc:  # a probe must never take the run down
-        return f"probe failed ({' '.join(str(exc).split())})"
+        return f"probe failed ({one_line(exc)})"
 
 
 def probe_backends(model: ModelFile, device: str = "auto", backend: str | None = None) -> list[BackendStatus]:

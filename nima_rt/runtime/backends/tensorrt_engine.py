@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import INPUT_NAME, NUM_BINS, OUTPUT_NAMES, ContractError, check_outputs
 from nima_rt.io.model_file import ModelFile
 from nima_rt.runtime.backends import cuda_driver
@@ -79,7 +80,7 @@ def tensorrt_version() -> str:
     try:
         trt = importlib.import_module("tensorrt")
     except Exception as exc:  # a broken install raises OSError/ImportError from its loader
-        raise BackendUnavailable(f"tensorrt does not import: {' '.join(str(exc).split())}") from None
+        raise BackendUnavailable(f"tensorrt does not import: {one_line(exc)}") from None
     return str(trt.__version__)
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from nima_rt.contract.choices import GPU_PRECISIONS
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import NUM_BINS, ContractError, check_outputs, default_gpu_precision
 from nima_rt.io.files import file_sha256
 from nima_rt.io.model_file import ModelFile
@@ -35,7 +37,6 @@ from nima_rt.runtime.backends.base import BackendOptions, BackendOutput, Backend
 
 NAME = "torch-cuda"
 CHECKPOINT_SUFFIX = ".pt"
-PRECISIONS = ("fp16", "fp32")
 WARMUP_RUNS = 3  # eager runs on a side stream before capture, as PyTorch's CUDA graph docs ask
 MAX_GRAPHS = 4  # batch sizes kept as captured graphs
 
@@ -45,7 +46,7 @@ def checkpoint_for(model: ModelFile) -> Path:
     path = model.path.with_suffix(CHECKPOINT_SUFFIX)
     if not path.is_file():
         raise BackendUnavailable(
-            f"needs the training checkpoint {path.name} beside {model.path.name}, see docs/gpu.md"
+            f"needs the training checkpoint {path.name} beside {model.path.name}, see docs/guide/gpu.md"
         )
     expected = model.metadata.source_checkpoint_sha256
     if not expected:
@@ -90,7 +91,7 @@ def create(model: ModelFile, options: BackendOptions) -> TorchCudaBackend:
     try:
         contract = options.checkpoint_loader(checkpoint)
     except Exception as exc:  # let --device auto fall back; the row of reasons says what went wrong
-        message = " ".join(str(exc).split())
+        message = one_line(exc)
         raise BackendUnavailable(f"cannot load {checkpoint.name}: {type(exc).__name__}: {message}") from None
     precision = options.precision or default_gpu_precision(model.metadata)
     return TorchCudaBackend(contract, model.metadata.input_size, precision, options.max_batch, source=str(checkpoint))
@@ -125,8 +126,8 @@ class TorchCudaBackend:
                  device: str = "cuda", graphs: bool = True, source: str = "<module>") -> None:
         import torch
 
-        if precision not in PRECISIONS:
-            raise BackendUnavailable(f"{NAME}: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if precision not in GPU_PRECISIONS:
+            raise BackendUnavailable(f"{NAME}: precision {precision!r} is not one of {', '.join(GPU_PRECISIONS)}")
         self.torch = torch
         self.device = torch.device(device)
         self.precision = precision
