@@ -9,7 +9,7 @@ recorded resize (JPEG draft off, as imported) and with the JPEG draft forced on.
 |Δ mean|, max |Δ dist| and Spearman of each against Keras, with the CPU model.
 
 Without ``--weights`` the model is idealo's architecture with random non-trivial weights
-(tests/keras_nima.py), calibrated on the first photos. Photos: examples/photos plus ``--files`` JPEGs
+(tests/helpers/keras_nima.py), calibrated on the first photos. Photos: examples/photos plus ``--files`` JPEGs
 of 1-3 MP cut from the reference photos (cpu_throughput.py's corpus; ``--sources DIR`` or the
 Debian packages ``nima-rt build-dataset`` uses).
 """
@@ -92,7 +92,7 @@ def main() -> None:
     ref_mean = ref_dist @ np.arange(1, 11)
     metadata = load_model_file(onnx_path).metadata
     run, close = onnx_scores(onnx_path)
-    print(f"CPU: {cpu_model()}; weights: {args.weights or 'random (tests/keras_nima.py, seed 0)'}")
+    print(f"CPU: {cpu_model()}; weights: {args.weights or 'random (tests/helpers/keras_nima.py, seed 0)'}")
     try:
         for label, draft in (("recorded resize (nearest, no draft)", None), ("JPEG draft forced on", True)):
             spec = [Preprocess.for_model(metadata, jpeg_draft=draft)]

@@ -16,7 +16,7 @@ model runs on a CUDA backend and torch with CUDA is installed. For each batch of
    bicubic a=-0.5, lanczos-3, widened by the scale factor when shrinking) as two matrix products,
    horizontal then vertical with rounding to 8 bits in between as Pillow does; nearest picks the
    pixels Pillow picks. Measured on CPU against Pillow on the same decoded pixels: at most 1 grey
-   level apart (tests/test_gpu_decode.py);
+   level apart (tests/runtime/test_gpu_decode.py);
 5. the resized uint8 squares come back to the host in one copy per batch (the backend protocol takes
    numpy arrays; 150 KB per 224 px image).
 

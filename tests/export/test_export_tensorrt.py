@@ -1,6 +1,6 @@
 """`nima-rt export --format tensorrt` on a real GPU (run by benchmarks/gpu_check.py; skipped elsewhere).
 
-Engines are built from the same tiny models as tests/test_export.py, checked against the float32
+Engines are built from the same tiny models as tests/export/test_export.py, checked against the float32
 ONNX model through the runtime's TensorRT backend, and their sidecars must load in the runtime.
 """
 

@@ -7,7 +7,7 @@ model-file reader and checked against the float32 ONNX, then renamed, or deleted
 the bar. The "engine" computes the float32 ONNX's scores (optionally with a scramble), so parity and
 refusal are real measurements of what the backend returned.
 
-What it cannot show: that real TensorRT builds and runs these graphs; tests/test_export_tensorrt.py
+What it cannot show: that real TensorRT builds and runs these graphs; tests/export/test_export_tensorrt.py
 does that on a GPU.
 """
 

@@ -1,7 +1,7 @@
 """Keras NIMA import: parity with real Keras on real photos, both HDF5 layouts, both model shapes, refusals.
 
 The reference is Keras itself (tensorflow-cpu, the dev extra): idealo's architecture with random
-non-trivial weights (tests/keras_nima.py) predicting on examples/photos with idealo's preprocessing
+non-trivial weights (tests/helpers/keras_nima.py) predicting on examples/photos with idealo's preprocessing
 (``load_img(target_size=(224, 224))`` + ``preprocess_input``). The converted file is scored by the
 runtime (``Scorer`` and ``nima-rt score``) with the resize recorded in its metadata.
 """

@@ -90,7 +90,7 @@ def test_missing_paths_become_rows(tiny_model: Path, tmp_path: Path) -> None:
 
 def test_inference_failure_marks_the_batch_and_goes_on(tiny_model: Path, photo_dir: Path) -> None:
     # one session: batches run one after another, so "the second call" is the second batch
-    # (parallel sessions: tests/test_cpu_schedule.py)
+    # (parallel sessions: tests/runtime/test_cpu_schedule.py)
     with Scorer([tiny_model], ScorerConfig(batch_size=2, threads=1)) as scorer:
         backend = scorer.models[0].backend
         real_run = backend.run

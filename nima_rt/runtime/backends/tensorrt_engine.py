@@ -21,7 +21,7 @@ chunk k-1's results before queueing chunk k+1 already implies both slot rules; t
 waits keep each rule local to the slot, so a change of the reading order cannot break them.)
 
 Not yet run on a GPU: the pipeline logic is tested on CPU against fakes of ``tensorrt`` and
-``cuda.bindings.runtime`` (tests/test_gpu_tensorrt.py); real runs are in benchmarks/gpu_check.py.
+``cuda.bindings.runtime`` (tests/runtime/test_gpu_tensorrt.py); real runs are in benchmarks/gpu_check.py.
 """
 
 from __future__ import annotations
