@@ -1,7 +1,7 @@
 """CPU throughput of `nima-rt score` against the peers' loops and against a measured ceiling, in one run.
 
     python benchmarks/cpu_throughput.py [--model technical] [--files 400] [--repeats 3] [--rss-files 4000]
-    python benchmarks/cpu_throughput.py --quick          # seconds; what CI runs (tests/benchmarks/test_cpu_benchmark.py)
+    python benchmarks/cpu_throughput.py --quick   # seconds; what CI runs (tests/benchmarks/test_cpu_benchmark.py)
 
 Every variant scores the same photo folder; the variants are interleaved (each repeat runs all of them,
 in a rotated order) so that a shared machine's load moves them together and the ratios hold:

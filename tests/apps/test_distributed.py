@@ -49,7 +49,7 @@ IMAGES = 200
 def test_plan_leaves_cpus_for_decoding() -> None:
     small = plan_resources(2, 0, RayScoreConfig(output="o"))
     assert (small.actors, small.actor_cpus, small.actor_gpus, small.threads, small.decode_cpus) == (1, 0.5, 0, 1, 0.5)
-    assert (small.device, small.batch_size) == ("cpu", 4)  # the Scorer's CPU default (one batch-size default for both engines)
+    assert (small.device, small.batch_size) == ("cpu", 4)  # the Scorer's CPU default
     gpu = plan_resources(64, 8, RayScoreConfig(output="o"))
     assert (gpu.actors, gpu.actor_cpus, gpu.actor_gpus, gpu.decode_cpus, gpu.batch_size) == (8, 1.0, 1.0, 1.0, 128)
     cpu_cluster = plan_resources(48, 0, RayScoreConfig(output="o", device="cpu"))
