@@ -28,7 +28,7 @@ from typing import IO, Any, Protocol
 
 from nima_rt.contract.spec import NUM_BINS
 from nima_rt.io.decode import path_label
-from nima_rt.io.results import ModelScore, ScoreResult
+from nima_rt.io.results import ModelScore, ScoreBatch, ScoreResult
 
 FORMATS = ("csv", "jsonl", "parquet")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP)
@@ -122,6 +122,10 @@ def csv_row(result: ScoreResult, columns: Sequence[str], extra: Sequence[Any] = 
 
 
 class RowWriter(Protocol):
+    """Writes a run's rows: a batch of them as the Scorer makes it, or one ranked row at a time."""
+
+    def write_batch(self, batch: ScoreBatch) -> None: ...
+
     def write(self, result: ScoreResult, extra: dict[str, Any] | None = None) -> None: ...
 
     def close(self) -> None: ...
@@ -142,12 +146,20 @@ class CsvWriter:
             self.writer.writerow(csv_header(self.columns, self.extra))
             stream.flush()
 
+    def write_batch(self, batch: ScoreBatch) -> None:
+        for result in batch.rows():
+            self._write_row(result, None)
+        self.stream.flush()  # a batch's rows finish together: one flush keeps each finished row on disk
+
     def write(self, result: ScoreResult, extra: dict[str, Any] | None = None) -> None:
+        self._write_row(result, extra)
+        self.stream.flush()
+
+    def _write_row(self, result: ScoreResult, extra: dict[str, Any] | None) -> None:
         values = [(extra or {}).get(name) for name in self.extra]
         row = csv_row(result, self.columns, values, self.escape_formulas)
         has_cr = any(isinstance(cell, str) and "\r" in cell for cell in row)
         (self.quoting_writer if has_cr else self.writer).writerow(row)
-        self.stream.flush()
 
     def close(self) -> None:
         self.stream.flush()
@@ -159,6 +171,11 @@ class JsonlWriter:
     def __init__(self, stream: IO[str], columns: Sequence[str]):
         self.stream, self.columns = stream, list(columns)
 
+    def write_batch(self, batch: ScoreBatch) -> None:
+        self.stream.write("".join(json.dumps(json_row(result, self.columns), ensure_ascii=False) + "\n"
+                                  for result in batch.rows()))
+        self.stream.flush()
+
     def write(self, result: ScoreResult, extra: dict[str, Any] | None = None) -> None:
         self.stream.write(json.dumps(json_row(result, self.columns, extra), ensure_ascii=False) + "\n")
         self.stream.flush()
@@ -168,15 +185,19 @@ class JsonlWriter:
 
 
 class ParquetWriter:
-    """Parquet (needs pyarrow): rows gathered into row groups of ``group_rows``."""
+    """Parquet (needs pyarrow): batches become Arrow columns directly (ranked rows one at a time), gathered
+    into row groups of about ``group_rows``. ``constants`` are extra columns with one value for every row
+    (the Ray engine's model sha256 columns)."""
 
-    def __init__(self, path: str, columns: Sequence[str], extra: Sequence[str] = (), group_rows: int = 4096):
+    def __init__(self, path: Any, columns: Sequence[str], extra: Sequence[str] = (), group_rows: int = 4096,
+                 constants: dict[str, str] | None = None):
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
             raise OutputError("--format parquet needs pyarrow: pip install 'nima-rt[parquet]'") from None
         self.pa, self.columns, self.extra, self.group_rows = pa, list(columns), list(extra), group_rows
+        self.constants = dict(constants or {})
         fields = [pa.field("path", pa.string()), pa.field("error", pa.string())]
         for column in self.columns:
             fields += [
@@ -185,9 +206,29 @@ class ParquetWriter:
                 pa.field(f"{column}_dist", pa.list_(pa.float32(), NUM_BINS)),
             ]
         fields += [pa.field(name, getattr(pa, PARQUET_EXTRA_TYPES.get(name, "string"))()) for name in self.extra]
+        fields += [pa.field(name, pa.string()) for name in self.constants]
         self.schema = pa.schema(fields)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []  # ranked rows not yet made a table
+        self.tables: list[Any] = []  # tables not yet written
+        self.buffered = 0
         self.writer = pq.ParquetWriter(path, self.schema)
+
+    def write_batch(self, batch: ScoreBatch) -> None:
+        """A batch as Arrow columns (failed rows hold nulls)."""
+        pa = self.pa
+        failed = ~batch.ok
+        arrays = [pa.array([text_cell(path) for path in batch.paths], pa.string()),
+                  pa.array([error_cell(error) for error in batch.errors], pa.string())]
+        for column in self.columns:
+            scores = batch.scores[column]
+            values = pa.array(scores.dist.reshape(-1), pa.float32())
+            arrays += [pa.array(scores.mean, pa.float32(), mask=failed),
+                       pa.array(scores.std, pa.float32(), mask=failed),
+                       pa.FixedSizeListArray.from_arrays(values, NUM_BINS, mask=pa.array(failed))]
+        arrays += [pa.nulls(len(batch), field.type) for field in self.schema if field.name in self.extra]
+        arrays += [pa.array([value] * len(batch), pa.string()) for value in self.constants.values()]
+        self._table_rows()
+        self._buffer(pa.Table.from_arrays(arrays, schema=self.schema))
 
     def write(self, result: ScoreResult, extra: dict[str, Any] | None = None) -> None:
         row: dict[str, Any] = {"path": text_cell(result.path), "error": error_cell(result.error)}
@@ -199,14 +240,27 @@ class ParquetWriter:
         for name in self.extra:
             value = (extra or {}).get(name)
             row[name] = text_cell(value) if isinstance(value, str) else value
+        row.update(self.constants)
         self.rows.append(row)
         if len(self.rows) >= self.group_rows:
+            self._table_rows()
+
+    def _table_rows(self) -> None:
+        if self.rows:
+            rows, self.rows = self.rows, []
+            self._buffer(self.pa.Table.from_pylist(rows, schema=self.schema))
+
+    def _buffer(self, table: Any) -> None:
+        self.tables.append(table)
+        self.buffered += table.num_rows
+        if self.buffered >= self.group_rows:
             self._flush()
 
     def _flush(self) -> None:
-        if self.rows:
-            self.writer.write_table(self.pa.Table.from_pylist(self.rows, schema=self.schema))
-            self.rows = []
+        self._table_rows()
+        if self.tables:
+            tables, self.tables, self.buffered = self.tables, [], 0
+            self.writer.write_table(self.pa.concat_tables(tables), row_group_size=max(self.group_rows, 1))
 
     def close(self) -> None:
         self._flush()

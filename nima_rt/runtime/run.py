@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nima_rt.io.inputs import InputItem, WalkReport, iter_inputs, normalize_extensions
-from nima_rt.io.results import ScoreResult
+from nima_rt.io.results import ScoreBatch, ScoreResult
 from nima_rt.io.writers import OutputError, RowWriter, check_resumable, done_paths, format_for, open_writer
 from nima_rt.runtime.ranking import (
     RULE_COLUMNS,
@@ -146,10 +147,14 @@ def score_run(
     writer, items, summary.resumed = _open_output(scorer.columns, items, options, extra)
     if on_resume is not None:
         on_resume(summary.resumed)
-    results = _counted(scorer.score_items(items), summary, on_result)
-    rows = _ranked(results, options, rule, extra) if rule is not None else ((result, None) for result in results)
+    batches = scorer.score_item_batches(items)
+    output = options.output or "stdout"
     try:
-        summary.stopped_at = _write_rows(writer, rows, options.strict and rule is None, options.output or "stdout")
+        if rule is None:
+            summary.stopped_at = _write_batches(writer, batches, options.strict, output, summary, on_result)
+        else:
+            rows = (row for batch in batches for row in _counted(batch, summary, on_result).rows())
+            _write_ranked(writer, _ranked(rows, options, rule, extra), output)
     finally:
         summary.elapsed = time.perf_counter() - started
     if options.strict and summary.stopped_at is None and summary.failed:
@@ -157,16 +162,14 @@ def score_run(
     return summary
 
 
-def _counted(results: Iterable[ScoreResult], summary: RunSummary,
-             on_result: Callable[[ScoreResult], None] | None) -> Iterator[ScoreResult]:
-    for result in results:
-        if result.ok:
-            summary.scored += 1
-        else:
-            summary.failed += 1
-        if on_result is not None:
-            on_result(result)
-        yield result
+def _counted(batch: ScoreBatch, summary: RunSummary, on_result: Callable[[ScoreResult], None] | None) -> ScoreBatch:
+    failed = batch.failed
+    summary.scored += len(batch) - failed
+    summary.failed += failed
+    if on_result is not None:
+        for row in batch.rows():
+            on_result(row)
+    return batch
 
 
 def _ranked(results: Iterable[ScoreResult], options: RunOptions, rule: RankRule,
@@ -192,24 +195,40 @@ def _open_output(columns: list[str], items: Iterable[InputItem], options: RunOpt
     return open_writer(fmt, output, columns, extra, False, options.escape_formulas), items, 0
 
 
-def _write_rows(writer: RowWriter, rows: Iterable[tuple[ScoreResult, dict[str, Any] | None]], strict: bool,
-                output: str) -> str | None:
-    """Write every row and close the writer; with ``strict`` stop at the first failure and return its error.
-    A full disk or lost mount is an OutputError (what was flushed stays, resumable)."""
-    stopped_at = None
-    try:
+def _write_batches(writer: RowWriter, batches: Iterable[ScoreBatch], strict: bool, output: str,
+                   summary: RunSummary, on_result: Callable[[ScoreResult], None] | None) -> str | None:
+    """Write (and count) every batch as it is scored, then close the writer; with ``strict`` stop after the
+    first failed row and return its error."""
+    with _closing(writer, output):
+        for batch in batches:
+            failure = batch.first_failure() if strict else None
+            if failure is not None:
+                batch = batch.take(range(failure + 1))
+            writer.write_batch(_counted(batch, summary, on_result))
+            if failure is not None:
+                return batch.errors[failure]
+    return None
+
+
+def _write_ranked(writer: RowWriter, rows: Iterable[tuple[ScoreResult, dict[str, Any] | None]], output: str) -> None:
+    """Write ranked rows one at a time, then close the writer."""
+    with _closing(writer, output):
         for result, extra in rows:
             writer.write(result, extra)
-            if strict and not result.ok:
-                stopped_at = result.error
-                break
+
+
+@contextmanager
+def _closing(writer: RowWriter, output: str) -> Iterator[None]:
+    """Close the writer after the block. A full disk or lost mount is an OutputError (what was flushed stays,
+    resumable); a closed stdout's BrokenPipeError goes through."""
+    try:
+        yield
         writer.close()
     except BrokenPipeError:
         raise
     except OSError as exc:
         _close_quietly(writer)
         raise OutputError(f"{output}: cannot write output ({exc.strerror or exc})") from None
-    return stopped_at
 
 
 def _close_quietly(writer: RowWriter) -> None:

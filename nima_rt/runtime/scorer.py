@@ -36,7 +36,7 @@ from nima_rt.io.decode import (
 )
 from nima_rt.io.inputs import InputItem, iter_inputs
 from nima_rt.io.model_file import ModelFile, load_model_file, split_model_spec
-from nima_rt.io.results import ModelScore, ScoreResult, unique_columns
+from nima_rt.io.results import ScoreBatch, ScoreColumns, ScoreResult, unique_columns
 from nima_rt.io.variants import int8_variant
 from nima_rt.runtime.backends import BACKENDS, Backend, BackendChoice, BackendOptions, choose_backend
 from nima_rt.runtime.backends.base import concurrent_runs
@@ -191,10 +191,16 @@ class Scorer:
                 except DecodeError as exc:
                     yield DecodedInput(label, None, str(exc))
 
-        return self._batches(decoded())
+        return self._rows(decoded())
 
     def score_items(self, items: Iterable[InputItem]) -> Iterator[ScoreResult]:
-        """Score already-expanded inputs (as from :func:`nima_rt.io.inputs.iter_inputs`)."""
+        """Score already-expanded inputs (as from :func:`nima_rt.io.inputs.iter_inputs`), one row at a time."""
+        for batch in self.score_item_batches(items):
+            yield from batch.rows()
+
+    def score_item_batches(self, items: Iterable[InputItem]) -> Iterator[ScoreBatch]:
+        """:meth:`score_items` as columns: one :class:`ScoreBatch` per inference batch, in input order (what
+        the writers and the Ray engine take without repacking)."""
         self._require_open()
         workers = self.cpu_plan.decode_workers
         window = self.batch_size * self.config.prefetch_batches
@@ -225,10 +231,11 @@ class Scorer:
                 except DecodeError as exc:
                     yield DecodedInput(label, None, str(exc))
 
-        return self._batches(decoded())
+        return self._rows(decoded())
 
-    def score_decoded(self, items: Iterable[DecodedInput]) -> Iterator[ScoreResult]:
-        """Score inputs decoded elsewhere (e.g. by Ray decode tasks); same batching and error rows as files."""
+    def score_decoded(self, items: Iterable[DecodedInput]) -> Iterator[ScoreBatch]:
+        """Score inputs decoded elsewhere (e.g. by Ray decode tasks); same batching and error rows as files,
+        as columns (:class:`ScoreBatch`)."""
         self._require_open()
         return self._batches(items)
 
@@ -293,45 +300,45 @@ class Scorer:
         if chunk:
             yield chunk
 
-    def _batches(self, pending: Iterable[DecodedInput]) -> Iterator[ScoreResult]:
-        """Group decoded inputs into batches, run every model, yield rows in order.
+    def _rows(self, pending: Iterable[DecodedInput]) -> Iterator[ScoreResult]:
+        for batch in self._batches(pending):
+            yield from batch.rows()
+
+    def _batches(self, pending: Iterable[DecodedInput]) -> Iterator[ScoreBatch]:
+        """Group decoded inputs into batches, run every model, yield one :class:`ScoreBatch` each, in order.
 
         With ``streams`` > 1 (onnxruntime-cpu with several streams) up to ``streams`` batches run at once
-        in an inference pool while this thread gathers the next one; rows still come out in input order
+        in an inference pool while this thread gathers the next one; batches still come out in input order
         and at most ``streams`` batches wait for inference beyond the decode window."""
         if self.streams == 1:
             for chunk in self._chunks(pending):
-                yield from self._infer(chunk)
+                yield self._infer(chunk)
             return
         with ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="nima-infer") as pool:
-            in_flight: deque[Future[list[ScoreResult]]] = deque()
+            in_flight: deque[Future[ScoreBatch]] = deque()
             for chunk in self._chunks(pending):
-                in_flight.append(pool.submit(lambda c=chunk: list(self._infer(c))))
+                in_flight.append(pool.submit(self._infer, chunk))
                 if len(in_flight) >= self.streams:
-                    yield from in_flight.popleft().result()
+                    yield in_flight.popleft().result()
             while in_flight:
-                yield from in_flight.popleft().result()
+                yield in_flight.popleft().result()
 
-    def _infer(self, chunk: list[DecodedInput]) -> Iterator[ScoreResult]:
-        good = [item for item in chunk if item.arrays is not None]
-        per_item: list[dict[str, ModelScore]] = [{} for _ in good]
-        batch_error: str | None = None
+    def _infer(self, chunk: list[DecodedInput]) -> ScoreBatch:
+        """Run every model on the decoded inputs of ``chunk``; failed inputs (and, when inference itself
+        fails, the whole chunk) become error rows."""
+        errors = [item.error if item.arrays is None else None for item in chunk]
+        good = [row for row, item in enumerate(chunk) if item.arrays is not None]
+        scores = {model.column: ScoreColumns.empty(len(chunk)) for model in self.models}
         if good:
             try:
                 for model, spec_index in zip(self.models, self._spec_index, strict=True):
-                    batch = np.stack([item.arrays[spec_index] for item in good])  # type: ignore[index]
+                    batch = np.stack([chunk[row].arrays[spec_index] for row in good])  # type: ignore[index]
                     out = model.backend.run(batch)
-                    for row, scores in enumerate(per_item):
-                        scores[model.column] = ModelScore(
-                            float(out.mean[row]), float(out.std[row]), tuple(float(p) for p in out.dist[row])
-                        )
+                    target = scores[model.column]
+                    target.mean[good], target.std[good], target.dist[good] = out.mean, out.std, out.dist
             except Exception as exc:  # keep going: this batch's rows carry the reason
-                batch_error = f"inference failed ({type(exc).__name__}: {one_line(exc)})"
-        scored = iter(per_item)
-        for item in chunk:
-            if item.arrays is None:
-                yield ScoreResult(item.path, item.error)
-            elif batch_error is not None:
-                yield ScoreResult(item.path, f"{item.path}: {batch_error}")
-            else:
-                yield ScoreResult(item.path, None, next(scored))
+                reason = f"inference failed ({type(exc).__name__}: {one_line(exc)})"
+                for row in good:
+                    errors[row] = f"{chunk[row].path}: {reason}"
+                scores = {model.column: ScoreColumns.empty(len(chunk)) for model in self.models}
+        return ScoreBatch([item.path for item in chunk], errors, scores)

@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from nima_rt.apps.report import ReportConfig, build_report, read_score_file
 from nima_rt.apps.report.page import dist_svg
 from nima_rt.cli import app
+from nima_rt.io.results import ModelScore, ScoreResult
 from nima_rt.io.writers import CsvWriter, JsonlWriter, OutputError, ParquetWriter
-from nima_rt.runtime.scorer import ModelScore, Scorer, ScorerConfig, ScoreResult
+from nima_rt.runtime.scorer import Scorer, ScorerConfig
 
 # Listing -> red level of each photo. The tiny model scores redder images higher, so the ranking
 # inside each listing is known from construction: the reddest photo is the best.

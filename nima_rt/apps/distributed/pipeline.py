@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +18,10 @@ import numpy as np
 from nima_rt.apps.distributed.inputs import InputList, collect_inputs
 from nima_rt.apps.distributed.plan import RayScoreConfig, ResourcePlan, plan_resources
 from nima_rt.apps.distributed.shards import ModelRecord, RunRecord, ShardStore
-from nima_rt.apps.distributed.stages import NO_ERROR, ModelPayload, ScoreActor, decode_batch
+from nima_rt.apps.distributed.stages import ModelPayload, ScoreActor, decode_batch, from_columns
 from nima_rt.io.decode import Preprocess
 from nima_rt.io.model_file import load_model_file
-from nima_rt.io.results import ModelScore, ScoreResult, unique_columns
+from nima_rt.io.results import ScoreBatch, unique_columns
 from nima_rt.runtime.backends import probe_backends
 from nima_rt.runtime.scorer import ScorerConfig
 from nima_rt.train import load_contract_module
@@ -81,22 +81,6 @@ def _pending_tables(inputs: InputList, shard_size: int, shards: Sequence[int]) -
         shard_column = pa.array(np.full(part.num_rows, shard, dtype=np.int64))
         tables.append(part.append_column("index", index).append_column("shard", shard_column))
     return tables
-
-
-def _rows(batch: dict[str, np.ndarray], columns: Sequence[str]) -> Iterator[tuple[int, int, ScoreResult]]:
-    """(shard, index, ScoreResult) for every row of a scored batch."""
-    for row in range(len(batch["index"])):
-        error = str(batch["error"][row])
-        scores: dict[str, ModelScore] = {}
-        if error == NO_ERROR:
-            for column in columns:
-                scores[column] = ModelScore(
-                    float(batch[f"{column}_mean"][row]),
-                    float(batch[f"{column}_std"][row]),
-                    tuple(float(p) for p in batch[f"{column}_dist"][row]),
-                )
-        result = ScoreResult(str(batch["path"][row]), None if error == NO_ERROR else error, scores)
-        yield int(batch["shard"][row]), int(batch["index"][row]), result
 
 
 def _connect(address: str | None) -> bool:
@@ -163,7 +147,7 @@ def score_with_ray(
         batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
         try:
             for batch in batches:
-                collector.add(_rows(batch, columns))
+                collector.add(batch["shard"], batch["index"], from_columns(batch, columns))
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
@@ -201,31 +185,44 @@ def _scoring_dataset(inputs: InputList, pending: list[int], specs: list[Preproce
 
 
 class _ShardCollector:
-    """Gathers rows arriving in any order into shards and writes each one, in input order, once complete."""
+    """Gathers scored rows arriving in any order into shards and writes each one, in input order, once complete.
+
+    Rows stay in the columns they arrived in (:class:`ScoreBatch` pieces); a retried task's rows cannot count
+    twice (an index already held is dropped)."""
 
     def __init__(self, store: ShardStore, records: tuple[ModelRecord, ...], columns: list[str], pending: list[int],
                  inputs: int, shard_size: int, say: Log, on_shard: Callable[[ShardDone], None] | None) -> None:
         self.store, self.records, self.pending, self.say, self.on_shard = store, records, pending, say, on_shard
+        self.columns = columns
         self.expected = {s: min(shard_size, inputs - s * shard_size) for s in pending}
-        self.waiting: dict[int, dict[int, ScoreResult]] = {}  # by index: a retried task's rows cannot count twice
+        self.pieces: dict[int, list[tuple[np.ndarray, ScoreBatch]]] = {}  # shard -> (indices, rows) as they came
+        self.held: dict[int, set[int]] = {}  # shard -> indices held
         self.finished: set[int] = set()
         self.rows = self.failed = self.written = 0
         self.last_note = time.perf_counter()
 
-    def add(self, rows: Iterable[tuple[int, int, ScoreResult]]) -> None:
-        for shard, index, result in rows:
+    def add(self, shards: np.ndarray, indices: np.ndarray, batch: ScoreBatch) -> None:
+        shards, indices = np.asarray(shards, np.int64), np.asarray(indices, np.int64)
+        for shard in np.unique(shards).tolist():
             if shard in self.finished:
                 continue
-            self.waiting.setdefault(shard, {})[index] = result
-            if len(self.waiting[shard]) == self.expected[shard]:
+            held = self.held.setdefault(shard, set())
+            rows = [row for row in np.flatnonzero(shards == shard).tolist() if int(indices[row]) not in held]
+            if not rows:
+                continue
+            held.update(int(indices[row]) for row in rows)
+            self.pieces.setdefault(shard, []).append((indices[rows], batch.take(rows)))
+            if len(held) == self.expected[shard]:
                 self._write(shard)
 
     def _write(self, shard: int) -> None:
-        arrived = self.waiting.pop(shard)
-        ordered = [arrived[i] for i in sorted(arrived)]
+        pieces = self.pieces.pop(shard)
+        self.held.pop(shard)
+        indices = np.concatenate([index for index, _ in pieces])
+        ordered = ScoreBatch.concat([rows for _, rows in pieces], self.columns).take(np.argsort(indices, kind="stable"))
         location = self.store.write_shard(shard, ordered, self.records)
         self.finished.add(shard)
-        bad = sum(not r.ok for r in ordered)
+        bad = ordered.failed
         self.rows, self.failed, self.written = self.rows + len(ordered), self.failed + bad, self.written + 1
         if time.perf_counter() - self.last_note > 10 or self.written == len(self.pending):
             self.last_note = time.perf_counter()
@@ -234,6 +231,6 @@ class _ShardCollector:
             self.on_shard(ShardDone(shard, len(ordered), bad, location))
 
     def check_complete(self) -> None:
-        if self.waiting or self.written != len(self.pending):
+        if self.pieces or self.written != len(self.pending):
             missing = sorted(set(self.pending) - self.finished)
             raise IncompleteRun(f"Ray Data returned incomplete shards {missing[:10]}; run again to resume")

@@ -20,7 +20,7 @@ from typing import Any
 
 from nima_rt.apps.distributed.sources import SourceError, is_uri, open_filesystem
 from nima_rt.contract.messages import one_line
-from nima_rt.io.results import ScoreResult
+from nima_rt.io.results import ScoreBatch
 from nima_rt.io.writers import OutputError, ParquetWriter
 
 RUN_FILE = "_nima_rt_run.json"
@@ -151,17 +151,16 @@ class ShardStore:
                 done.add(int(match.group(1)))
         return done
 
-    def write_shard(self, shard: int, results: Sequence[ScoreResult], models: Sequence[ModelRecord]) -> str:
+    def write_shard(self, shard: int, rows: ScoreBatch, models: Sequence[ModelRecord]) -> str:
         """Write one shard's rows (already in input order) atomically; return its location."""
         name = part_name(shard)
         temp = self._path(f".{name}.tmp-{uuid.uuid4().hex}")
         columns = [m.column for m in models]
-        extra = {sha_column(m.column): m.sha256 for m in models}
+        constants = {sha_column(m.column): m.sha256 for m in models}
         try:
             with self.fs.open_output_stream(temp) as stream:
-                writer = ParquetWriter(stream, columns, tuple(extra), group_rows=max(1, len(results)))
-                for result in results:
-                    writer.write(result, extra)
+                writer = ParquetWriter(stream, columns, group_rows=max(1, len(rows)), constants=constants)
+                writer.write_batch(rows)
                 writer.close()
             self.fs.move(temp, self._path(name))
         except OSError as exc:

@@ -24,7 +24,7 @@ from nima_rt.contract.spec import NUM_BINS, ContractError
 from nima_rt.io.decode import DecodeError, DecodeOptions, Preprocess, decode_file
 from nima_rt.io.files import file_sha256
 from nima_rt.io.model_file import load_model_file, resolve_model_path, sidecar_path
-from nima_rt.io.results import ScoreResult
+from nima_rt.io.results import ScoreBatch, ScoreColumns
 from nima_rt.runtime.backends import BackendUnavailable
 from nima_rt.runtime.scorer import DecodedInput, Scorer, ScorerConfig
 
@@ -33,6 +33,29 @@ NO_ERROR = ""  # Arrow columns of all-None objects lose their type; "" means "no
 
 def image_column(index: int) -> str:
     return f"image_{index}"
+
+
+def to_columns(batch: ScoreBatch) -> dict[str, np.ndarray]:
+    """A scored batch as the numpy columns Ray Data carries (``error`` "" when none)."""
+    out = {"path": np.array(batch.paths, dtype=object),
+           "error": np.array([NO_ERROR if e is None else e for e in batch.errors], dtype=object)}
+    for column, scores in batch.scores.items():
+        out[f"{column}_mean"], out[f"{column}_std"], out[f"{column}_dist"] = scores.mean, scores.std, scores.dist
+    return out
+
+
+def from_columns(columns: dict[str, np.ndarray], models: Sequence[str]) -> ScoreBatch:
+    """:func:`to_columns` undone: the arrays are used as they are, not copied row by row."""
+    return ScoreBatch(
+        [str(p) for p in columns["path"]], [None if e == NO_ERROR else str(e) for e in columns["error"]],
+        {m: ScoreColumns(np.asarray(columns[f"{m}_mean"], np.float32), np.asarray(columns[f"{m}_std"], np.float32),
+                         _matrix(columns[f"{m}_dist"])) for m in models})
+
+
+def _matrix(column: np.ndarray) -> np.ndarray:
+    """A [n, 10] float32 array from a Ray column (a 2-D array, or an object array of rows)."""
+    rows = np.stack(list(column)) if column.dtype == object else column
+    return np.asarray(rows, np.float32).reshape(-1, NUM_BINS)
 
 
 class _NamedBytes(io.BytesIO):
@@ -148,25 +171,10 @@ class ScoreActor:
             else DecodedInput(path, [images[k][row] for k in range(len(images))], None)
             for row, (path, error) in enumerate(zip(paths, errors, strict=True))
         ]
-        # The single-machine runner's own batching and inference: same scores, same error rows.
-        results: list[ScoreResult] = list(self.scorer.score_decoded(pending))
-        out: dict[str, np.ndarray] = {
-            "index": np.asarray(batch["index"], dtype=np.int64),
-            "shard": np.asarray(batch["shard"], dtype=np.int64),
-            "path": np.array([r.path for r in results], dtype=object),
-            "error": np.array([r.error or NO_ERROR for r in results], dtype=object),
-        }
-        count = len(results)
-        for model in self.scorer.models:
-            mean = np.full(count, np.nan, dtype=np.float32)
-            std = np.full(count, np.nan, dtype=np.float32)
-            dist = np.full((count, NUM_BINS), np.nan, dtype=np.float32)
-            for row, result in enumerate(results):
-                score = result.scores.get(model.column)
-                if score is not None:
-                    mean[row], std[row], dist[row] = score.mean, score.std, score.dist
-            out[f"{model.column}_mean"], out[f"{model.column}_std"], out[f"{model.column}_dist"] = mean, std, dist
-        return out
+        # The single-machine runner's own batching and inference: same scores, same error rows, as columns.
+        scored = ScoreBatch.concat(list(self.scorer.score_decoded(pending)), self.scorer.columns)
+        return {"index": np.asarray(batch["index"], dtype=np.int64),
+                "shard": np.asarray(batch["shard"], dtype=np.int64), **to_columns(scored)}
 
     def __del__(self) -> None:
         scorer = getattr(self, "scorer", None)
