@@ -17,7 +17,7 @@ mkdir -p "$WORK"
 stamp() { date -u +%H:%M:%S; }
 
 echo "$(stamp) fetching reference photos into $CACHE" >&2
-nima-rt fetch-references "$CACHE"
+nima-rt fetch-references "$CACHE" --catalogue v1
 
 echo "$(stamp) building the dataset (v1 types)" >&2
 nima-rt build-dataset "$CACHE/photos" --manifest "$CACHE/manifest.json" --out "$WORK/dataset" \

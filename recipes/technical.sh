@@ -22,7 +22,7 @@ mkdir -p "$WORK"
 stamp() { date -u +%H:%M:%S; }
 
 echo "$(stamp) fetching reference photos into $CACHE" >&2
-nima-rt fetch-references "$CACHE" --holdout python
+nima-rt fetch-references "$CACHE" --holdout python --catalogue v1
 
 echo "$(stamp) building the dataset" >&2
 nima-rt build-dataset "$CACHE/photos" --manifest "$CACHE/manifest-holdout-python.json" --out "$WORK/dataset" \

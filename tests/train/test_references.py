@@ -15,30 +15,47 @@ from nima_rt.train.datasets import references as refs
 from nima_rt.train.datasets.references import CATALOG, ReferenceError, ReferencePhoto
 
 
-def test_catalogue_has_the_37_debian_photographs_and_the_python_ones() -> None:
+def test_catalogue_has_the_debian_photographs_and_the_python_ones() -> None:
     by_source = Counter(photo.source for photo in CATALOG)
     assert by_source == {
         refs.PLASMA: 11, refs.MATE: 11, refs.LOMIRI_16: 14, refs.LOMIRI_20: 1,
+        refs.LXQT: 11, refs.TUXPAINT: 18, refs.PALAPELI: 5, refs.PUZZLE: 2, refs.SDDM_MALDIVES: 1, refs.DIGIKAM: 1,
         "python:skimage": 5, "python:sklearn": 2, "python:matplotlib": 1, "pypi:imgaug==0.4.0": 1,
         "pypi:mahotas==1.4.19": 1,
     }
-    assert sum(by_source[p] for p in refs.DEBIAN_PACKAGES) == 37
+    assert sum(by_source[p] for p in refs.DEBIAN_PACKAGES) == 75
     ids = [photo.id for photo in CATALOG]
     assert len(set(ids)) == len(ids)
-    # Renders, illustrations and the deliberately motion-blurred Storm are not references.
+    # Renders, illustrations, screenshots, letterboxed or soft textures and the deliberately
+    # motion-blurred Storm are not references.
     for excluded in ("plasma-Volna", "plasma-Altai", "mate-Storm", "lomiri-umang", "lomiri-Fossa",
-                     "lomiri-Infinite-Sea", "lomiri-Painting-Colors"):
+                     "lomiri-Infinite-Sea", "lomiri-Painting-Colors", "lxqt-kde-plasma", "lxqt-triangles",
+                     "lxqt-origami-dark", "tuxpaint-mossy_bark", "puzzle-table"):
         assert excluded not in ids
+    members = {photo.member for photo in CATALOG}
+    assert "usr/share/sddm/themes/maldives/maldives.jpg" not in members  # a screenshot of the greeter
 
 
 def test_every_photo_has_a_licence_an_author_and_a_split() -> None:
     for photo in CATALOG:
         assert photo.license and photo.author and photo.title, photo.id
         assert photo.split in refs.SPLITS, photo.id
+        assert photo.since in refs.RELEASES, photo.id
     splits = Counter(photo.split for photo in CATALOG)
-    assert splits == {"train": 29, "val": 6, "test": 12}
+    assert splits == {"train": 57, "val": 16, "test": 12}
     test_sources = {photo.source for photo in CATALOG if photo.split == "test"}
     assert len(test_sources) >= 4  # held-out photos come from several collections
+    # v3's photos only add training and validation photos: the test photos are v1's.
+    assert {photo.split for photo in CATALOG if photo.since == "v3"} == {"train", "val"}
+
+
+def test_the_v1_release_is_the_v1_recipe_s_catalogue() -> None:
+    v1 = refs.catalog_release("v1")
+    assert len(v1) == 47 and all(photo.since == "v1" for photo in v1)
+    assert Counter(photo.split for photo in v1) == {"train": 29, "val": 6, "test": 12}
+    assert refs.catalog_release("v3") == CATALOG == refs.catalog_release(None)
+    with pytest.raises(ReferenceError, match="unknown catalogue release 'v2': use one of v1, v3"):
+        refs.catalog_release("v2")
 
 
 def test_opencv_doc_is_never_a_source() -> None:
@@ -48,11 +65,11 @@ def test_opencv_doc_is_never_a_source() -> None:
 
 def test_cross_source_split_holds_out_a_whole_collection() -> None:
     by_collection = Counter(refs.collection(photo) for photo in CATALOG)
-    assert by_collection == {"debian": 37, "python": 10}
+    assert by_collection == {"debian": 75, "python": 10}
     splits = Counter((refs.collection(p), refs.cross_source_split(p, "python")) for p in CATALOG)
-    assert splits == {("debian", "train"): 26, ("debian", "val"): 11, ("python", "test"): 10}
+    assert splits == {("debian", "train"): 54, ("debian", "val"): 21, ("python", "test"): 10}
     debian_test = Counter(refs.cross_source_split(p, "debian") for p in CATALOG if refs.collection(p) == "debian")
-    assert debian_test == {"test": 37}
+    assert debian_test == {"test": 75}
     with pytest.raises(ReferenceError, match="unknown collection 'web': use one of debian, python"):
         refs.cross_source_split(CATALOG[0], "web")
 
@@ -184,3 +201,14 @@ def test_fetch_references_command_refuses_an_unknown_collection(tmp_path: Path) 
     assert result.exit_code == 1
     assert result.output.strip().endswith("error: unknown collection 'web': use one of debian, python")
     assert not (tmp_path / "cache").exists()  # refused before anything is fetched
+
+
+def test_fetch_references_command_refuses_an_unknown_release(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nima_rt.cli import app
+
+    result = CliRunner().invoke(app, ["fetch-references", str(tmp_path / "cache"), "--catalogue", "v9"])
+    assert result.exit_code == 1
+    assert result.output.strip().endswith("error: unknown catalogue release 'v9': use one of v1, v3")
+    assert not (tmp_path / "cache").exists()

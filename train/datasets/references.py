@@ -12,11 +12,17 @@ folder, copies each photo to ``CACHE/photos/<id>.<ext>`` and writes ``CACHE/mani
 
 Photos come from Debian packages (``apt-get download``) and from PyPI packages: installed ones
 (``python:skimage``) or wheels fetched with ``pip download --no-deps`` (``pypi:imgaug==0.4.0``).
-They form two collections (:data:`COLLECTIONS`): ``debian`` (landscape/nature wallpapers) and
-``python`` (people, animals, indoor objects); ``--holdout python`` writes a manifest in which that
-whole collection is the test split, for the cross-source evaluation (``train/evaluation/graded_eval.py``).
+They form two collections (:data:`COLLECTIONS`): ``debian`` (wallpapers, puzzle and drawing-program
+photos: landscapes, plants, animals, buildings, one machine) and ``python`` (people, animals, indoor
+objects); ``--holdout python`` writes a manifest in which that whole collection is the test split,
+for the cross-source evaluation (``train/evaluation/cross_source.py``).
 
-Run it with ``nima-rt fetch-references CACHE_DIR [--holdout python]``.
+The catalogue grew by release (:data:`RELEASES`): ``v1`` is what the bundled v1 model's recipe used
+(37 Debian wallpapers + 10 Python-package photos), ``v3`` adds 38 photographs of six more Debian
+packages (``lxqt-themes``, ``tuxpaint-data``, ``palapeli-data``, ``puzzle-jigsaw``,
+``sddm-theme-maldives``, ``digikam-data``). ``--catalogue v1`` fetches the v1 photos only.
+
+Run it with ``nima-rt fetch-references CACHE_DIR [--holdout python] [--catalogue v1]``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,17 @@ PLASMA = "plasma-workspace-wallpapers"
 MATE = "mate-backgrounds"
 LOMIRI_16 = "lomiri-wallpapers-16.04"
 LOMIRI_20 = "lomiri-wallpapers-20.04"
-DEBIAN_PACKAGES = (PLASMA, MATE, LOMIRI_16, LOMIRI_20)
+LXQT = "lxqt-themes"
+TUXPAINT = "tuxpaint-data"
+PALAPELI = "palapeli-data"
+PUZZLE = "puzzle-jigsaw"
+SDDM_MALDIVES = "sddm-theme-maldives"
+DIGIKAM = "digikam-data"
+DEBIAN_PACKAGES = (PLASMA, MATE, LOMIRI_16, LOMIRI_20, LXQT, TUXPAINT, PALAPELI, PUZZLE, SDDM_MALDIVES, DIGIKAM)
+
+# Catalogue releases: ``v1`` are the photos of the bundled v1 model's recipe (and the cross-source
+# photos added beside it, all test in its split), ``v3`` the photos added for the v3 recipe.
+RELEASES = ("v1", "v3")
 
 
 class ReferenceError(RuntimeError):
@@ -51,6 +67,7 @@ class ReferencePhoto:
 
     ``source`` is a Debian package name or ``python:<module>``; ``member`` is the file inside it
     (for plasma wallpapers the folder ``usr/share/wallpapers/<Name>``, whose largest image is used).
+    ``since`` is the catalogue release that added it (:data:`RELEASES`).
     """
 
     id: str
@@ -61,6 +78,7 @@ class ReferencePhoto:
     license: str
     split: str
     note: str = ""
+    since: str = "v1"
 
 
 def _plasma(name: str, title: str, author: str, split: str, note: str = "") -> ReferencePhoto:
@@ -80,6 +98,28 @@ def _lomiri(package: str, stem: str, author: str, license_: str, split: str) -> 
     return ReferencePhoto(f"lomiri-{title}", package, f"usr/share/backgrounds/{stem}.jpg", title, author,
                           license_, split)
 
+
+def _lxqt(stem: str, ext: str, author: str, split: str, note: str = "") -> ReferencePhoto:
+    # usr/share/lxqt/wallpapers/License: "Licensed under CC-BY-SA-3.0", crediting stefonarch for
+    # beam, flowers, butterfly, fog, not-windows, appleflowers, after-the-rain and drop.
+    return ReferencePhoto(f"lxqt-{stem}", LXQT, f"usr/share/lxqt/wallpapers/{stem}.{ext}", stem, author,
+                          "CC-BY-SA-3.0", split, note, "v3")
+
+
+def _tuxpaint(stem: str, split: str, note: str = "") -> ReferencePhoto:
+    # AUTHORS.txt: the templates are Bill Kendrick's; debian/copyright: Files: * GPL-2+.
+    return ReferencePhoto(f"tuxpaint-{stem}", TUXPAINT, f"usr/share/tuxpaint/templates/{stem}.jpg",
+                          stem.replace("_", " "), "Bill Kendrick", "GPL-2.0-or-later", split, note, "v3")
+
+
+def _palapeli(stem: str, title: str, author: str, license_: str, split: str) -> ReferencePhoto:
+    # Author and licence from each puzzle's .desktop file (X-KDE-PluginInfo-Author/License).
+    return ReferencePhoto(f"palapeli-{stem}", PALAPELI, f"usr/share/palapeli/collection/{stem}.jpg", title, author,
+                          license_, split, "", "v3")
+
+
+STEFONARCH = "stefonarch (LXQt)"
+LXQT_UNCREDITED = "LXQt project (photographer not credited)"
 
 CATALOG: tuple[ReferencePhoto, ...] = (
     # KDE Plasma: the photographs among the wallpapers (Altai, Canopee, Volna ... are renders).
@@ -147,13 +187,70 @@ CATALOG: tuple[ReferencePhoto, ...] = (
     ReferencePhoto("mahotas-luispedro", "pypi:mahotas==1.4.19", "mahotas/demos/data/luispedro.jpg",
                    "Luis Pedro Coelho", "Luis Pedro Coelho", "MIT (mahotas package)", "test",
                    "portrait, 300 x 377"),
+    # --- v3: photographs of six more Debian packages (licences from each package's copyright file
+    # and the files it names). Every one is in the training or validation split; none is test.
+    # LXQt wallpapers: the 11 photographs (kde-plasma, origami*, triangles*, waves*, plasma* and
+    # simple_blue_widescreen are renders); 8 are lossless PNGs.
+    _lxqt("after-the-rain", "jpg", STEFONARCH, "train"),
+    _lxqt("appleflower", "png", STEFONARCH, "train", "shallow depth of field"),
+    _lxqt("beam", "png", STEFONARCH, "val", "dark mountain ridges under a bright sky"),
+    _lxqt("butterfly", "png", STEFONARCH, "train", "shallow depth of field"),
+    _lxqt("Butterfly-Kenneth-Wimer", "jpg", "Kenneth Wimer (file name; not in the credits)", "train"),
+    _lxqt("cloud", "png", LXQT_UNCREDITED, "train"),
+    _lxqt("drop", "png", STEFONARCH, "val", "shallow depth of field"),
+    _lxqt("flowers", "png", STEFONARCH, "train"),
+    _lxqt("fog", "jpg", STEFONARCH, "val"),
+    _lxqt("this-is-not-windows", "jpg", STEFONARCH, "train"),
+    _lxqt("Valendas", "png", LXQT_UNCREDITED, "train", "RGBA PNG, fully opaque"),
+    # Tux Paint templates: 18 of its 19 photographs (mossy_bark is letterboxed with black bars).
+    _tuxpaint("burnt_bark", "train"),
+    _tuxpaint("cliff", "train"),
+    _tuxpaint("corn_maze", "train"),
+    _tuxpaint("jellyfish", "val", "dark aquarium scene"),
+    _tuxpaint("lighthouse", "val"),
+    _tuxpaint("mossy_log", "train"),
+    _tuxpaint("mudstone", "train"),
+    _tuxpaint("ocean_splash", "train"),
+    _tuxpaint("ocean_waves", "val"),
+    _tuxpaint("redwoods_above", "train"),
+    _tuxpaint("rocks", "train"),
+    _tuxpaint("sheep", "val"),
+    _tuxpaint("spiders_web", "train", "shallow depth of field"),
+    _tuxpaint("sun_behind_clouds", "train"),
+    _tuxpaint("sun_behind_leaves", "train"),
+    _tuxpaint("trees_above", "train"),
+    _tuxpaint("trees_at_dusk", "train"),
+    _tuxpaint("wool_mill_machine", "train", "indoor machinery"),
+    # Palapeli's puzzle collection.
+    _palapeli("castle-maintenon", "Castle of Maintenon", "Eric Pouhier", "GFDL (version not stated)", "val"),
+    _palapeli("cincinnati-bridge", "Roebling Suspension Bridge", "Derek Jensen", "public-domain", "train"),
+    _palapeli("citrus-fruits", "Citrus Fruits", "US Department of Agriculture", "public-domain", "train"),
+    _palapeli("european-honey-bee", "European Honey Bee", "John Severns", "public-domain", "val"),
+    _palapeli("panther-chameleon-female", "Furcifer pardalis", "B. Navez and others", "GFDL (version not stated)",
+              "train"),
+    # puzzle-jigsaw's samples (debian/copyright: samples/* CC0-1.0, Pexels); its table.png, a soft
+    # wood-grain texture, is left out.
+    ReferencePhoto("puzzle-cat", PUZZLE, "usr/share/puzzle-jigsaw/samples/cat-animal-cat-portrait-mackerel.jpg",
+                   "Cat portrait", "Pexels (pexels.com/photo/animal-pet-fur-head-33537)", "CC0-1.0", "val",
+                   "", "v3"),
+    ReferencePhoto("puzzle-tiger", PUZZLE, "usr/share/puzzle-jigsaw/samples/pexels-photo-302304.jpeg",
+                   "Tiger in snow", "Pexels (pexels.com/photo/angry-animal-big-carnivore-302304)", "CC0-1.0",
+                   "train", "", "v3"),
+    # SDDM's Maldives theme: the background photograph (maldives.jpg is a screenshot of the greeter).
+    ReferencePhoto("sddm-maldives", SDDM_MALDIVES, "usr/share/sddm/themes/maldives/background.jpg",
+                   "Maldives jetty", "Nevit Dilmen (Wikimedia Commons)", "CC-BY-3.0", "train", "", "v3"),
+    # digiKam's about page background: a 12 MP landscape (debian/copyright: GPL-2+ unless listed).
+    ReferencePhoto("digikam-landscape", DIGIKAM, "usr/share/digikam/about/images/body-background.jpg",
+                   "Red hill over a lake", "digiKam team (iPhone 7 photo, photographer not stated)",
+                   "GPL-2.0-or-later", "train", "", "v3"),
 )
 
 # Left out after looking at every image: the other scikit-image files are greyscale, microscopy,
 # textures or synthetic (camera, moon, coins, brick, grass, gravel, retina, ...), clock_motion is
 # blurred on purpose; mahotas' DepartmentStore.jpg is a drawing ("Where's Wally") and lena.jpg is
-# not used; ukui-wallpapers, gnome-backgrounds and sway-backgrounds hold only renders. Debian's
-# opencv-doc sample photos are reserved for an independent check and are not fetched at all.
+# not used; ukui-wallpapers, gnome-backgrounds and sway-backgrounds hold only renders; v3's left-outs are
+# named beside its entries above. Debian's opencv-doc sample photos are reserved for an independent check
+# and are not fetched at all.
 
 # The photo collections (sources grouped by where they come from). The cross-source evaluation
 # holds out one whole collection: the model never sees any photo of it, not even for validation.
@@ -183,6 +280,15 @@ def cross_source_split(photo: ReferencePhoto, holdout: str = "python") -> str:
 
 def catalog_by_id() -> dict[str, ReferencePhoto]:
     return {photo.id: photo for photo in CATALOG}
+
+
+def catalog_release(release: str | None = None) -> tuple[ReferencePhoto, ...]:
+    """The catalogue as of ``release`` (``v1``: the photos of the v1 recipe; None: every photo)."""
+    if release is None:
+        return CATALOG
+    if release not in RELEASES:
+        raise ReferenceError(f"unknown catalogue release {release!r}: use one of {', '.join(RELEASES)}")
+    return tuple(photo for photo in CATALOG if RELEASES.index(photo.since) <= RELEASES.index(release))
 
 
 def _run(command: list[str], cwd: Path) -> None:
