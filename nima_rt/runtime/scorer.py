@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -35,6 +35,16 @@ from nima_rt.io.decode import (
     from_pil,
 )
 from nima_rt.io.inputs import InputItem, iter_inputs
+from nima_rt.io.memory_inputs import (
+    StreamReadError,
+    check_image_item,
+    encoded_inputs,
+    image_inputs,
+    is_file_like,
+    labels,
+    read_encoded,
+    stream_name,
+)
 from nima_rt.io.model_file import ModelFile, load_model_file, split_model_spec
 from nima_rt.io.results import ScoreBatch, ScoreColumns, ScoreResult, unique_columns
 from nima_rt.io.variants import int8_variant
@@ -44,6 +54,7 @@ from nima_rt.runtime.cpu_plan import CpuPlan, plan_cpu
 from nima_rt.runtime.gpu_decode import choose_gpu_decode
 
 ModelSpec = str | os.PathLike[str] | None
+EncodedInput = bytes | bytearray | memoryview | BinaryIO  # or any object with a binary read()
 
 # Measured on 2 cores (docs/reference/benchmarks.md, benchmarks/cpu_schedule.py): with one 1-thread stream per core,
 # batch 4 used the least CPU per image and the least memory (the arena holds a batch's activations per
@@ -176,22 +187,33 @@ class Scorer:
         self._require_open()
         return self.score_items(iter_inputs(paths))
 
-    def score_bytes(self, data: Iterable[bytes], names: Iterable[str] | None = None) -> Iterator[ScoreResult]:
+    def score_bytes(
+        self, data: Iterable[EncodedInput] | EncodedInput, names: Iterable[str] | str | None = None
+    ) -> Iterator[ScoreResult]:
         """Score encoded image files held in memory (uploads, object-store reads), decoded in this thread by
-        the same decoder as files (JPEG draft, EXIF, colour rule, errors): equal bytes score as their file."""
+        the same decoder as files (JPEG draft, EXIF, colour rule, errors): equal bytes score as their file.
+
+        ``data``: one input or an iterable of them; an input is ``bytes``/``bytearray``/``memoryview`` or a
+        binary file object (``open(p, "rb")``, ``io.BytesIO``, an upload object), read from its current
+        position. A row is named by ``names``, else by the file object's ``filename``/``name``, else
+        ``<bytes N>``. TypeError for anything else (a path: use :meth:`score_paths`)."""
         self._require_open()
-        labels = iter(names) if names is not None else None
+        items = encoded_inputs(data)
+        given = labels(names, "score_bytes")
+        return self._rows(self.decode_bytes(item, next(given), index) for index, item in enumerate(items))
 
-        def decoded() -> Iterator[DecodedInput]:
-            for index, encoded in enumerate(data):
-                label = next(labels) if labels is not None else f"<bytes {index}>"
-                try:
-                    yield DecodedInput(label, decode_bytes(encoded, self.preprocess, self.config.decode,
-                                                           self._budget, label), None)
-                except DecodeError as exc:
-                    yield DecodedInput(label, None, str(exc))
-
-        return self._rows(decoded())
+    def decode_bytes(self, data: EncodedInput, name: str | None = None, index: int = 0) -> DecodedInput:
+        """Decode one encoded image (bytes or a binary file object) as :meth:`score_bytes` does, for
+        :meth:`score_decoded`; a decode failure is the result's ``error``, never an exception (``index``: the
+        input's position, for its default name ``<bytes N>`` and for messages). Thread-safe:
+        the decode-memory budget is shared by every thread decoding for this Scorer."""
+        label = name or (stream_name(data) if is_file_like(data) else None) or f"<bytes {index}>"
+        try:
+            encoded = read_encoded(data, index, label)
+            return DecodedInput(label, decode_bytes(encoded, self.preprocess, self.config.decode, self._budget,
+                                                    label), None)
+        except (DecodeError, StreamReadError) as exc:
+            return DecodedInput(label, None, str(exc))
 
     def score_items(self, items: Iterable[InputItem]) -> Iterator[ScoreResult]:
         """Score already-expanded inputs (as from :func:`nima_rt.io.inputs.iter_inputs`), one row at a time."""
@@ -212,16 +234,23 @@ class Scorer:
                 yield from self._batches(self._decoded(pool, items, window))
 
     def score_images(
-        self, images: Iterable[Image.Image | np.ndarray], names: Iterable[str] | None = None
+        self, images: Iterable[Image.Image | np.ndarray] | Image.Image | np.ndarray,
+        names: Iterable[str] | str | None = None,
     ) -> Iterator[ScoreResult]:
         """Score in-memory Pillow images or uint8 arrays ([H, W], [H, W, 3] RGB, [H, W, 4] RGBA).
-        These are pixels already: no JPEG draft (use :meth:`score_bytes` for encoded files)."""
+        These are pixels already: no JPEG draft (use :meth:`score_bytes` for encoded files).
+
+        ``images``: one image (a Pillow image, a 2-D or 3-D array) or an iterable of them; a 4-D array
+        [N, H, W, C] is N images. An array of the wrong type or shape is an error row; a path, bytes or a
+        file object is a TypeError naming the method that takes it."""
         self._require_open()
-        labels = iter(names) if names is not None else None
+        items = image_inputs(images)
+        given = labels(names, "score_images")
 
         def decoded() -> Iterator[DecodedInput]:
-            for index, image in enumerate(images):
-                label = next(labels) if labels is not None else f"<image {index}>"
+            for index, image in enumerate(items):
+                label = next(given) or f"<image {index}>"
+                check_image_item(image, index)
                 try:
                     if isinstance(image, Image.Image):
                         arrays = from_pil(image, self.preprocess, self.config.decode)
