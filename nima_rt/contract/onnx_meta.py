@@ -8,6 +8,7 @@ An ONNX file is a protobuf ``ModelProto``; its top-level field 14 holds ``String
 from __future__ import annotations
 
 import os
+from typing import BinaryIO
 
 from nima_rt.contract.spec import ContractError
 
@@ -58,21 +59,70 @@ def _fields(data: bytes | memoryview):
             raise ValueError(f"implausible field number {number}")
 
 
-def read_metadata_props(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Return the model's metadata_props; raise ContractError when the file is not an ONNX model."""
-    label = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            data = memoryview(handle.read())
-    except OSError as exc:
-        raise ContractError(f"{label}: cannot read model file ({exc.strerror or exc})") from None
+MAX_METADATA_BYTES = 16 << 20  # one metadata_props entry; nima-rt's own JSON is a few KB
+
+
+def _stream_varint(stream: BinaryIO) -> int | None:
+    """A varint read from ``stream``; None at a clean end of file."""
+    result = shift = 0
+    while True:
+        byte = stream.read(1)
+        if not byte:
+            if shift == 0:
+                return None
+            raise ValueError("truncated varint")
+        result |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _top_level_fields(stream: BinaryIO, size: int):
+    """Yield (field number, wire type, value) of a ModelProto read from ``stream``: the value of field 14
+    (metadata_props) as bytes; every other length-delimited field (the graph, initialisers: almost the
+    whole file) is skipped by seeking, so memory stays at one metadata entry whatever the file's size."""
+    while True:
+        key = _stream_varint(stream)
+        if key is None:
+            return
+        number, wire = key >> 3, key & 7
+        if number == 0 or number > 1000:
+            raise ValueError(f"implausible field number {number}")
+        if wire == 0:
+            if _stream_varint(stream) is None:
+                raise ValueError("truncated varint")
+            yield number, wire, None
+        elif wire == 2:
+            length = _stream_varint(stream)
+            if length is None or stream.tell() + length > size:
+                raise ValueError("truncated field")
+            if number == _METADATA_PROPS_FIELD:
+                if length > MAX_METADATA_BYTES:
+                    raise ValueError(f"a metadata entry of {length} bytes (more than {MAX_METADATA_BYTES})")
+                yield number, wire, stream.read(length)
+            else:
+                stream.seek(length, os.SEEK_CUR)
+                yield number, wire, None
+        elif wire in (1, 5):
+            stream.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+            yield number, wire, None
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+
+
+def read_metadata_props(stream: BinaryIO, label: str) -> dict[str, str]:
+    """Return the metadata_props of the ONNX model open in ``stream`` (seekable; ``label`` names it in
+    errors); raise ContractError when it is not an ONNX model. Reads only the metadata entries."""
     props: dict[str, str] = {}
     saw_graph = False
     try:
-        for number, wire, value in _fields(data):
+        size = os.fstat(stream.fileno()).st_size
+        for number, wire, value in _top_level_fields(stream, size):
             if number == _GRAPH_FIELD and wire == 2:
                 saw_graph = True
-            elif number == _METADATA_PROPS_FIELD and wire == 2:
+            elif number == _METADATA_PROPS_FIELD and wire == 2 and value is not None:
                 key = val = ""
                 for sub_number, sub_wire, sub_value in _fields(value):
                     if sub_wire == 2 and sub_number == 1:
@@ -80,6 +130,8 @@ def read_metadata_props(path: str | os.PathLike[str]) -> dict[str, str]:
                     elif sub_wire == 2 and sub_number == 2:
                         val = bytes(sub_value).decode("utf-8")
                 props[key] = val
+    except OSError as exc:
+        raise ContractError(f"{label}: cannot read model file ({exc.strerror or exc})") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ContractError(f"{label}: not an ONNX model file ({exc})") from None
     if not saw_graph:

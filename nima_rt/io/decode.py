@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-import stat
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import Preprocess, resize_image
 from nima_rt.io.colour import to_rgb
 from nima_rt.io.decode_memory import DEFAULT_DECODE_MEMORY, DecodeBudget, Reservation
+from nima_rt.io.files import RefusedFile, open_regular
 
 __all__ = [
     "DecodeBudget", "DecodeError", "DecodeOptions", "Preprocess", "decode_bytes", "decode_file", "from_array",
@@ -116,28 +116,6 @@ def _open_order() -> tuple[str, ...]:
     return tuple(sorted(Image.ID, key=lambda f: (Image.OPEN[f][1] is None, Image.OPEN[f][0].__module__, f)))
 
 
-def _open_regular(path: str, label: str) -> BinaryIO:
-    """Open a regular file without ever blocking: FIFOs, sockets and devices are refused."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise DecodeError(f"{label}: no such file (or a broken symlink)") from None
-    except IsADirectoryError:
-        raise DecodeError(f"{label}: is a directory, expected an image file") from None
-    except PermissionError:
-        raise DecodeError(f"{label}: permission denied") from None
-    except OSError as exc:
-        raise DecodeError(f"{label}: cannot open ({one_line(exc.strerror or str(exc))})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise DecodeError(f"{label}: is a directory, expected an image file")
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-        raise DecodeError(f"{label}: is {kind}, not a regular file")
-    return os.fdopen(fd, "rb")
-
-
 def _blp_embedded_size(image: Image.Image) -> tuple[int, int] | None:
     """The size of the JPEG a BLP1 texture embeds (its decoder decodes it whatever the texture's declared
     size: a 700-byte file could make Pillow allocate gigabytes)."""
@@ -185,7 +163,10 @@ def decode_cost(image: Image.Image) -> int:
 def _opened(source: str | os.PathLike[str] | BinaryIO, label: str) -> Iterator[Image.Image]:
     """The opened (not yet decoded) image; a file opened here is closed here."""
     own = not hasattr(source, "read")
-    stream = _open_regular(os.fspath(source), label) if own else source  # type: ignore[arg-type]
+    try:
+        stream = open_regular(source, label, "an image file") if own else source  # type: ignore[arg-type]
+    except RefusedFile as exc:
+        raise DecodeError(str(exc)) from None
     try:
         with Image.open(stream, formats=_open_order()) as image:  # type: ignore[arg-type]
             yield image

@@ -7,14 +7,18 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.onnx_meta import read_metadata_props
 from nima_rt.contract.spec import ENGINE_SIDECAR_KEY, METADATA_KEY, ContractError, EngineInfo, ModelMetadata
-from nima_rt.io.files import file_sha256
+from nima_rt.io.files import RefusedFile, open_regular, stream_sha256
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_MODEL = "technical"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+MAX_ONNX_BYTES = (2 << 30) - 1  # protobuf's limit: no ONNX file (without external data) is larger
+MAX_SIDECAR_BYTES = 16 << 20  # an engine's <engine>.json: a few KB of metadata
 COLUMN_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # what NAME=FILE may call a model's output columns
 
 AESTHETIC_HELP = (
@@ -98,12 +102,13 @@ def sidecar_path(engine_path: Path) -> Path:
 def read_engine_sidecar(path: Path) -> tuple[ModelMetadata, EngineInfo]:
     """The contract metadata of a TensorRT engine and its build info, from ``<engine>.json``."""
     sidecar = sidecar_path(path)
-    if not sidecar.is_file():
+    if not sidecar.exists():
         raise ContractError(f"{path}: TensorRT engine has no sidecar {sidecar.name} (written by nima-rt export)")
     try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ContractError(f"{sidecar}: unreadable engine sidecar ({exc})") from None
+        with _open_model_part(sidecar, "an engine sidecar (JSON)", MAX_SIDECAR_BYTES) as handle:
+            data = json.loads(handle.read().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"{sidecar}: unreadable engine sidecar ({one_line(exc)})") from None
     if not isinstance(data, dict) or not isinstance(data.get(METADATA_KEY), dict):
         raise ContractError(f"{sidecar}: engine sidecar has no '{METADATA_KEY}' object")
     if not isinstance(data.get(ENGINE_SIDECAR_KEY), dict):
@@ -112,17 +117,32 @@ def read_engine_sidecar(path: Path) -> tuple[ModelMetadata, EngineInfo]:
     return metadata, EngineInfo.from_dict(data[ENGINE_SIDECAR_KEY], str(sidecar))
 
 
+def _open_model_part(path: Path, expected: str, max_bytes: int | None) -> BinaryIO:
+    """A model file (or sidecar) opened only when it is a regular file of a sane size: a FIFO, device or
+    socket is refused before a byte is read (``--model /dev/zero`` must not read until memory runs out)."""
+    try:
+        return open_regular(path, str(path), expected, max_bytes)
+    except RefusedFile as exc:
+        raise ModelNotFound(str(exc)) from None
+
+
 def load_model_file(spec: str | os.PathLike[str] | None) -> ModelFile:
-    """Resolve ``spec`` and read its metadata; raise ContractError with the file named on failure."""
+    """Resolve ``spec`` and read its metadata; raise ContractError with the file named on failure.
+
+    The file is opened once, only if it is a regular file (an ONNX file at most 2 GiB, protobuf's limit);
+    its metadata is read without loading the graph, then its sha256 from the same open file."""
     path = resolve_model_path(spec)
     if path.suffix.lower() in ENGINE_SUFFIXES:
-        metadata, engine = read_engine_sidecar(path)
-        return ModelFile(path, metadata, file_sha256(path), "engine", engine)
-    props = read_metadata_props(path)
-    if METADATA_KEY not in props:
-        raise ContractError(
-            f"{path}: ONNX model has no '{METADATA_KEY}' metadata; it was not exported by nima-rt "
-            "(use `nima-rt export`)"
-        )
-    metadata = ModelMetadata.from_json(props[METADATA_KEY], str(path))
-    return ModelFile(path, metadata, file_sha256(path), "onnx")
+        with _open_model_part(path, "a TensorRT engine", None) as handle:
+            metadata, engine = read_engine_sidecar(path)
+            return ModelFile(path, metadata, stream_sha256(handle), "engine", engine)
+    with _open_model_part(path, "an ONNX model file", MAX_ONNX_BYTES) as handle:
+        props = read_metadata_props(handle, str(path))
+        if METADATA_KEY not in props:
+            raise ContractError(
+                f"{path}: ONNX model has no '{METADATA_KEY}' metadata; it was not exported by nima-rt "
+                "(use `nima-rt export`)"
+            )
+        metadata = ModelMetadata.from_json(props[METADATA_KEY], str(path))
+        handle.seek(0)
+        return ModelFile(path, metadata, stream_sha256(handle), "onnx")
