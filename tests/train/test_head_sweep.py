@@ -20,7 +20,7 @@ from nima_rt.train.data.label_sets import load_label_set  # noqa: E402
 from nima_rt.train.data.sampling import ranking_keys  # noqa: E402
 from nima_rt.train.datasets.build_dataset import BuildConfig, Reference, build_dataset  # noqa: E402
 from nima_rt.train.fit.config import resolve_config  # noqa: E402
-from nima_rt.train.fit.head_sweep import HeadOption, cache_features, run_sweep  # noqa: E402
+from nima_rt.train.fit.head_sweep import HeadOption, cache_features, load_cache, run_sweep  # noqa: E402
 from nima_rt.train.fit.train_run import train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -62,7 +62,7 @@ def test_ranking_keys_group_by_photo_view_and_branch_by_type(graded: Path) -> No
 def test_sweep_on_cached_features_is_deterministic(graded: Path, tmp_path: Path) -> None:
     config = _config(graded, tmp_path / "runs")
     cache = cache_features(config, tmp_path / "cache" / "features.pt", views=2)
-    saved = torch.load(cache, weights_only=False)
+    saved = load_cache(cache)
     assert tuple(saved["train"].shape[:2]) == (2, 28) and tuple(saved["val"].shape[:1]) == (7,)
     options = [HeadOption("plain", epochs=3, weight_decay=0.0),
                HeadOption("ranked", epochs=3, weight_decay=0.0, rank_weight=1.0, per_group=4)]
@@ -85,3 +85,26 @@ def test_trainer_runs_with_the_ranking_term_and_grouped_batches(graded: Path, tm
         assert result.best.is_file() and len(result.history) == 3  # epoch 0 + 2 head epochs
     # The ranking term is part of the training loss: the runs differ from the first epoch on.
     assert plain.history[1]["train_emd"] != ranked.history[1]["train_emd"]
+
+
+class _Planted:
+    """Unpickling this calls ``Path.touch``: what a hostile cache file could do with any callable."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.target,))
+
+
+def test_a_cache_that_would_run_code_is_refused_unrun(graded: Path, tmp_path: Path) -> None:
+    planted = tmp_path / "ran"
+    cache = tmp_path / "features.pt"
+    torch.save({"train": torch.zeros(1, 2, 3), "hook": _Planted(planted)}, cache)
+    refused = r"features.pt: not a feature cache of cache_features \(.*Weights only load failed"
+    with pytest.raises(ValueError, match=refused):
+        run_sweep(_config(graded, tmp_path / "runs"), cache, [HeadOption("plain", epochs=1)], tmp_path / "sweep")
+    assert not planted.exists()  # weights_only=False would have created it while loading
+    torch.save({"train": torch.zeros(1, 2, 3)}, cache)
+    with pytest.raises(ValueError, match=r"features.pt: not a feature cache of cache_features \(missing train_ok, "):
+        load_cache(cache)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nima_rt.contract.messages import one_line
+from nima_rt.io.files import RefusedFile, atomic_path, open_regular
 from nima_rt.runtime.metrics import compute_metrics
 from nima_rt.train.data.image_data import ImageDataset
 from nima_rt.train.data.labels import SCORES
@@ -83,11 +86,29 @@ def cache_features(config: TrainConfig, path: Path, views: int = 2) -> Path:
     ok = cached[0][1]
     for _feats, mask in cached[1:]:
         ok &= mask
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"train": torch.stack([c[0] for c in cached]), "train_ok": ok, "val": val, "val_ok": val_ok,
-                "train_paths": [str(p) for p in train_set.paths], "val_paths": [str(p) for p in val_set.paths]},
-               path)
+    with atomic_path(path) as temporary:
+        torch.save({"train": torch.stack([c[0] for c in cached]), "train_ok": ok, "val": val, "val_ok": val_ok,
+                    "train_paths": [str(p) for p in train_set.paths], "val_paths": [str(p) for p in val_set.paths]},
+                   temporary)
     return path
+
+
+def load_cache(path: Path) -> dict[str, Any]:
+    """A feature cache written by :func:`cache_features`, loaded with ``weights_only=True``: tensors, lists
+    and strings only, so a cache file from elsewhere cannot run code when it is read (a pickle names any
+    callable). Raises ValueError (one line, naming the file) for anything else."""
+    try:
+        with open_regular(path, str(path), "a feature cache (torch.save)") as handle:
+            cache = torch.load(handle, map_location="cpu", weights_only=True)
+    except RefusedFile as exc:
+        raise ValueError(str(exc)) from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"{path}: not a feature cache of cache_features ({one_line(exc, 300)})") from None
+    keys = set(cache) if isinstance(cache, dict) else set()
+    missing = {"train", "train_ok", "val", "val_ok", "train_paths", "val_paths"} - keys
+    if missing:
+        raise ValueError(f"{path}: not a feature cache of cache_features (missing {', '.join(sorted(missing))})")
+    return cache
 
 
 def _val_rows(config: TrainConfig, val_paths: list[str]) -> list[dict[str, str]]:
@@ -153,7 +174,7 @@ def run_sweep(config: TrainConfig, cache_path: Path, options: list[HeadOption], 
     """Fit every option; write ``out/sweep.jsonl`` (one line per option) and return the records."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    cache = torch.load(cache_path, weights_only=False)
+    cache = load_cache(cache_path)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     with (out / "sweep.jsonl").open("a", encoding="utf-8") as handle:
