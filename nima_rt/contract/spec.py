@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,16 @@ INTERPOLATIONS: dict[str, Image.Resampling] = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
+
+# A model's name and the column its scores go under (metadata ``name``, ``NAME=FILE``): it becomes CSV
+# headers, JSON keys and Parquet column names, so no spaces, line breaks, quotes or path separators.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MODEL_NAME_RULE = "1 to 64 characters of A-Z a-z 0-9 '_' '-' '.', starting with a letter or digit"
+
+# What a contract model's outputs may be (check_output_values): a distribution over 1..10 and its moments.
+DIST_SUM_TOLERANCE = 0.01  # |sum(dist) - 1|: softmax in fp16/INT8 stays within 1e-3
+VALUE_TOLERANCE = 1e-3
+MAX_STD = 4.5  # the largest standard deviation a distribution over 1..10 can have (half at 1, half at 10)
 
 # ImageNet normalisation most backbones expect; the graph applies it, metadata records it.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -104,6 +115,7 @@ class ModelMetadata:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        check_model_name(self.name, "model name")
         if self.kind not in MODEL_KINDS:
             raise ContractError(f"model kind {self.kind!r} is not one of {', '.join(MODEL_KINDS)}")
         if not isinstance(self.input_size, int) or not 16 <= self.input_size <= 4096:
@@ -148,6 +160,14 @@ class ModelMetadata:
         except json.JSONDecodeError as exc:
             raise ContractError(f"{source}: {METADATA_KEY} metadata is not valid JSON ({exc})") from None
         return cls.from_dict(data, source)
+
+
+def check_model_name(name: object, what: str) -> str:
+    """``name`` when it follows :data:`MODEL_NAME`; else ContractError saying the rule (``what`` names it)."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        shown = " ".join(repr(name).split())[:80]
+        raise ContractError(f"{what} {shown} must be {MODEL_NAME_RULE}")
+    return name
 
 
 ENGINE_SIDECAR_KEY = "engine"
@@ -258,3 +278,34 @@ def check_outputs(dist: np.ndarray, mean: np.ndarray, std: np.ndarray, batch: in
             raise ContractError(
                 f"{source}: output {name!r} has shape {tuple(array.shape)}, expected {shapes[name]}"
             )
+
+
+def check_output_values(dist: np.ndarray, mean: np.ndarray, std: np.ndarray) -> list[str | None]:
+    """Per row of a batch of contract outputs, None when the row is a score, else why it is not: a NaN or
+    infinity, a negative or above-one probability, probabilities that do not sum to 1, a mean outside
+    1..10 or a std outside 0..4.5. Vectorised: a few comparisons per value."""
+    dist = np.asarray(dist)
+    mean = np.asarray(mean)
+    std = np.asarray(std)
+    finite = np.isfinite(dist).all(axis=1) & np.isfinite(mean) & np.isfinite(std)
+    with np.errstate(invalid="ignore"):
+        in_range = ((dist >= -VALUE_TOLERANCE) & (dist <= 1 + VALUE_TOLERANCE)).all(axis=1)
+        sums = np.abs(dist.sum(axis=1, dtype=np.float64) - 1.0) <= DIST_SUM_TOLERANCE
+        moments = ((mean >= 1 - VALUE_TOLERANCE) & (mean <= NUM_BINS + VALUE_TOLERANCE)
+                   & (std >= -VALUE_TOLERANCE) & (std <= MAX_STD + VALUE_TOLERANCE))
+    good = finite & in_range & sums & moments
+    if good.all():
+        return [None] * len(good)
+    reasons: list[str | None] = []
+    for row in range(len(good)):
+        if good[row]:
+            reasons.append(None)
+        elif not finite[row]:
+            reasons.append("output is not a number (NaN or infinity)")
+        elif not in_range[row] or not sums[row]:
+            reasons.append(f"output 'dist' is not a distribution (sum {float(dist[row].sum()):.4g}, "
+                           f"min {float(dist[row].min()):.4g}, max {float(dist[row].max()):.4g})")
+        else:
+            reasons.append(f"output out of range (mean {float(mean[row]):.4g}, expected 1..10; "
+                           f"std {float(std[row]):.4g}, expected 0..{MAX_STD})")
+    return reasons

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from nima_rt.contract.messages import one_line
 from nima_rt.contract.onnx_meta import read_metadata_props
-from nima_rt.contract.spec import ENGINE_SIDECAR_KEY, METADATA_KEY, ContractError, EngineInfo, ModelMetadata
+from nima_rt.contract.spec import (
+    ENGINE_SIDECAR_KEY,
+    METADATA_KEY,
+    MODEL_NAME,
+    MODEL_NAME_RULE,
+    ContractError,
+    EngineInfo,
+    ModelMetadata,
+)
 from nima_rt.io.files import RefusedFile, open_regular, stream_sha256
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -19,7 +26,6 @@ DEFAULT_MODEL = "technical"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 MAX_ONNX_BYTES = (2 << 30) - 1  # protobuf's limit: no ONNX file (without external data) is larger
 MAX_SIDECAR_BYTES = 16 << 20  # an engine's <engine>.json: a few KB of metadata
-COLUMN_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # what NAME=FILE may call a model's output columns
 
 AESTHETIC_HELP = (
     "no aesthetic model is bundled: nima-rt cannot ship one trained honestly (AVA's images are not "
@@ -88,10 +94,8 @@ def split_model_spec(spec: str | os.PathLike[str] | None) -> tuple[str | None, s
     if not isinstance(spec, str) or "=" not in spec or spec in bundled_models() or Path(spec).exists():
         return None, spec
     name, _, model = spec.partition("=")
-    if not COLUMN_NAME.fullmatch(name) or not model:
-        raise ModelNotFound(
-            f"{spec}: expected NAME=FILE with NAME of letters, digits, '_', '-' or '.' (e.g. ava=runs/ava.onnx)"
-        )
+    if not MODEL_NAME.fullmatch(name) or not model:
+        raise ModelNotFound(f"{spec}: expected NAME=FILE with NAME {MODEL_NAME_RULE} (e.g. ava=runs/ava.onnx)")
     return name, model
 
 

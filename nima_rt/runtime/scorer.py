@@ -24,6 +24,7 @@ from PIL import Image
 
 from nima_rt.contract.choices import DEVICES, GPU_DECODE_MODES, PRECISIONS, check_choice
 from nima_rt.contract.messages import one_line
+from nima_rt.contract.spec import check_output_values
 from nima_rt.io.decode import (
     DecodeBudget,
     DecodeError,
@@ -354,7 +355,8 @@ class Scorer:
 
     def _infer(self, chunk: list[DecodedInput]) -> ScoreBatch:
         """Run every model on the decoded inputs of ``chunk``; failed inputs (and, when inference itself
-        fails, the whole chunk) become error rows."""
+        fails, the whole chunk) become error rows, and so does a row a model scored NaN or out of range
+        (``check_output_values``; the error names the model)."""
         errors = [item.error if item.arrays is None else None for item in chunk]
         good = [row for row, item in enumerate(chunk) if item.arrays is not None]
         scores = {model.column: ScoreColumns.empty(len(chunk)) for model in self.models}
@@ -365,9 +367,15 @@ class Scorer:
                     out = model.backend.run(batch)
                     target = scores[model.column]
                     target.mean[good], target.std[good], target.dist[good] = out.mean, out.std, out.dist
+                    for row, fault in zip(good, check_output_values(out.dist, out.mean, out.std), strict=True):
+                        if fault is not None and errors[row] is None:
+                            errors[row] = f"{chunk[row].path}: model {model.column}: {fault}"
             except Exception as exc:  # keep going: this batch's rows carry the reason
                 reason = f"inference failed ({type(exc).__name__}: {one_line(exc)})"
                 for row in good:
                     errors[row] = f"{chunk[row].path}: {reason}"
                 scores = {model.column: ScoreColumns.empty(len(chunk)) for model in self.models}
+        faulty = [row for row in good if errors[row] is not None]
+        for columns in scores.values() if faulty else ():  # failed rows hold NaN, as every failed row does
+            columns.mean[faulty], columns.std[faulty], columns.dist[faulty] = np.nan, np.nan, np.nan
         return ScoreBatch([item.path for item in chunk], errors, scores)

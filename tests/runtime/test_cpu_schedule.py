@@ -132,7 +132,7 @@ class _OutOfOrderBackend:
             self.threads.add(threading.current_thread().name.split("_")[0])
         if call == 0 and not self.second_done.wait(timeout=30):
             raise RuntimeError("the second batch never ran beside the first")
-        means = images.astype(np.float32).mean(axis=(1, 2, 3))
+        means = 1 + images.astype(np.float32).mean(axis=(1, 2, 3)) / 32  # 1..8.5: a valid mean naming the image
         dist = np.full((len(images), 10), 0.1, np.float32)
         with self.lock:
             self.active -= 1
@@ -152,7 +152,7 @@ def test_rows_keep_input_order_when_a_later_batch_finishes_first(tiny_model: Pat
     with Scorer([tiny_model], ScorerConfig(batch_size=4)) as scorer:
         assert scorer.streams == 2
         results = list(scorer.score_images(arrays))
-    assert [r.scores["tiny"].mean for r in results] == [float(v) for v in range(0, 250, 10)]
+    assert [r.scores["tiny"].mean for r in results] == [1 + v / 32 for v in range(0, 250, 10)]
     assert fake.calls == 7  # 25 images in batches of 4
     assert fake.most_active == 2  # never more batches inside the backend than it takes at once
     assert fake.threads == {"nima-infer"}
@@ -229,7 +229,7 @@ def test_a_failed_batch_among_parallel_batches_marks_only_its_rows(tiny_model: P
         results = list(scorer.score_images(arrays))
     assert [r.ok for r in results] == [True] * 4 + [False] * 4 + [True] * 4
     assert results[4].error == "<image 4>: inference failed (RuntimeError: device lost)"
-    assert [r.scores["tiny"].mean for r in results if r.ok] == [0.0, 10.0, 20.0, 30.0, 80.0, 90.0, 100.0, 110.0]
+    assert [r.scores["tiny"].mean for r in results if r.ok] == [1 + v / 32 for v in (0, 10, 20, 30, 80, 90, 100, 110)]
 
 
 def test_the_bundled_model_scores_the_same_under_both_schedules() -> None:

@@ -200,5 +200,5 @@ def test_name_equals_file_sets_the_column(tiny_model: Path, tmp_path: Path, phot
     linked.symlink_to(tiny_model)
     with Scorer([str(linked)]) as scorer:
         assert scorer.columns == ["tiny"]
-    with pytest.raises(ModelNotFound, match=r"bad name=x.onnx: expected NAME=FILE with NAME of letters"):
+    with pytest.raises(ModelNotFound, match=r"bad name=x.onnx: expected NAME=FILE with NAME 1 to 64 characters"):
         Scorer(["bad name=x.onnx"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nima_rt.contract.spec import MODEL_KINDS
+from nima_rt.contract.spec import MODEL_KINDS, ContractError, check_model_name
 from nima_rt.train.model.network import ModelConfig
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -142,8 +142,10 @@ class TrainConfig:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.data.val_fraction}")
         if not isinstance(self.threads, int) or self.threads < 0:
             raise ConfigError(f"threads must be an integer >= 0, got {self.threads!r}")
-        if not self.name or any(c in self.name for c in "/\\\0"):
-            raise ConfigError(f"run name {self.name!r} must be non-empty without path separators")
+        try:  # the run name is the model's name: its output columns and the run folder's name
+            check_model_name(self.name, "run name")
+        except ContractError as exc:
+            raise ConfigError(str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
