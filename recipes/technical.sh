@@ -19,6 +19,7 @@ CACHE="${NIMA_RT_REFERENCES:-$WORK/references}"
 MODEL_OUT="${NIMA_RT_MODEL_OUT:-$WORK/technical.onnx}"
 FIGURES="${NIMA_RT_FIGURES:-$WORK/figures}"
 mkdir -p "$WORK"
+V2_TYPES="gaussian_blur,motion_blur,jpeg,white_noise,impulse_noise,underexposure,overexposure,contrast_loss,saturation,pixelation,oversharpen,quantization,jpeg2000"
 stamp() { date -u +%H:%M:%S; }
 
 echo "$(stamp) fetching reference photos into $CACHE" >&2
@@ -26,7 +27,7 @@ nima-rt fetch-references "$CACHE" --holdout python --catalogue v1
 
 echo "$(stamp) building the dataset" >&2
 nima-rt build-dataset "$CACHE/photos" --manifest "$CACHE/manifest-holdout-python.json" --out "$WORK/dataset" \
-    --short-side 384 --crops 1 --seed 0 --workers 2
+    --short-side 384 --crops 1 --seed 0 --workers 2 --distortions "$V2_TYPES"
 
 echo "$(stamp) training (recipes/technical.toml)" >&2
 nima-rt train --config recipes/technical.toml --labels "$WORK/dataset/train.csv" \

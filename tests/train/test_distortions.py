@@ -190,3 +190,75 @@ def test_new_types_take_kadids_scores_level_for_level() -> None:
             label = kadid.distortion_label(name, level)
             assert label.source_mean == pytest.approx(table[(type_id, level)][0]), (name, level)
             assert label.mean == pytest.approx(1 + (table[(type_id, level)][0] - 1) * 9 / 4)
+
+
+# --- the v3 types: wide halos, HDR-like tone mapping, white-balance casts ------------------------
+
+
+def test_halo_bands_are_wider_than_oversharpening_s() -> None:
+    step = np.zeros((384, 512, 3), np.uint8)  # a 384-pixel shorter side: radius 2.5 px as it is
+    step[:, :256] = 60
+    step[:, 256:] = 190
+    narrow = apply(step, "oversharpen", 1, np.random.default_rng(0)).astype(int)[32, :, 0]
+    wide = apply(step, "halo", 2, np.random.default_rng(0)).astype(int)[32, :, 0]  # amount 1, like oversharpen 1
+    # Bright and dark bands on both sides of the edge, spread over more pixels with the 2.5 px radius.
+    assert (narrow.max(), narrow.min(), wide.max(), wide.min()) == (229, 21, 245, 5)
+    assert (wide != step[32, :, 0]).sum() > 2 * (narrow != step[32, :, 0]).sum()
+
+
+def test_halo_labels_match_step_edge_energy() -> None:
+    from scipy import ndimage
+
+    edge = np.r_[np.zeros(200), np.ones(200)]
+
+    def energy(amount: float, sigma: float) -> float:
+        blurred = ndimage.gaussian_filter1d(edge, sigma, mode="nearest", truncate=3.0)
+        return float(((amount * (edge - blurred)) ** 2).sum())
+
+    # amount a at radius 2.5 px has the halo energy of amount 1.74 a at KADID's 1 px.
+    assert energy(1.6, dist.HALO_SIGMA) == pytest.approx(energy(kadid.SOURCES["halo"].to_axis(1.6), 1.0), rel=1e-6)
+    assert kadid.SOURCES["halo"].to_axis(1.0) == pytest.approx(1.7382, abs=1e-3)
+
+
+def test_tone_mapping_flattens_the_whole_and_sharpens_the_detail() -> None:
+    from scipy import ndimage
+
+    image = textured()
+
+    def global_and_local(x: np.ndarray) -> tuple[float, float]:
+        luma = x.astype(np.float64).mean(axis=2)
+        base = ndimage.gaussian_filter(luma, 12)
+        return float(base.std()), float((luma - base).std())
+
+    levels = [global_and_local(apply(image, "tone_mapping", lv, np.random.default_rng(0))) for lv in range(1, 6)]
+    clean_global, clean_local = global_and_local(image)
+    local = [lo for _g, lo in levels]
+    assert local == sorted(local) and local[0] > clean_local
+    assert levels[-1][0] < clean_global  # the large-scale contrast is compressed
+
+
+def test_white_balance_moves_mid_grey_by_delta_e() -> None:
+    from skimage.color import rgb2lab
+
+    grey = np.full((8, 8, 3), 128, np.uint8)
+    hues = set()
+    for level, delta_e in zip(range(1, 6), DISTORTIONS["white_balance"].levels, strict=True):
+        for seed in range(6):
+            out = apply(grey, "white_balance", level, np.random.default_rng(seed))
+            lab = rgb2lab(out[0, 0] / 255.0)
+            assert np.hypot(lab[1], lab[2]) == pytest.approx(delta_e, abs=0.8), (level, seed)
+            assert lab[0] == pytest.approx(53.6, abs=1.0)  # lightness of the grey is kept
+            hues.add(round(float(np.degrees(np.arctan2(lab[2], lab[1]))) % 360 / 90))
+    assert len(hues) >= 3  # several cast directions (amber, blue, green, magenta)
+
+
+@needs_scores
+def test_types_without_a_human_study_are_placed_by_their_stated_rules() -> None:
+    table = kadid.condition_table("kadid10k")
+    for level in range(1, 6):  # HDR tone mapping: KADID #24, level for level
+        assert kadid.distortion_label("tone_mapping", level).source_mean == pytest.approx(table[(24, level)][0])
+    # Casts: Delta E 11 on mid-grey <-> Lab chroma x 1.55 (mean chroma 20), between KADID #8 levels 1 and 2.
+    assert kadid.SOURCES["white_balance"].to_axis(11.0) == pytest.approx(1.55)
+    expected = table[(8, 1)][0] + 0.55 * (table[(8, 2)][0] - table[(8, 1)][0])
+    assert kadid.distortion_label("white_balance", 3).source_mean == pytest.approx(expected)
+    assert [round(kadid.distortion_label("halo", lv).mean, 2) for lv in range(1, 6)] == [6.71, 5.24, 3.8, 3.03, 2.28]

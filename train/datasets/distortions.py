@@ -76,11 +76,7 @@ def _lab_to_rgb(lab: np.ndarray) -> np.ndarray:
 
 def gaussian_blur(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Gaussian blur of standard deviation ``sigma`` pixels (KADID #1 uses the same filter)."""
-    from scipy import ndimage
-
-    x = _to_float(image)
-    out = np.stack([ndimage.gaussian_filter(x[..., c], sigma, mode="nearest", truncate=3.0) for c in range(3)], -1)
-    return _to_uint8(out)
+    return _to_uint8(_gaussian(_to_float(image), sigma))
 
 
 def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
@@ -203,11 +199,81 @@ def oversharpen(image: np.ndarray, amount: float, rng: np.random.Generator) -> n
     are ``[1, 2, 3, 6, 12]`` (ARNIQA's re-implementation) and our levels use the same ones, so each
     level takes KADID's score of the same level. Halos and clipped edges are the distortion.
     """
+    x = _to_float(image)
+    return _to_uint8(x + amount * (x - _gaussian(x, 1.0)))
+
+
+HALO_SIGMA = 2.5  # px at a 384-pixel shorter side: the blur radius of the wide unsharp mask
+
+
+def _spatial_scale(image: np.ndarray) -> float:
+    return min(image.shape[:2]) / REFERENCE_SHORT_SIDE
+
+
+def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a ``[H, W]`` or ``[H, W, C]`` float image (each channel), border replicated."""
     from scipy import ndimage
 
+    if x.ndim == 2:
+        return ndimage.gaussian_filter(x, sigma, mode="nearest", truncate=3.0)
+    return np.stack([ndimage.gaussian_filter(x[..., c], sigma, mode="nearest", truncate=3.0)
+                     for c in range(x.shape[2])], -1)
+
+
+def halo(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Wide over-sharpening: an unsharp mask of radius :data:`HALO_SIGMA` px (at 384 px, scaled with the image).
+
+    What an editor's "unsharp mask, radius 3, amount 300%" does to a listing photo: bright and dark
+    bands (halos) along every edge. No human study has this radius; labels are KADID #24 (high
+    sharpen, sigma 1 px) at the amount with the same halo energy on a step edge (the energy of
+    ``amount * (x - blur(x))`` grows with ``amount ** 2 * sigma``: ``amount * sqrt(sigma / 1 px)``).
+    """
     x = _to_float(image)
-    blurred = np.stack([ndimage.gaussian_filter(x[..., c], 1.0, mode="nearest", truncate=3.0) for c in range(3)], -1)
-    return _to_uint8(x + amount * (x - blurred))
+    return _to_uint8(x + amount * (x - _gaussian(x, HALO_SIGMA * _spatial_scale(image))))
+
+
+TONE_MAP_SIGMA = 12.0  # px at 384: the size of the "local" in local tone mapping
+
+
+def tone_mapping(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """HDR-like local tone mapping ("HDR look") of ``strength`` 0..1.
+
+    Log luminance is split into a base (Gaussian of :data:`TONE_MAP_SIGMA` px at 384) and detail;
+    the base is compressed towards its mean by ``1 - 0.6 * strength``, the detail boosted by
+    ``1 + 2 * strength``, and colour saturation raised (chroma ratios to the power ``1 + 0.5 *
+    strength``): flat, haloed, over-saturated, as overdone HDR processing looks. No human study has
+    it; labels take KADID #24 (high sharpen: halos, exaggerated edges) level for level.
+    """
+    lin = _srgb_to_linear(_to_float(image).astype(np.float64))
+    luma = np.maximum(lin @ np.array([0.2126, 0.7152, 0.0722]), 1e-4)
+    log_luma = np.log2(luma)
+    base = _gaussian(log_luma, TONE_MAP_SIGMA * _spatial_scale(image))
+    centre = float(base.mean())
+    mapped = centre + (1.0 - 0.6 * strength) * (base - centre) + (1.0 + 2.0 * strength) * (log_luma - base)
+    new_luma = np.exp2(mapped)[..., None]
+    chroma = np.maximum(lin, 0.0) / luma[..., None]
+    return _to_uint8(_linear_to_srgb(new_luma * chroma ** (1.0 + 0.5 * strength)).astype(np.float32))
+
+
+# Colour-cast directions in the Lab a*b* plane (degrees): amber (warm), blue (cool), green, magenta.
+CAST_HUES = (75.0, 255.0, 165.0, 345.0)
+MID_GREY_L = 53.39  # L* of sRGB 0.5
+
+
+def white_balance(image: np.ndarray, delta_e: float, rng: np.random.Generator) -> np.ndarray:
+    """A white-balance error: per-channel gains in linear light (von Kries) that move mid-grey by
+    ``delta_e`` (CIELAB Delta E) towards amber, blue, green or magenta (chosen by ``rng``).
+
+    No human study has casts; labels are KADID #8 (Lab chroma scaling) at the factor whose mean
+    colour change on a typical photo is the same: ``1 + delta_e / 20`` (20: about the median mean
+    chroma of the training photos, 18.8 at 384 px).
+    """
+    hue = np.deg2rad(CAST_HUES[int(rng.integers(len(CAST_HUES)))])
+    target = np.array([[[MID_GREY_L, delta_e * np.cos(hue), delta_e * np.sin(hue)]]])
+    grey = _srgb_to_linear(np.array([0.5, 0.5, 0.5]))
+    gains = _srgb_to_linear(np.clip(_lab_to_rgb(target)[0, 0], 0.0, 1.0)) / grey
+    lin = _srgb_to_linear(_to_float(image))
+    return _to_uint8(_linear_to_srgb(lin * gains.astype(np.float32)))
 
 
 def quantize(image: np.ndarray, levels: float, rng: np.random.Generator) -> np.ndarray:
@@ -268,6 +334,12 @@ DISTORTIONS: dict[str, Distortion] = {
                    "colour quantisation (banding)"),
         Distortion("jpeg2000", jpeg2000, (16.0, 32.0, 45.0, 120.0, 170.0), "compression ratio", False,
                    "JPEG 2000 compression"),
+        Distortion("halo", halo, (0.6, 1.0, 1.6, 2.5, 4.0), "unsharp amount (radius 2.5 px)", False,
+                   "wide over-sharpening halos"),
+        Distortion("tone_mapping", tone_mapping, (0.3, 0.45, 0.6, 0.8, 1.0), "strength", False,
+                   "HDR-like local tone mapping"),
+        Distortion("white_balance", white_balance, (4.0, 7.0, 11.0, 16.0, 24.0), "Delta E on mid-grey", False,
+                   "white-balance colour cast"),
     )
 }
 

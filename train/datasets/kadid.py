@@ -27,6 +27,17 @@ Choices worth knowing (also in docs/reference/models.md):
   the parameter correspondence is approximate;
 - saturation: KADID #8 (Lab chroma scaling) with the chroma factors [1, 2, 3, 6, 9] used by the
   public Python re-implementation of KADID's distortions (ARNIQA); approximate.
+
+Three types have no human study; each is placed on the closest one by a stated rule:
+
+- halo (unsharp mask of radius 2.5 px): KADID #24 (radius 1 px) at the amount with the same halo
+  energy on a pixel-sampled step edge (``amount * 1.74``; ``sqrt(2.5)`` for a continuous edge);
+- tone_mapping (HDR-like local tone mapping): KADID #24's five levels, level for level (its halos
+  and exaggerated edges are the nearest studied artefact; our five strengths run from a visible
+  "HDR look" to an overdone one);
+- white_balance (colour casts): KADID #8 (Lab chroma scaling) at the factor with the same mean
+  colour difference on a photo of mean chroma 20 (the training photos' median is 18.8):
+  ``1 + Delta E / 20``.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from nima_rt.train.data.labels import SCALES
-from nima_rt.train.datasets.distortions import DISTORTIONS, NUM_LEVELS, exposure_midpoint
+from nima_rt.train.datasets.distortions import DISTORTIONS, HALO_SIGMA, NUM_LEVELS, exposure_midpoint
 
 KADID_FILE = "KADID-10k.txt"
 TID2013_FILE = "TID2013.txt"
@@ -75,6 +86,39 @@ def _brighten_amount(stops: float) -> float:
     return 2.0 * (exposure_midpoint(stops) - 0.5)
 
 
+def step_edge_halo_energy(sigma: float) -> float:
+    """Energy of ``x - blur(x)`` (unsharp amount 1, Gaussian ``sigma`` px) on a pixel-sampled step edge."""
+    from scipy import ndimage
+
+    edge = np.r_[np.zeros(256), np.ones(256)]
+    return float(((edge - ndimage.gaussian_filter1d(edge, sigma, mode="nearest", truncate=3.0)) ** 2).sum())
+
+
+def _halo_amount(amount: float) -> float:
+    """The KADID #24 amount (sigma 1 px) with the same halo energy on a step edge as ``amount`` at
+    :data:`HALO_SIGMA` px (the energy grows with ``amount ** 2``; about ``amount * sqrt(sigma)``)."""
+    return amount * float(np.sqrt(step_edge_halo_energy(HALO_SIGMA) / step_edge_halo_energy(1.0)))
+
+
+def _cast_factor(delta_e: float) -> float:
+    """The KADID #8 chroma factor whose mean colour change on a photo of mean chroma 20 is ``delta_e``."""
+    return 1.0 + delta_e / TYPICAL_CHROMA
+
+
+TYPICAL_CHROMA = 20.0  # about the median mean Lab chroma of the training photos (18.8 at 384 px)
+SHARPEN_AXIS = (1.0, 2.0, 3.0, 6.0, 12.0)  # KADID #24's unsharp amounts (ARNIQA's re-implementation)
+
+
+class _LevelForLevel:
+    """Our parameter of ``name`` -> the dataset's parameter of the same level (a picklable mapping)."""
+
+    def __init__(self, name: str, axis: tuple[float, ...]) -> None:
+        self.levels = dict(zip(DISTORTIONS[name].levels, axis, strict=True))
+
+    def __call__(self, parameter: float) -> float:
+        return self.levels[parameter]
+
+
 def _pixelate_axis() -> tuple[float, ...]:
     return tuple(round(0.95 - s**0.6, 4) for s in (0.01, 0.05, 0.1, 0.2, 0.5))
 
@@ -92,8 +136,16 @@ SOURCES: dict[str, LabelSource] = {
     "saturation": LabelSource("kadid10k", 8, "Colour saturation (Lab)", (1.0, 2.0, 3.0, 6.0, 9.0),
                               "axis from ARNIQA's re-implementation of KADID's distortions"),
     "pixelation": LabelSource("kadid10k", 21, "Pixelate", _pixelate_axis(), "axis as scale 0.95 - s^0.6"),
-    "oversharpen": LabelSource("kadid10k", 24, "High sharpen", (1.0, 2.0, 3.0, 6.0, 12.0),
+    "oversharpen": LabelSource("kadid10k", 24, "High sharpen", SHARPEN_AXIS,
                                "same amounts as KADID's (ARNIQA's re-implementation): level for level"),
+    "halo": LabelSource("kadid10k", 24, "High sharpen", SHARPEN_AXIS,
+                        f"radius {HALO_SIGMA:g} px: at the amount with the same step-edge halo energy", _halo_amount),
+    "tone_mapping": LabelSource("kadid10k", 24, "High sharpen", SHARPEN_AXIS,
+                                "no human study of HDR tone mapping: KADID's high-sharpen levels, level for level",
+                                _LevelForLevel("tone_mapping", SHARPEN_AXIS)),
+    "white_balance": LabelSource("kadid10k", 8, "Colour saturation (Lab)", (1.0, 2.0, 3.0, 6.0, 9.0),
+                                 f"no human study of casts: the chroma factor of equal mean Delta E "
+                                 f"(1 + Delta E / {TYPICAL_CHROMA:g})", _cast_factor),
     "quantization": LabelSource("kadid10k", 22, "Quantization", (20.0, 16.0, 13.0, 10.0, 7.0),
                                 "same level counts, evenly spaced instead of Otsu thresholds"),
     "jpeg2000": LabelSource("kadid10k", 9, "JPEG2000", (16.0, 32.0, 45.0, 120.0, 170.0),
