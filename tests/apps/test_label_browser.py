@@ -41,7 +41,7 @@ def _state(driver: object) -> dict[str, str]:
         "const d = document.body.dataset;"
         "const img = document.getElementById('photo');"
         "return {state: d.state || '', image: d.imageId || '', rated: d.rated || '',"
-        " shown: String(img.complete && img.naturalWidth > 0), path: img.alt};"
+        " shown: String(img.complete && img.naturalWidth > 0), alt: img.alt, src: img.src};"
     )
 
 
@@ -64,9 +64,10 @@ def _press(driver: object, key: str) -> None:
     ActionChains(driver).send_keys(key).perform()  # type: ignore[arg-type]
 
 
-def _rate_all(driver: object, keys: str) -> list[tuple[str, int | None]]:
-    """Press ``keys`` one photo at a time ('s' skips); return (path, score) for each answer."""
-    answers: list[tuple[str, int | None]] = []
+def _rate_all(driver: object, keys: str) -> list[tuple[int, int | None]]:
+    """Press ``keys`` one photo at a time ('s' skips); return (image id, score) for each answer (the page
+    knows photos by id only: its alt text and URL never hold the file name)."""
+    answers: list[tuple[int, int | None]] = []
     for key in keys:
         now = _wait(driver, lambda s: s["state"] in ("ready", "done"), "a photo")
         if now["state"] == "done":
@@ -74,7 +75,8 @@ def _rate_all(driver: object, keys: str) -> list[tuple[str, int | None]]:
         assert now["shown"] == "true", now  # the photo really rendered
         _press(driver, key)
         _wait(driver, lambda s, old=now["image"]: s["image"] != old and s["state"] != "busy", "the next photo")
-        answers.append((now["path"], None if key == "s" else (10 if key == "0" else int(key))))
+        assert now["alt"] == "photo to rate" and now["src"].endswith(f"/images/{now['image']}"), now
+        answers.append((int(now["image"]), None if key == "s" else (10 if key == "0" else int(key))))
     return answers
 
 
@@ -109,7 +111,7 @@ def test_rate_with_the_keyboard_export_and_train(browser: object, tmp_path: Path
         back = _wait(browser, lambda s: s["image"] == first["image"] and s["state"] == "ready", "undo")
         assert back["rated"] == "0"
         answers = {"ann": _rate_all(browser, "8s1234567")}
-        assert answers["ann"][0] == (first["path"], 8)
+        assert answers["ann"][0] == (int(first["image"]), 8)
         final = _wait(browser, lambda s: s["state"] == "done", "the end of ann's photos")
         assert final["rated"] == "7"
         assert browser.find_element(By.ID, "done").is_displayed()  # type: ignore[attr-defined]
@@ -125,10 +127,10 @@ def test_rate_with_the_keyboard_export_and_train(browser: object, tmp_path: Path
     assert len(answers["ann"]) == 8 and len(answers["bob"]) == 8
     with sqlite3.connect(db) as connection:
         stored = connection.execute(
-            "SELECT ra.name, i.path, r.score FROM ratings r JOIN raters ra ON ra.id = r.rater_id "
-            "JOIN images i ON i.id = r.image_id ORDER BY r.id"
+            "SELECT ra.name, r.image_id, r.score FROM ratings r JOIN raters ra ON ra.id = r.rater_id ORDER BY r.id"
         ).fetchall()
-    assert stored == [(rater, path, score) for rater in ("ann", "bob") for path, score in answers[rater]]
+        path_of = dict(connection.execute("SELECT id, path FROM images").fetchall())
+    assert stored == [(rater, image, score) for rater in ("ann", "bob") for image, score in answers[rater]]
 
     out = tmp_path / "labels.csv"
     result = CliRunner().invoke(app, ["label", "export", "--db", str(db), "--out", str(out), "--group-by", "parent"])
@@ -137,9 +139,9 @@ def test_rate_with_the_keyboard_export_and_train(browser: object, tmp_path: Path
         rows = {row["path"]: row for row in csv.DictReader(stream)}
     assert len(rows) == 8
     for rater in ("ann", "bob"):
-        for path, score in answers[rater]:
+        for image, score in answers[rater]:
             if score is not None:
-                assert int(rows[str(photos.resolve() / path)][COUNT_COLUMNS[score - 1]]) >= 1
+                assert int(rows[str(photos.resolve() / path_of[image])][COUNT_COLUMNS[score - 1]]) >= 1
     assert sum(int(row[c]) for row in rows.values() for c in COUNT_COLUMNS) == 15
 
     # one epoch of the project's trainer on the export (tiny backbone, 32 px, CPU: a few seconds)

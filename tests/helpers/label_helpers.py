@@ -95,9 +95,18 @@ class Client:
         )
 
     def next_image(self, rater: str) -> dict[str, Any] | None:
-        reply = self.get(f"/api/next?rater={rater}")
+        """The rater's current photo, ``{"id", "url"}`` (``POST /api/next`` leases it)."""
+        reply = self.post("/api/next", {"rater": rater})
         assert reply.status == 200, reply.body
         return reply.json()["image"]
+
+
+def path_of(db: Path, image: dict[str, Any]) -> str:
+    """The file behind a photo the page was sent (by id: the page never gets the path), from the database."""
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        return str(connection.execute("SELECT path FROM images WHERE id = ?", (image["id"],)).fetchone()[0])
 
 
 @contextmanager

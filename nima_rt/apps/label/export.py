@@ -258,7 +258,7 @@ def export_labels(
     With ``test_out``, about ``test_fraction`` of the images (whole groups) go to that CSV instead,
     held out from training for a final evaluation.
     """
-    with Store.open(db, create=False) as store:
+    with Store.open(db, read_only=True) as store:  # never writes: a database the user cannot write is read
         votes, summary = collect(store, min_ratings, min_overlap, absolute, group_by)
     if test_out is None:
         _write_file(votes, out)

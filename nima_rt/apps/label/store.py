@@ -1,17 +1,6 @@
-"""The ratings database (SQLite, WAL) and the rule that decides which photo a rater sees next.
-
-Tables (``ratings.score`` NULL means the rater skipped the image):
-
-- ``meta(key, value)``: schema version, images folder, ratings per image last served with;
-- ``images(id, path, position, present)``: ``path`` relative to the images folder, POSIX separators;
-  ``position`` a stable pseudo-random order (hash of the path) so neighbouring files of one shoot or
-  listing are not shown back to back; ``present`` 0 when the file was gone at the last scan;
-- ``raters(id, name, created)``: names compare case-insensitively (ASCII), so "Ann" and "ann" are
-  one rater and cannot both rate a photo;
-- ``ratings(id, rater_id, image_id, score, created)``, unique per (rater, image): a rater never sees
-  an image twice, whether they rated or skipped it;
-- ``leases(rater_id, image_id, since)``: the image a rater is looking at now. A live lease counts
-  towards the image's K, so two raters are not both sent the image's last missing rating.
+"""The ratings store: registering the images folder, the rule that decides which photo a rater sees
+next, ratings, skips, undo and the counts the page shows. The tables are described in
+:mod:`nima_rt.apps.label.database`; request values are checked by :mod:`nima_rt.apps.label.checks`.
 
 Every change is one transaction committed before the call returns, with ``synchronous=FULL``:
 killing the server (even SIGKILL) loses nothing that was acknowledged. One :class:`Store` serialises
@@ -31,41 +20,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from nima_rt.apps.label.checks import (
+    LabelError,
+    RequestError,
+    check_image_id,
+    check_score,
+    is_inside,
+    normalise_rater,
+)
+from nima_rt.apps.label.database import connect
 from nima_rt.io.inputs import iter_inputs
 
-SCHEMA = "nima-rt-ratings/1"
 DEFAULT_RATINGS_PER_IMAGE = 3
 DEFAULT_LEASE_SECONDS = 600.0
-MAX_RATER_NAME = 64
-
-_TABLES = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
-    position INTEGER NOT NULL,
-    present INTEGER NOT NULL DEFAULT 1
-);
-CREATE TABLE IF NOT EXISTS raters (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    created TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ratings (
-    id INTEGER PRIMARY KEY,
-    rater_id INTEGER NOT NULL REFERENCES raters(id),
-    image_id INTEGER NOT NULL REFERENCES images(id),
-    score INTEGER CHECK (score IS NULL OR score BETWEEN 1 AND 10),
-    created TEXT NOT NULL,
-    UNIQUE (rater_id, image_id)
-);
-CREATE INDEX IF NOT EXISTS ratings_by_image ON ratings(image_id);
-CREATE TABLE IF NOT EXISTS leases (
-    rater_id INTEGER PRIMARY KEY REFERENCES raters(id),
-    image_id INTEGER NOT NULL REFERENCES images(id),
-    since REAL NOT NULL
-);
-"""
 
 # Images this rater has not answered whose ratings plus other raters' live leases are below K;
 # the ones closest to K first (so complete images accumulate), then in the shuffled order.
@@ -80,18 +47,6 @@ ORDER BY (SELECT COUNT(*) FROM ratings AS r WHERE r.image_id = i.id AND r.score 
          i.position, i.id
 LIMIT 1
 """
-
-
-class LabelError(Exception):
-    """A ratings database or images folder cannot be used; ``str()`` is a one-line reason."""
-
-
-class RequestError(LabelError):
-    """A rater's request cannot be honoured; ``status`` is the HTTP status it maps to (4xx)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -133,33 +88,6 @@ def _position(path: str) -> int:
     return int.from_bytes(hashlib.sha256(path.encode("utf-8")).digest()[:6], "big")
 
 
-def normalise_rater(name: object) -> str:
-    """The rater name as stored: whitespace collapsed, 1..64 printable characters."""
-    if not isinstance(name, str):
-        raise RequestError(400, "rater must be a string")
-    text = " ".join(name.split())
-    if not text:
-        raise RequestError(400, "rater name is empty")
-    if len(text) > MAX_RATER_NAME:
-        raise RequestError(400, f"rater name is longer than {MAX_RATER_NAME} characters")
-    if not text.isprintable():
-        raise RequestError(400, "rater name has unprintable characters")
-    return text
-
-
-def check_score(score: object) -> int:
-    """A score must be an integer 1..10 (JSON booleans and floats are refused)."""
-    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 10:
-        raise RequestError(400, f"score must be an integer from 1 to 10, got {score!r}")
-    return score
-
-
-def check_image_id(image_id: object) -> int:
-    if isinstance(image_id, bool) or not isinstance(image_id, int) or image_id < 1:
-        raise RequestError(400, f"image_id must be a positive integer, got {image_id!r}")
-    return image_id
-
-
 class Store:
     """The ratings database; open it with :meth:`open`."""
 
@@ -190,45 +118,12 @@ class Store:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         clock: Callable[[], float] = time.time,
         create: bool = True,
+        read_only: bool = False,
     ) -> Store:
-        """Open the database at ``path``; with ``create`` (default) a missing file is created."""
+        """Open the database at ``path``; with ``create`` (default) a missing file is created; ``read_only``
+        (the export) never writes to it, so a database the user cannot write is still read."""
         path = Path(path)
-        if path.is_dir():
-            raise LabelError(f"{path}: is a folder, expected a ratings database file")
-        if not create and not path.is_file():
-            raise LabelError(f"{path}: no such ratings database")
-        if create and not path.parent.is_dir():
-            raise LabelError(f"{path}: folder {path.parent} does not exist")
-        try:
-            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        except sqlite3.Error as exc:
-            raise LabelError(f"{path}: cannot open ratings database ({exc})") from None
-        try:
-            cls._prepare(connection, path)
-        except sqlite3.DatabaseError as exc:
-            connection.close()
-            raise LabelError(f"{path}: not a usable ratings database ({exc})") from None
-        except LabelError:
-            connection.close()
-            raise
-        return cls(connection, path, ratings_per_image, lease_seconds, clock)
-
-    @staticmethod
-    def _prepare(connection: sqlite3.Connection, path: Path) -> None:
-        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise LabelError(f"{path}: SQLite refused WAL journal mode (got {mode}); use a local disk")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.execute("PRAGMA foreign_keys=ON")
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "meta" not in tables:
-            raise LabelError(f"{path}: an SQLite file but not a nima-rt ratings database (no meta table)")
-        connection.executescript(_TABLES)
-        row = connection.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            connection.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA,))
-        elif row[0] != SCHEMA:
-            raise LabelError(f"{path}: ratings database schema {row[0]!r}, this nima-rt reads {SCHEMA!r}")
+        return cls(connect(path, create and not read_only, read_only), path, ratings_per_image, lease_seconds, clock)
 
     def close(self) -> None:
         with self._lock:
@@ -293,10 +188,10 @@ class Store:
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('images_dir', ?)", (root,))
         return ScanResult(found=len(found), added=after - before, missing=missing, outside=outside)
 
-    def image_by_path(self, path: str) -> ImageRef | None:
-        """The present image registered under ``path`` (relative, POSIX), or None."""
+    def image_by_id(self, image_id: int) -> ImageRef | None:
+        """The present image with this id, or None."""
         with self._lock:
-            row = self._db.execute("SELECT id, path FROM images WHERE path = ? AND present = 1", (path,)).fetchone()
+            row = self._db.execute("SELECT id, path FROM images WHERE id = ? AND present = 1", (image_id,)).fetchone()
         return None if row is None else ImageRef(int(row[0]), str(row[1]))
 
     # -- raters and ratings ------------------------------------------------------------------
@@ -421,15 +316,6 @@ class Store:
         """Run a read-only query under the store's lock (used by the export)."""
         with self._lock:
             return [tuple(row) for row in self._db.execute(sql, parameters).fetchall()]
-
-
-def is_inside(root: str, path: str) -> bool:
-    """True when the real path of ``path`` lies inside ``root`` (a real path itself)."""
-    real = os.path.realpath(path)
-    try:
-        return os.path.commonpath([root, real]) == root and real != root
-    except ValueError:  # different drives on Windows
-        return False
 
 
 __all__ = [

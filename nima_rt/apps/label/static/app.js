@@ -6,7 +6,7 @@
 const RATER_KEY = "nima_rt_label_rater";
 const $ = (id) => document.getElementById(id);
 let rater = localStorage.getItem(RATER_KEY) || "";
-let current = null; // {id, path, url} or null when nothing is left
+let current = null; // {id, url} or null when nothing is left (file names never reach the page)
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -62,7 +62,7 @@ function show(data) {
     return;
   }
   $("done").hidden = true;
-  photo.alt = current.path; // file names stay out of sight: they can bias a rating
+  photo.alt = "photo to rate"; // file names stay out of sight: they can bias a rating
   photo.hidden = false;
   setState("loading");
   photo.src = current.url;
@@ -104,7 +104,7 @@ function undo() {
 async function load() {
   setState("busy");
   try {
-    show(await api("GET", `/api/next?rater=${encodeURIComponent(rater)}`));
+    show(await api("POST", "/api/next", { rater }));
   } catch (error) {
     say(error.message);
     setState("done");
@@ -170,7 +170,7 @@ async function start() {
   });
   $("photo").addEventListener("error", () => {
     if (!current) return;
-    say(`the browser cannot show this file (${current.path}): press S to skip it`);
+    say("the browser cannot show this photo: press S to skip it");
     setState("broken");
   });
   for (const button of document.querySelectorAll("#scores button")) {
