@@ -43,7 +43,7 @@ def main() -> None:
     means = {}
     rates = {}
     for label, draft in (("full", False), ("draft", True)):
-        spec = [Preprocess.for_model(model.metadata, jpeg_draft=draft)]
+        spec = [Preprocess.for_model(model.metadata).with_draft(draft)]
         start = time.perf_counter()
         arrays = [decode_file(p, spec)[0] for p in files]
         rates[label] = len(files) / (time.perf_counter() - start)

@@ -350,7 +350,7 @@ def step_decode(check: Check, model: ModelFile, corpus: list[str]) -> dict[str, 
     """Pixel and score differences of GPU decode vs the CPU decoder; decode-only rates."""
     rates: dict[str, float] = {}
     drafted = Preprocess.for_model(model.metadata)
-    full = Preprocess.for_model(model.metadata, jpeg_draft=False)
+    full = Preprocess.for_model(model.metadata).with_draft(False)
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(workers) as pool:
         rates["cpu"] = decode_rate(lambda p: list(pool.map(lambda x: decode_file(x, [drafted]), p)), corpus)

@@ -95,7 +95,7 @@ def main() -> None:
     print(f"CPU: {cpu_model()}; weights: {args.weights or 'random (tests/helpers/keras_nima.py, seed 0)'}")
     try:
         for label, draft in (("recorded resize (nearest, no draft)", None), ("JPEG draft forced on", True)):
-            spec = [Preprocess.for_model(metadata, jpeg_draft=draft)]
+            spec = [Preprocess.for_model(metadata).with_draft(bool(draft))]
             arrays = np.stack([decode_file(p, spec)[0] for p in photos])
             outs = [run(arrays[i:i + 16]) for i in range(0, len(arrays), 16)]
             dist = np.concatenate([o[0] for o in outs]).astype(np.float64)
@@ -129,7 +129,7 @@ def trained_model_draft_effect(photos: list[Path]) -> None:
     try:
         means = {}
         for draft in (False, True):
-            spec = [Preprocess.for_model(nearest, jpeg_draft=draft)]
+            spec = [Preprocess.for_model(nearest).with_draft(draft)]
             arrays = np.stack([decode_file(p, spec)[0] for p in photos])
             means[draft] = np.concatenate([run(arrays[i:i + 16])[1] for i in range(0, len(arrays), 16)])
     finally:

@@ -150,10 +150,10 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
         if request.format == "tensorrt":
             return _tensorrt(request, fp32_path, metadata, output, log)
         if request.precision == "fp32":
-            drift = _verify_fp(request, output, reference, metadata, log)
-            if drift is not None:
-                metadata = record_fp16_check(output, metadata, reference, request.verify_images, request.verify_count,
-                                             Path(scratch), log)
+            images = _verification_images(request, metadata, log) if request.verify else None
+            drift = _verify_fp(request, output, reference, metadata, log, images=images)
+            if drift is not None:  # the fp16 check measures on the images verification decoded
+                metadata = record_fp16_check(output, metadata, reference, images, Path(scratch), log)
             return ExportResult(output, metadata, drift)
         if request.precision == "fp16":
             return _fp16(request, fp32_path, metadata, output, reference, log)
@@ -199,22 +199,21 @@ def _from_checkpoint(request: ExportRequest, output: Path, scratch: Path, log: L
 
 def _load_network(request: ExportRequest, log: Log):
     """The contract module and metadata of a nima-rt checkpoint, or of a foreign NIMA model imported
-    (a Keras HDF5 file, a PyTorch state dict: export/importers/dispatch.py)."""
+    (a Keras file, a PyTorch state dict: export/importers/dispatch.py). The file is classified and read once."""
     from nima_rt.export.importers.base import ImportRequest
-    from nima_rt.export.importers.dispatch import identity, import_model, is_keras_file
-    from nima_rt.export.importers.pytorch import is_nima_checkpoint
+    from nima_rt.export.importers.dispatch import classify, identity, import_model
     from nima_rt.io.files import file_sha256
     from nima_rt.train.model.checkpoint import load_checkpoint
 
-    source = request.source
-    if is_keras_file(source) or not is_nima_checkpoint(source):
-        if is_keras_file(source):
-            _need("h5py", "train", "importing a Keras HDF5 file")
-        kind, name = identity(source, request.kind, request.name)
-        imported = import_model(ImportRequest(source, kind, name, file_sha256(source), _now(), request.keras_padding),
-                                log)
+    source = classify(request.source)
+    if source.kind != "checkpoint":
+        if source.kind == "keras":
+            _need("h5py", "train", "importing a Keras file")
+        kind, name = identity(source.path, request.kind, request.name)
+        imported = import_model(ImportRequest(source.path, kind, name, file_sha256(source.path), _now(),
+                                              request.keras_padding), source, log)
         return imported.module, imported.metadata
-    checkpoint = load_checkpoint(source)
+    checkpoint = load_checkpoint(source.path, data=source.data)
     metadata = dataclasses.replace(_renamed(checkpoint.metadata, request), source_checkpoint_sha256=checkpoint.sha256,
                                    created=_now())
     return checkpoint.contract_module(), metadata
@@ -230,19 +229,27 @@ def _opset(model) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def _verification_images(request: ExportRequest, metadata: ModelMetadata, log: Log):
+    """The decoded verification images (``--verify-images`` or generated ones), decoded once per export."""
+    from nima_rt.export.images import verification_set
+
+    images = verification_set(request.verify_images, metadata, request.verify_count)
+    _log_skipped(images, log)
+    return images
+
+
 def _verify_fp(request: ExportRequest, path: Path, reference, metadata: ModelMetadata, log: Log,
-               warnings: list[str] | None = None):
-    """fp32/fp16 parity against the reference; raises VerificationFailed beyond tolerance.
+               warnings: list[str] | None = None, images=None):
+    """fp32/fp16 parity against the reference on ``images`` (decoded here when not given); raises
+    VerificationFailed beyond tolerance.
 
     With ``--force`` an fp16 file beyond tolerance is kept and the failure added to ``warnings``.
     """
     if not request.verify:
         return None
-    from nima_rt.export.images import verification_set
     from nima_rt.export.verify import TOLERANCES, check_tolerance, measure, onnx_scores
 
-    images = verification_set(request.verify_images, metadata, request.verify_count)
-    _log_skipped(images, log)
+    images = images if images is not None else _verification_images(request, metadata, log)
     candidate, close = onnx_scores(path)
     try:
         drift = measure(reference, candidate, images)

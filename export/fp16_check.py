@@ -34,21 +34,20 @@ def save_fp16_check(path: Path, metadata: ModelMetadata, drift: Any) -> ModelMet
     return metadata
 
 
-def record_fp16_check(fp32_path: Path, metadata: ModelMetadata, reference: Any, verify_images: Any,
-                      verify_count: int, scratch: Path, log: Callable[[str], None]) -> ModelMetadata:
-    """Measure an fp16 copy of the verified float32 file as export would, and record the verdict in it.
+def record_fp16_check(fp32_path: Path, metadata: ModelMetadata, reference: Any, images: Any, scratch: Path,
+                      log: Callable[[str], None]) -> ModelMetadata:
+    """Measure an fp16 copy of the verified float32 file on the verification ``images`` (an ImageSet, as
+    export decoded them), and record the verdict in it.
 
     GPU backends run a model in fp16 by default only when this check passed (docs/design/architecture.md).
     """
     import onnx
 
-    from nima_rt.export.images import verification_set
     from nima_rt.export.onnx_export import save_model, to_fp16
     from nima_rt.export.verify import measure, onnx_scores
 
     half_path = scratch / "fp16-check.onnx"
     save_model(to_fp16(onnx.load(str(fp32_path))), half_path)
-    images = verification_set(verify_images, metadata, verify_count)
     candidate, close = onnx_scores(half_path)
     try:
         drift = measure(reference, candidate, images)

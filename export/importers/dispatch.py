@@ -9,13 +9,29 @@ and writes exactly like a nima-rt checkpoint.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nima_rt.contract.spec import MODEL_KINDS
 from nima_rt.export.importers.base import ImportedModel, ImportFailed, ImportRequest
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+SOURCE_KINDS = ("keras", "torch", "checkpoint")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A weights file, what it holds, and (torch files) what ``torch.load`` read from it, so it is read once.
+
+    ``kind``: ``keras`` (by its suffix: ``.h5``, ``.hdf5``, ``.weights.h5``, ``.keras``), ``checkpoint`` (a
+    nima-rt checkpoint, or a file torch cannot read: the checkpoint loader's message names it) or ``torch``
+    (any other readable torch file: a foreign state dict)."""
+
+    path: Path
+    kind: str
+    data: Any = None
 
 
 def identity(path: Path, kind: str | None, name: str | None) -> tuple[str, str]:
@@ -40,16 +56,31 @@ def is_keras_file(path: Path) -> bool:
     return path.suffix.lower() in KERAS_SUFFIXES
 
 
-def import_model(request: ImportRequest, log: Callable[[str], None]) -> ImportedModel:
+def classify(path: Path) -> SourceFile:
+    """What the weights file at ``path`` holds, deciding once (torch files are loaded here, ``weights_only``)."""
+    if is_keras_file(path):
+        return SourceFile(path, "keras")
+    from nima_rt.export.importers.pytorch import load_torch_file
+    from nima_rt.train.model.checkpoint import CHECKPOINT_FORMAT
+
+    data = load_torch_file(path)
+    if not isinstance(data, Mapping) or data.get("format") == CHECKPOINT_FORMAT:
+        return SourceFile(path, "checkpoint", data)
+    return SourceFile(path, "torch", data)
+
+
+def import_model(request: ImportRequest, source: SourceFile, log: Callable[[str], None]) -> ImportedModel:
     """The file's network as a contract module; :class:`ImportFailed` naming what was found otherwise."""
-    if is_keras_file(request.path):
+    if source.kind == "keras":
         from nima_rt.export.importers.keras import import_keras
 
         imported = import_keras(request)
-    else:
+    elif source.kind == "torch":
         from nima_rt.export.importers.pytorch import import_torch
 
-        imported = import_torch(request)
+        imported = import_torch(request, source.data)
+    else:
+        raise ImportFailed(f"{source.path}: a nima-rt checkpoint is not imported: export it as it is")
     for note in imported.notes:
         log(f"note: {note}")
     return imported

@@ -47,7 +47,7 @@ LICENCES = {"nima.pytorch": "truskovskiyk/nima.pytorch: MIT",
 BILINEAR_SQUASH = ResizeSpec(policy="squash", interpolation="bilinear", jpeg_draft=False)
 
 
-def _load(path: Path) -> Any:
+def load_torch_file(path: Path) -> Any:
     """``torch.load`` with ``weights_only=True``; None when the file is not a readable torch file."""
     import torch
 
@@ -55,17 +55,6 @@ def _load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - torch raises many types for unreadable files
         return None
-
-
-def is_nima_checkpoint(path: Path) -> bool:
-    """False only for a readable torch file without nima-rt's checkpoint marker (a foreign state dict).
-
-    Unreadable files count as checkpoints, so the checkpoint loader's message names them.
-    """
-    from nima_rt.train.model.checkpoint import CHECKPOINT_FORMAT
-
-    data = _load(path)
-    return not isinstance(data, Mapping) or data.get("format") == CHECKPOINT_FORMAT
 
 
 def _state_dict(data: Any) -> tuple[dict[str, Any], str | None]:
@@ -146,12 +135,12 @@ def _refusal(path: Path, state: Mapping[str, Any], reason: str) -> ImportFailed:
     return ImportFailed(f"{path}: {reason} ({len(keys)} tensors: {shown}); nima-rt imports {SUPPORTED}")
 
 
-def import_torch(request: ImportRequest) -> ImportedModel:
-    """The state dict's network as a ContractModule; refuses layouts it cannot rebuild exactly."""
+def import_torch(request: ImportRequest, data: Any) -> ImportedModel:
+    """The state dict's network (``data``: what :func:`load_torch_file` read from ``request.path``) as a
+    ContractModule; refuses layouts it cannot rebuild exactly."""
     from nima_rt.train.model.contract_module import ContractModule
 
     path = request.path
-    data = _load(path)
     if not isinstance(data, Mapping):
         raise ImportFailed(f"{path}: not a PyTorch state dict nima-rt can import; it imports {SUPPORTED}")
     state, model_type = _state_dict(data)

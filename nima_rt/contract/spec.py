@@ -214,17 +214,23 @@ class Preprocess:
     """One model input geometry: square size and the resize that reaches it.
 
     The one resolver of a model's preprocessing (timm's ``resolve_data_config`` in spirit): the
-    runtime, export verification, GPU decode and training all build it with :meth:`for_model`.
+    runtime, export verification, GPU decode and training all build it with :meth:`for_model`. Which
+    decode of a file feeds it (the JPEG draft or the exact decode) is :mod:`nima_rt.io.decode_policy`'s
+    rule, from this geometry alone.
     """
 
     size: int
     resize: ResizeSpec
 
     @classmethod
-    def for_model(cls, metadata: ModelMetadata, jpeg_draft: bool | None = None) -> Preprocess:
-        """The geometry ``metadata`` asks for; ``jpeg_draft`` overrides the metadata's draft permission."""
-        resize = metadata.resize if jpeg_draft is None else dataclasses.replace(metadata.resize, jpeg_draft=jpeg_draft)
-        return cls(metadata.input_size, resize)
+    def for_model(cls, metadata: ModelMetadata) -> Preprocess:
+        """The geometry ``metadata`` asks for."""
+        return cls(metadata.input_size, metadata.resize)
+
+    def with_draft(self, allowed: bool) -> Preprocess:
+        """This geometry with the JPEG draft allowed or not (benchmarks and tests compare the two; a run
+        turns every draft off with ``DecodeOptions(jpeg_draft=False)``, ``--full-decode``)."""
+        return Preprocess(self.size, dataclasses.replace(self.resize, jpeg_draft=allowed))
 
 
 def engine_sidecar_json(metadata: ModelMetadata, engine: EngineInfo) -> str:

@@ -1,6 +1,7 @@
 """Decode image files into the uint8 RGB squares the model contract asks for.
 
-One file is opened once, whatever number of models (and input sizes) it is scored by.
+A file is read once whatever the number of models scoring it; each model's input comes from the decode
+:mod:`nima_rt.io.decode_policy` gives it, so it never depends on the other models of the run.
 Every failure becomes a :class:`DecodeError` with a one-line message; nothing here prints.
 
 :func:`load_rgb` is THE "open an image, apply its EXIF orientation, convert it to RGB" of the project
@@ -29,6 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import Preprocess, resize_image
+from nima_rt.io import decode_policy
 from nima_rt.io.colour import to_rgb
 from nima_rt.io.decode_memory import DEFAULT_DECODE_MEMORY, DecodeBudget, Reservation
 from nima_rt.io.files import RefusedFile, open_regular
@@ -39,6 +41,9 @@ __all__ = [
 ]
 
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# A file decoded more than once (models with different decode policies) is read into memory once when it is
+# at most this large; a larger one is read again from its open handle for each decode.
+MAX_ENCODED_IN_MEMORY = 64 << 20
 T = TypeVar("T")
 ORIENTATION_TAG = 0x0112
 # Extensions Pillow registers for formats a photo pipeline has no business walking into (documents, scientific
@@ -237,11 +242,7 @@ def load_rgb(
     colour rule of :func:`to_rgb`. ``draft_side`` lets a JPEG decode DCT-scaled while both sides stay
     >= it. Returns a loaded image whose file is closed; raises :class:`DecodeError` (one line).
     """
-    return _decode(source, _source_label(source, label), max_pixels, draft_side, budget, _as_is)
-
-
-def _as_is(rgb: Image.Image) -> Image.Image:
-    return rgb
+    return _decode(source, _source_label(source, label), max_pixels, draft_side, budget, lambda rgb: rgb)
 
 
 def _decode(
@@ -268,19 +269,10 @@ def _open_and_finish(
     return finish(rgb)  # this frame (and the full-size images) ends before the reservation is given back
 
 
-def prepare(
-    image: Image.Image, specs: list[Preprocess], max_pixels: int, label: str, allow_draft: bool = False,
-    budget: DecodeBudget | None = None,
-) -> list[np.ndarray]:
-    """Turn an opened Pillow image into one uint8 [S, S, 3] array per spec.
-
-    Applies the JPEG draft (for a file not yet loaded, when every spec allows it), EXIF orientation
-    and the colour rule.
-    """
-    draft = allow_draft and all(spec.resize.jpeg_draft for spec in specs)
-    with Reservation(budget) as reservation:
-        rgb = _rgb_from_open(image, label, max_pixels, max(s.size for s in specs) if draft else None, reservation)
-    return resize_all(rgb, specs, label)
+def prepare(image: Image.Image, specs: list[Preprocess], max_pixels: int, label: str) -> list[np.ndarray]:
+    """One uint8 [S, S, 3] array per spec from an in-memory Pillow image: EXIF orientation and the colour
+    rule, no JPEG draft (these are pixels already)."""
+    return resize_all(_rgb_from_open(image, label, max_pixels, None, Reservation(None)), specs, label)
 
 
 def resize_all(rgb: Image.Image, specs: list[Preprocess], label: str) -> list[np.ndarray]:
@@ -302,15 +294,53 @@ def decode_file(
     budget: DecodeBudget | None = None,
     label: str | None = None,
 ) -> list[np.ndarray]:
-    """Open, decode and resize one image file; raise :class:`DecodeError` with a one-line reason.
+    """Open, decode and resize one image file into one array per spec; raise :class:`DecodeError` with a
+    one-line reason.
 
-    JPEGs are DCT-scaled (the draft) when ``options.jpeg_draft`` and every spec allow it. ``budget``
-    bounds the decode buffers in flight across threads.
+    Each spec's array comes from the decode :mod:`nima_rt.io.decode_policy` gives it (the JPEG draft or
+    the exact decode), so it is the array the spec gets alone, whatever the other specs; the file is read
+    once and each distinct decode made once. ``budget`` bounds the decode buffers in flight across threads.
     """
-    draft = options.jpeg_draft and all(spec.resize.jpeg_draft for spec in specs)
     shown = _source_label(path, label)
-    return _decode(path, shown, options.max_pixels, max(s.size for s in specs) if draft else None, budget,
-                   lambda rgb: resize_all(rgb, specs, shown))
+    sides = [decode_policy.draft_side(spec, options.jpeg_draft) for spec in specs]
+    if len(set(sides)) == 1:  # one decode whatever the file holds: stream it
+        return _decode(path, shown, options.max_pixels, sides[0], budget, lambda rgb: resize_all(rgb, specs, shown))
+    arrays: list[np.ndarray] = [np.empty(0, np.uint8)] * len(specs)
+    message = None
+    try:  # one decode per distinct outcome, one after the other: one full-size image in memory at a time
+        with _rewindable(path, shown) as stream:
+            with Image.open(stream, formats=_open_order()) as header:  # the header only: no pixel is decoded
+                size, is_jpeg = header.size, header.format == "JPEG"
+            for side, members in decode_policy.decode_groups(sides, size, is_jpeg):
+                stream.seek(0)
+                group = [specs[index] for index in members]
+                decoded = _decode(stream, shown, options.max_pixels, side, budget,
+                                  lambda rgb, g=group: resize_all(rgb, g, shown))
+                for index, array in zip(members, decoded, strict=True):
+                    arrays[index] = array
+        return arrays
+    except _DECODE_FAILURES as exc:
+        message = _failure(shown, exc)
+    raise DecodeError(message)
+
+
+@contextmanager
+def _rewindable(source: str | os.PathLike[str] | BinaryIO, label: str) -> Iterator[BinaryIO]:
+    """``source`` as a stream that can be read from the start again: a file's bytes read once into memory
+    (a file above :data:`MAX_ENCODED_IN_MEMORY` is re-read from its open handle instead), a caller's
+    seekable stream as it is, any other stream read into memory."""
+    if hasattr(source, "read"):
+        stream = source  # type: ignore[assignment]
+        yield stream if stream.seekable() else io.BytesIO(stream.read())  # type: ignore[union-attr]
+        return
+    handle = _open_regular(os.fspath(source), label)  # type: ignore[arg-type]
+    try:
+        if os.fstat(handle.fileno()).st_size > MAX_ENCODED_IN_MEMORY:
+            yield handle
+        else:
+            yield io.BytesIO(handle.read())
+    finally:
+        handle.close()
 
 
 def decode_bytes(

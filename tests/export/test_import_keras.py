@@ -158,7 +158,7 @@ def test_jpeg_draft_changes_only_the_photos_it_applies_to(reference: KerasRefere
 
     model = convert(reference.saved("weights_mobilenet_aesthetic_k2.hdf5"), tmp_path)
     metadata = load_model_file(model).metadata
-    fixed, draft = Preprocess.for_model(metadata), Preprocess.for_model(metadata, jpeg_draft=True)
+    fixed, draft = Preprocess.for_model(metadata), Preprocess.for_model(metadata).with_draft(True)
     assert fixed.resize == ResizeSpec("squash", "nearest", jpeg_draft=False)
     run, close = onnx_scores(model)
     try:

@@ -142,6 +142,24 @@ def test_pyiqa_params_checkpoint(tmp_path: Path, one_torch_thread) -> None:
     assert (metadata.backbone, metadata.input_size) == ("pyiqa:mobilenetv2_100", 224)
 
 
+def test_an_import_reads_its_source_once_and_decodes_each_verification_image_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread
+) -> None:
+    import nima_rt.export.images as images
+
+    source = tmp_path / "nima_resnet18.pth"
+    torch.save({"model_type": "resnet18", "state_dict": NimaPytorchReference().state_dict()}, source)
+    loads: list[str] = []
+    decoded: list[str] = []
+    real_load, real_decode = torch.load, images.decode_file
+    monkeypatch.setattr(torch, "load", lambda path, *a, **k: loads.append(str(path)) or real_load(path, *a, **k))
+    monkeypatch.setattr(images, "decode_file",
+                        lambda path, *a, **k: decoded.append(str(path)) or real_decode(path, *a, **k))
+    run_export(ExportRequest(source=source, output=tmp_path / "m.onnx", verify_images=PHOTOS[0].parent, verify_count=3))
+    assert loads == [str(source)]  # classified and imported from one read
+    assert sorted(decoded) == sorted(set(decoded)) and len(decoded) == 3  # fp32 verification and fp16 check share them
+
+
 def test_unknown_state_dicts_are_refused_naming_the_keys(tmp_path: Path) -> None:
     source = tmp_path / "classifier.pt"
     torch.save({"fc.weight": torch.zeros(10, 4), "fc.bias": torch.zeros(10)}, source)

@@ -49,25 +49,48 @@ def test_order_is_kept_under_threads_and_small_batches(tiny_model: Path, tmp_pat
     assert results[30].error == f"{tmp_path / '030_bad.png'}: not an image file Pillow can read"
 
 
-def test_several_models_share_one_decode(tmp_path: Path, photo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    small = write_tiny_model(tmp_path / "a.onnx", name="small", size=16)
+def test_several_models_read_each_file_once_and_decode_once_per_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nima_rt.io.decode as decode
+
+    small = write_tiny_model(tmp_path / "a.onnx", name="small", size=16)  # JPEG draft to >= 16 px
     large = write_tiny_model(tmp_path / "b.onnx", name="large", size=48, resize=ResizeSpec(policy="center_crop"))
-    same_name = write_tiny_model(tmp_path / "c.onnx", name="small", size=16)
-    opened: list[str] = []
-    real_open = Image.open
+    exact = write_tiny_model(tmp_path / "c.onnx", name="exact", size=16, resize=ResizeSpec(jpeg_draft=False))
+    same_name = write_tiny_model(tmp_path / "d.onnx", name="small", size=16)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(3):
+        Image.fromarray(photo_like(index, 400, 300)).save(photos / f"{index}.jpg", quality=90)
+    Image.fromarray(photo_like(3, 400, 300)).save(photos / "3.png")
+    reads: list[str] = []
+    decodes: list[tuple[str, object]] = []
+    real_open, real_decode = decode._open_regular, decode._rgb_from_open
 
-    def counting_open(fp, *args, **kwargs):
-        opened.append(str(fp))
-        return real_open(fp, *args, **kwargs)
+    def counting_open(path, label):
+        reads.append(path)
+        return real_open(path, label)
 
-    monkeypatch.setattr(Image, "open", counting_open)
-    with Scorer([small, large, same_name], ScorerConfig(workers=2)) as scorer:
-        assert scorer.columns == ["small", "large", "small_2"]
-        results = list(scorer.score_paths([photo_dir]))
-    assert len(opened) == len(results) == 6  # one open per file for three models
-    for result in results:
-        assert set(result.scores) == {"small", "large", "small_2"}
-        assert result.scores["small"] == result.scores["small_2"]
+    def counting_decode(image, label, max_pixels, side, reservation):
+        decodes.append((label, side))
+        return real_decode(image, label, max_pixels, side, reservation)
+
+    monkeypatch.setattr(decode, "_open_regular", counting_open)
+    monkeypatch.setattr(decode, "_rgb_from_open", counting_decode)
+    with Scorer([small, large, exact, same_name], ScorerConfig(workers=2)) as scorer:
+        assert scorer.columns == ["small", "large", "exact", "small_2"]
+        together = {Path(r.path).name: r.scores for r in scorer.score_paths([photos])}
+    assert sorted(Path(p).name for p in reads) == ["0.jpg", "1.jpg", "2.jpg", "3.png"]  # one read per file
+    per_file = {name: sorted(map(str, (side for label, side in decodes if label.endswith(name)))) for name in together}
+    # 400x300 JPEG: >= 16 px is a 1/8 draft, >= 48 px a 1/4 draft, the exact model the full decode; a PNG has no draft
+    assert per_file == {"0.jpg": ["16", "48", "None"], "1.jpg": ["16", "48", "None"], "2.jpg": ["16", "48", "None"],
+                        "3.png": ["None"]}
+    monkeypatch.undo()
+    for column, model in (("small", small), ("large", large), ("exact", exact)):
+        with Scorer([model]) as alone:
+            for result in alone.score_paths([photos]):
+                assert together[Path(result.path).name][column] == result.scores[column]  # bit for bit
+    assert all(scores["small"] == scores["small_2"] for scores in together.values())
 
 
 def test_pil_images_and_arrays(tiny_model: Path) -> None:

@@ -86,13 +86,16 @@ class Checkpoint:
         return ContractModule(self.network, self.metadata.normalization).eval()
 
 
-def read_checkpoint_dict(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The raw checkpoint dict, validated; :class:`ContractError` naming the file otherwise."""
+def read_checkpoint_dict(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+                         data: Any = None) -> dict[str, Any]:
+    """The raw checkpoint dict, validated; :class:`ContractError` naming the file otherwise. ``data``: what
+    ``torch.load`` already read from ``path`` (on the CPU), so a classified file is not read twice."""
     path = Path(path)
     if not path.is_file():
         raise ContractError(f"{path}: checkpoint not found")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        if data is None:
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         reason = one_line(exc, 200, default=type(exc).__name__)
         raise ContractError(f"{path}: not a readable nima-rt checkpoint ({reason})") from None
@@ -120,10 +123,12 @@ def recorded_backbone(path: str | os.PathLike[str]) -> str | None:
         return None
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+                    data: Any = None) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``; ``data``: what
+    ``torch.load`` already read from ``path``)."""
     path = Path(path)
-    data = read_checkpoint_dict(path, map_location)
+    data = read_checkpoint_dict(path, map_location, data)
     try:
         config = ModelConfig.from_dict(json.loads(data["model_config"]), str(path))
     except (json.JSONDecodeError, TypeError) as exc:
