@@ -164,14 +164,19 @@ def decode_cost(image: Image.Image) -> int:
     return width * height * (_STORED_BYTES.get(image.mode, 4) + 12)
 
 
+def _open_file(path: str | os.PathLike[str], label: str) -> BinaryIO:
+    """A regular image file opened for reading (io/files.open_regular: never blocks on a FIFO or device)."""
+    try:
+        return open_regular(path, label, "an image file")
+    except RefusedFile as exc:
+        raise DecodeError(str(exc)) from None
+
+
 @contextmanager
 def _opened(source: str | os.PathLike[str] | BinaryIO, label: str) -> Iterator[Image.Image]:
     """The opened (not yet decoded) image; a file opened here is closed here."""
     own = not hasattr(source, "read")
-    try:
-        stream = open_regular(source, label, "an image file") if own else source  # type: ignore[arg-type]
-    except RefusedFile as exc:
-        raise DecodeError(str(exc)) from None
+    stream = _open_file(source, label) if own else source  # type: ignore[arg-type]
     try:
         with Image.open(stream, formats=_open_order()) as image:  # type: ignore[arg-type]
             yield image
@@ -333,7 +338,7 @@ def _rewindable(source: str | os.PathLike[str] | BinaryIO, label: str) -> Iterat
         stream = source  # type: ignore[assignment]
         yield stream if stream.seekable() else io.BytesIO(stream.read())  # type: ignore[union-attr]
         return
-    handle = _open_regular(os.fspath(source), label)  # type: ignore[arg-type]
+    handle = _open_file(source, label)  # type: ignore[arg-type]
     try:
         if os.fstat(handle.fileno()).st_size > MAX_ENCODED_IN_MEMORY:
             yield handle

@@ -65,7 +65,7 @@ def test_several_models_read_each_file_once_and_decode_once_per_policy(
     Image.fromarray(photo_like(3, 400, 300)).save(photos / "3.png")
     reads: list[str] = []
     decodes: list[tuple[str, object]] = []
-    real_open, real_decode = decode._open_regular, decode._rgb_from_open
+    real_open, real_decode = decode._open_file, decode._rgb_from_open
 
     def counting_open(path, label):
         reads.append(path)
@@ -75,7 +75,7 @@ def test_several_models_read_each_file_once_and_decode_once_per_policy(
         decodes.append((label, side))
         return real_decode(image, label, max_pixels, side, reservation)
 
-    monkeypatch.setattr(decode, "_open_regular", counting_open)
+    monkeypatch.setattr(decode, "_open_file", counting_open)
     monkeypatch.setattr(decode, "_rgb_from_open", counting_decode)
     with Scorer([small, large, exact, same_name], ScorerConfig(workers=2)) as scorer:
         assert scorer.columns == ["small", "large", "exact", "small_2"]
