@@ -34,6 +34,7 @@ from nima_rt.io import decode_policy
 from nima_rt.io.colour import to_rgb
 from nima_rt.io.decode_memory import DEFAULT_DECODE_MEMORY, DecodeBudget, Reservation
 from nima_rt.io.files import RefusedFile, open_regular
+from nima_rt.io.plugins import missing_plugin_hint, register_installed
 
 __all__ = [
     "DecodeBudget", "DecodeError", "DecodeOptions", "Preprocess", "decode_bytes", "decode_file", "from_array",
@@ -76,8 +77,9 @@ class DecodeOptions:
 def image_extensions() -> frozenset[str]:
     """The file extensions a folder walk picks up: every extension the installed Pillow registers for a
     format it can open (AVIF, PPM/PGM, PSD, TGA, ICO, JPEG 2000... when the build has them), lower case,
-    minus :data:`NOT_PHOTO_EXTENSIONS`."""
+    minus :data:`NOT_PHOTO_EXTENSIONS`. Installed optional plugins (HEIC/HEIF: :mod:`nima_rt.io.plugins`) count."""
     Image.init()
+    register_installed()
     return _extensions_of(len(Image.OPEN), len(Image.EXTENSION))  # recomputed when a plugin registers
 
 
@@ -118,6 +120,7 @@ def _open_order() -> tuple[str, ...]:
     plugin module; those without one (TGA, SPIDER, IM, IPTC, PCD...) last.
     """
     Image.init()
+    register_installed()
     return tuple(sorted(Image.ID, key=lambda f: (Image.OPEN[f][1] is None, Image.OPEN[f][0].__module__, f)))
 
 
@@ -214,7 +217,8 @@ def _failure(label: str, exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
         return f"{label}: permission denied"
     if isinstance(exc, UnidentifiedImageError):
-        return f"{label}: not an image file Pillow can read"
+        hint = missing_plugin_hint([os.path.splitext(label)[1].lower()])
+        return f"{label}: not an image file Pillow can read" + (f" ({hint})" if hint else "")
     if isinstance(exc, Image.DecompressionBombError):
         return f"{label}: {one_line(str(exc))}"
     return f"{label}: cannot decode image ({one_line(str(exc))})"

@@ -5,6 +5,11 @@ then its sub-folders one by one), following symlinks to folders once: a folder r
 symlink loop, or a second link to it) is walked the first time only. Files whose extension is not an
 image extension (:func:`nima_rt.io.decode.image_extensions`, narrowed with ``extensions``) are skipped and
 counted in :class:`WalkReport`; a file named explicitly is always tried, whatever its name.
+
+A folder holding a file named :data:`SKIP_MARKER` (``.nima-rt-skip``) is not walked, nor are its
+sub-folders: nima-rt writes one into the folders of files it makes that look like photos (a report's
+``<page>_files/`` thumbnails), so a report written inside the photo folder is not scored as a listing by
+the next run. Anyone may drop one into a folder to keep it out of runs.
 """
 
 from __future__ import annotations
@@ -15,8 +20,21 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from nima_rt.io.decode import image_extensions, path_label
+from nima_rt.io.plugins import missing_plugin_hint
 
 SKIPPED_EXAMPLES = 5  # skipped file names a WalkReport keeps for the summary line
+# Spellings of one extension: `--ext` with any of them takes them all (one format's several names, not a
+# format family: `--ext ppm` still leaves .pgm out).
+EXTENSION_ALIASES = (
+    frozenset({".jpg", ".jpeg", ".jpe", ".jfif"}),
+    frozenset({".tif", ".tiff"}),
+    frozenset({".heic", ".heif", ".hif"}),
+)
+SKIP_MARKER = ".nima-rt-skip"  # a folder holding this file is left out of walks (module doc)
+SKIP_MARKER_TEXT = (
+    "This folder holds files nima-rt wrote (report thumbnails). A folder with a file named .nima-rt-skip is\n"
+    "left out when nima-rt walks folders of photos, so these files are never scored as photos.\n"
+)
 
 
 @dataclass(frozen=True)
@@ -34,9 +52,12 @@ class WalkReport:
     skipped_files: int = 0
     skipped_examples: list[str] = field(default_factory=list)
     repeated_folders: list[str] = field(default_factory=list)
+    marked_folders: list[str] = field(default_factory=list)  # folders holding SKIP_MARKER, not walked
+    skipped_extensions: set[str] = field(default_factory=set)
 
     def skip(self, path: str) -> None:
         self.skipped_files += 1
+        self.skipped_extensions.add(os.path.splitext(path)[1].lower())
         if len(self.skipped_examples) < SKIPPED_EXAMPLES:
             self.skipped_examples.append(path_label(path))
 
@@ -44,9 +65,14 @@ class WalkReport:
         """One line for stderr, or None when nothing was left out."""
         parts = []
         if self.skipped_files:
+            hint = missing_plugin_hint(self.skipped_extensions)
             parts.append(
                 f"skipped {self.skipped_files} file(s) without an image extension "
-                f"(e.g. {', '.join(self.skipped_examples)})"
+                f"(e.g. {', '.join(self.skipped_examples)})" + (f"; {hint}" if hint else "")
+            )
+        if self.marked_folders:
+            parts.append(
+                f"left out {len(self.marked_folders)} folder(s) marked {SKIP_MARKER} (e.g. {self.marked_folders[0]})"
             )
         if self.repeated_folders:
             parts.append(
@@ -57,13 +83,15 @@ class WalkReport:
 
 
 def normalize_extensions(extensions: Iterable[str] | None) -> frozenset[str]:
-    """``["jpg", ".PNG"]`` -> ``{".jpg", ".png"}``; None -> every image extension Pillow registers."""
+    """The extensions a walk takes: None -> every image extension Pillow registers; otherwise each given
+    extension, case-insensitively, with its other spellings (:data:`EXTENSION_ALIASES`: ``jpg`` takes
+    ``.jpg .jpeg .jpe .jfif``, ``tiff`` takes ``.tif .tiff``, ``heic`` takes ``.heic .heif .hif``)."""
     if extensions is None:
         return image_extensions()
-    chosen = frozenset("." + ext.lower().lstrip(".") for ext in extensions if ext.strip("."))
-    if not chosen:
+    given = {"." + ext.strip().lower().lstrip(".") for ext in extensions if ext.strip().strip(".")}
+    if not given:
         raise ValueError("extensions: give at least one, e.g. jpg,png")
-    return chosen
+    return frozenset(given.union(*(spellings for spellings in EXTENSION_ALIASES if spellings & given)))
 
 
 def iter_inputs(
@@ -105,6 +133,9 @@ def _walk(top: str, extensions: frozenset[str], report: WalkReport) -> Iterator[
         except OSError as exc:
             yield InputItem(folder, f"{path_label(folder)}: cannot list folder ({exc.strerror or exc})")
             continue
+        if any(entry.name == SKIP_MARKER for entry in entries):
+            report.marked_folders.append(path_label(folder))
+            continue
         folders = []
         for entry in entries:
             if _is_folder(entry):
@@ -127,8 +158,9 @@ def _is_folder(entry: os.DirEntry[str]) -> bool:
 def read_path_list(stream: BinaryIO) -> Iterator[str]:
     """Paths listed one per line (``find ... | nima-rt score -``), read lazily as bytes and decoded like
     the file system's own names (``os.fsdecode``), so names that are not UTF-8 survive. A trailing
-    ``\\r`` (lists written on Windows) is dropped; blank lines are skipped."""
+    ``\\r`` (lists written on Windows) is dropped; blank lines, and lines of nothing but whitespace, are
+    skipped (a name is kept as it is otherwise, leading and trailing spaces included)."""
     for line in stream:
         path = line.rstrip(b"\n").removesuffix(b"\r")
-        if path:
+        if path.strip():
             yield os.fsdecode(path)

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from nima_rt.apps.report import ReportConfig, build_report, read_score_file
 from nima_rt.apps.report.page import dist_svg
 from nima_rt.cli import app
+from nima_rt.io.inputs import SKIP_MARKER
 from nima_rt.io.results import ModelScore, ScoreResult
 from nima_rt.io.writers import CsvWriter, JsonlWriter, OutputError, ParquetWriter
 from nima_rt.runtime.scorer import Scorer, ScorerConfig
@@ -149,7 +150,8 @@ def test_report_names_listings_ranks_marks_best_and_lists_failures(listings: Pat
             assert opened.format == "JPEG"
             assert opened.size == (int(img["width"]), int(img["height"])) == (200, 133)
         assert (page.parent / unquote(card["href"])).resolve() == Path(card["path"]).resolve()
-    assert len(list((page.parent / "report_files").iterdir())) == 9
+    assert len(list((page.parent / "report_files").glob("*.jpg"))) == 9
+    assert (page.parent / "report_files" / SKIP_MARKER).is_file()  # walks of the photos leave it out
 
     # The failed file is listed, with its reason, inside its listing.
     assert parsed.failed_paths == [str(listings / BROKEN)]
@@ -177,7 +179,7 @@ def test_top_and_flat_ranking(listings: Path, model: Path, tmp_path: Path):
     assert [len(listing["cards"]) for listing in parsed.listings] == [1, 1, 1]
     assert [_red(listing["cards"][0]["path"]) for listing in parsed.listings] == [200, 230, 250]
     assert "top 1 shown" in parsed.listings[2]["title"]
-    assert len(list((tmp_path / "top_files").iterdir())) == 3
+    assert len(list((tmp_path / "top_files").glob("*.jpg"))) == 3
 
     flat = tmp_path / "flat.html"
     assert _run(str(listings), "-m", str(model), "-o", str(flat), "--group-by", "none")[0] == 0
@@ -318,7 +320,7 @@ def test_stale_thumbnails_are_removed(listings: Path, model: Path, tmp_path: Pat
     assert _run(str(listings), "-m", str(model), "-o", str(page))[0] == 0
     (tmp_path / "r_files" / "mine.txt").write_text("kept")
     assert _run(str(listings / "hotel_beta"), "-m", str(model), "-o", str(page))[0] == 0
-    assert sorted(p.suffix for p in (tmp_path / "r_files").iterdir()) == [".jpg", ".jpg", ".txt"]
+    assert sorted(p.name[-4:] for p in (tmp_path / "r_files").iterdir()) == [".jpg", ".jpg", ".txt", "skip"]
 
 
 def test_distribution_bars_scale_to_the_peak():

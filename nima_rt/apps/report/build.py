@@ -15,6 +15,7 @@ from nima_rt import __version__
 from nima_rt.apps.report.page import Card, Listing, PageInfo, render_page
 from nima_rt.apps.report.thumbnails import Thumbnail, ThumbnailError, embed_thumbnail, write_thumbnail
 from nima_rt.io.files import write_text_atomic
+from nima_rt.io.inputs import SKIP_MARKER, SKIP_MARKER_TEXT
 from nima_rt.io.results import ScoreResult
 from nima_rt.runtime.ranking import (
     RankedRow,
@@ -70,7 +71,8 @@ class ReportSummary:
 
 
 def thumbnails_dir_for(output: Path) -> Path:
-    """Thumbnails go to ``<page stem>_files/`` beside the page."""
+    """Thumbnails go to ``<page stem>_files/`` beside the page, a folder marked with
+    :data:`nima_rt.io.inputs.SKIP_MARKER` so that walks of the photos never score them."""
     return output.with_name(output.stem + "_files")
 
 
@@ -144,6 +146,9 @@ def build_report(
         page.parent.mkdir(parents=True, exist_ok=True)
         if folder is not None:
             folder.mkdir(exist_ok=True)
+            marker = folder / SKIP_MARKER  # a later walk of the photo folder leaves the thumbnails out
+            if not marker.is_file():
+                marker.write_text(SKIP_MARKER_TEXT, encoding="utf-8")
     except OSError as exc:
         raise ReportError(f"{exc.filename}: cannot create folder ({exc.strerror or exc})") from None
 
