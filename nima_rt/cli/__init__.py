@@ -37,6 +37,7 @@ def _options(
 # Each module defines ``register(app)``; add a module here to add its commands.
 COMMAND_MODULES = (
     "nima_rt.cli.score",
+    "nima_rt.cli.rank",
     "nima_rt.cli.info",
     "nima_rt.cli.models",
     "nima_rt.cli.report",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import NoReturn
@@ -11,6 +13,7 @@ import typer
 from nima_rt.contract.messages import one_line
 from nima_rt.io.progress import StatusLine, bar
 from nima_rt.io.results import ScoreResult
+from nima_rt.runtime.rank_output import RankSummary
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run could not proceed (bad model, unwritable output, missing extra)
@@ -37,6 +40,21 @@ def require_extra(module: str, extra: str, purpose: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         fail(f"{purpose} needs the '{extra}' extra ({module} is not installed): pip install 'nima-rt[{extra}]'")
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush does not print a BrokenPipeError (after
+    `| head` closed it)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def ranked_line(summary: RankSummary) -> str:
+    """The stderr line of a rank step (``nima-rt rank``, a ranked ``score`` run)."""
+    listings = f" in {summary.listings} listing(s)" if summary.listings else ""
+    return (f"ranked {summary.rows} row(s){listings} ({summary.failed} failed, never best) in {summary.elapsed:.1f} s "
+            f"-> {summary.output}")
 
 
 class Progress:

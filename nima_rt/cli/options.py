@@ -90,6 +90,12 @@ Streams = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No backend line and no summary on stderr.")]
 RankColumn = Annotated[str | None, typer.Option("--sort-by", help="Model column to sort/rank by (default: the first).")]
 Top = Annotated[int | None, typer.Option("--top", min=1, help="Keep only the K best (per group with --group-by).")]
+GroupBy = Annotated[
+    str | None,
+    typer.Option("--group-by", help="Rank within listings and mark each one's best photo: parent (its folder), dir:N "
+                 "(its first N folders, for nested listings), a manifest column (e.g. listing_id) or none "
+                 "(docs/guide/ranking.md)."),
+]
 RankBy = Annotated[
     str | None,
     typer.Option("--rank-by", help="Rank rule over the models' means: 'aesthetic', '0.7*aesthetic+0.3*technical' or "

@@ -6,24 +6,29 @@ from pathlib import Path
 
 import typer
 
-from nima_rt.apps.report.build import GROUP_BY, ReportConfig, ReportError, build_report
+from nima_rt.apps.report.build import ReportConfig, ReportError, build_report
 from nima_rt.cli import options
 from nima_rt.cli.common import Progress, fail, note
-from nima_rt.io.score_reader import read_score_file
+from nima_rt.io.score_reader import ScoreFiles
 from nima_rt.io.writers import OutputError
+from nima_rt.runtime.grouping import GroupingError, parse_grouping
 from nima_rt.runtime.ranking import RankRuleError, resolve_rank_rule
 
 
 def report(
     paths: list[Path] | None = typer.Argument(None, help="Image files and folders (walked recursively)."),
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="The HTML page to write."),
-    scores: Path | None = typer.Option(
-        None, "--scores", help="Use a CSV/JSONL/Parquet file written by `nima-rt score` instead of scoring."
+    scores: str | None = typer.Option(
+        None, "--scores", help="Use what `nima-rt score` or `nima-rt rank` wrote instead of scoring: a CSV/JSONL/"
+        "Parquet file or an `--engine ray` output folder (local or a URI)."
     ),
     model: options.Models = None,
     sort_by: options.RankColumn = None,
     rank_by: options.RankBy = None,
-    group_by: str = typer.Option("parent", "--group-by", help="parent: one listing per folder; none: one ranking."),
+    group_by: str = typer.Option(
+        "parent", "--group-by", help="parent: one listing per folder; dir:N: per first N folders; a column of the "
+        "--scores file (e.g. listing_id); none: one ranking."
+    ),
     top: int | None = typer.Option(None, "--top", min=1, help="Show only the K best photos of each listing."),
     title: str = typer.Option("nima-rt report", "--title", help="Page title."),
     thumb_size: int = typer.Option(200, "--thumb-size", min=32, max=1024, help="Thumbnail size in pixels."),
@@ -42,8 +47,10 @@ def report(
 ) -> None:
     """Write an HTML page: photos ranked best first within each listing folder, best one marked,
     scores and distributions shown, failed files listed. Opens offline; no JavaScript."""
-    if group_by not in GROUP_BY:
-        raise typer.BadParameter(f"must be one of {', '.join(GROUP_BY)}", param_hint="--group-by")
+    try:
+        grouping = parse_grouping(group_by)
+    except GroupingError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--group-by") from None
     if bool(paths) == (scores is not None):
         raise typer.BadParameter("give image PATHs to score, or --scores FILE, not both", param_hint="PATH")
     if scores is not None and model:
@@ -54,14 +61,22 @@ def report(
     try:
         if scores is not None:
             try:
-                columns, rows = read_score_file(scores)
-            except OutputError as exc:
+                files = ScoreFiles([scores])
+                if grouping is not None:
+                    grouping.check(files.carried, scores)
+                columns, rows = files.columns, list(files.rows())
+            except (OutputError, GroupingError) as exc:
                 fail(str(exc))
             summary = build_report(rows, columns, output, config)
         else:
             scorer_config = options.scorer_config(
                 batch_size=batch_size, workers=workers, threads=threads, device=device, backend=backend,
                 precision=precision, gpu_decode=gpu_decode, full_decode=full_decode)
+            if grouping is not None:
+                try:
+                    grouping.check([], "the photos (give --scores FILE with that column)")
+                except GroupingError as exc:
+                    fail(str(exc))
             with options.open_scorer(model, scorer_config, quiet) as scorer:
                 if sort_by is not None or rank_by is not None:
                     try:

@@ -6,27 +6,27 @@ The command parses its options into the library's dataclasses and makes one call
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import BinaryIO
 
 import typer
 
 from nima_rt.cli import options
-from nima_rt.cli.common import EXIT_BROKEN_PIPE, EXIT_NOTHING_SCORED, Progress, fail, note
+from nima_rt.cli.common import EXIT_BROKEN_PIPE, EXIT_NOTHING_SCORED, Progress, fail, note, ranked_line, silence_stdout
 from nima_rt.contract.choices import ENGINES
-from nima_rt.io.inputs import iter_inputs, read_path_list
+from nima_rt.io.inputs import PathList, iter_inputs, read_path_list
 from nima_rt.io.writers import OutputError
+from nima_rt.runtime.rank_output import RankOptions
 from nima_rt.runtime.run import RunOptions, RunSummary, SettingError, score_run
 
 
 def score(
     paths: list[str] = typer.Argument(
-        None, help="Image files and folders (walked recursively); '-' reads paths from stdin, one per line (as "
-        "from `find ... | nima-rt score -`); with --engine ray also CSV/Parquet manifests with a 'path' column, "
-        "local or URIs (s3://...).", show_default=False,
+        None, help="Image files, folders (walked recursively) and CSV/Parquet manifests with a 'path' column (other "
+        "columns are carried into the output); '-' reads paths from stdin, one per line (as from `find ... | "
+        "nima-rt score -`); with --engine ray also URIs (s3://...).", show_default=False,
     ),
     paths_from: str | None = typer.Option(
         None, "--paths-from", help="Also score the paths listed in this file, one per line ('-': stdin)."
@@ -48,7 +48,7 @@ def score(
     sort_by: options.RankColumn = None,
     rank_by: options.RankBy = None,
     top: options.Top = None,
-    group_by: str | None = typer.Option(None, "--group-by", help="'parent': rank within each folder, mark the best."),
+    group_by: options.GroupBy = None,
     batch_size: options.BatchSize = None,
     workers: options.Workers = None,
     threads: options.Threads = None,
@@ -58,7 +58,8 @@ def score(
     precision: options.Precision = None,
     gpu_decode: options.GpuDecode = "auto",
     full_decode: options.FullDecode = False,
-    resume: bool = typer.Option(False, "--resume", help="Append to --output and skip paths already in it."),
+    resume: bool = typer.Option(False, "--resume", help="Append to --output and skip paths already in it (a ranked "
+                                "run ranks the whole output when every input is scored)."),
     strict: bool = typer.Option(False, "--strict", help="Stop with exit code 1 at the first file that fails."),
     quiet: options.Quiet = False,
     engine: str = typer.Option(
@@ -69,19 +70,23 @@ def score(
     address: str | None = typer.Option(
         None, "--address", help="--engine ray: 'auto' or ray://HOST:10001 to join a cluster (default: a local Ray)."
     ),
+    ray_logs: bool = typer.Option(
+        False, "--ray-logs", help="--engine ray: let Ray's own log lines through to stderr (default: only "
+        "nima-rt's lines; Ray's go to its session log files)."
+    ),
 ) -> None:
     """Score images; one row per file, in input order, flushed as it finishes."""
     paths = list(paths or [])
-    if engine != "local" or address is not None:
+    if engine != "local" or address is not None or ray_logs:
         from nima_rt.cli.score_ray import score_ray
 
-        single = {"--sort": sort, "--sort-by": sort_by is not None, "--rank-by": rank_by is not None,
-                  "--top": top is not None, "--group-by": group_by is not None, "--strict": strict,
-                  "--workers": workers is not None, "--gpu-decode on": gpu_decode == "on",
-                  "--full-decode": full_decode, "--precision": precision is not None, "--streams": streams is not None}
+        single = {"--strict": strict, "--workers": workers is not None, "--gpu-decode on": gpu_decode == "on",
+                  "--full-decode": full_decode, "--precision": precision is not None, "--streams": streams is not None,
+                  "--paths-from": paths_from is not None, "--ext": ext is not None, "-": "-" in paths}
+        ranking = _rank_options(sort=sort, sort_by=sort_by, rank_by=rank_by, top=top, group_by=group_by)
         score_ray(engine=engine, paths=paths, models=model, output=output, fmt=fmt, address=address,
-                  batch_size=batch_size, threads=threads, device=device, backend=backend,
-                  single_machine_options=single, quiet=quiet)
+                  batch_size=batch_size, threads=threads, device=device, backend=backend, ranking=ranking,
+                  single_machine_options=single, quiet=quiet, ray_logs=ray_logs)
         return
     run = _run_options(output=output, format=fmt, resume=resume, strict=strict, sort=sort, sort_by=sort_by,
                        rank_by=rank_by, top=top, group_by=group_by, escape_formulas=not no_formula_escape,
@@ -105,7 +110,7 @@ def score(
         except OutputError as exc:
             fail(str(exc))
         except BrokenPipeError:  # `| head` closed stdout: stop quietly, as command-line tools do
-            _silence_stdout()
+            silence_stdout()
             raise typer.Exit(EXIT_BROKEN_PIPE) from None
         finally:
             progress.finish()
@@ -120,6 +125,15 @@ def _run_options(**given: object) -> RunOptions:
         raise typer.BadParameter(str(exc), param_hint=exc.option) from None
 
 
+def _rank_options(**given: object) -> RankOptions | None:
+    """The Ray run's rank step (None when no ranking was asked for), or a usage error naming the option."""
+    try:
+        ranking = RankOptions(**given)  # type: ignore[arg-type]
+    except SettingError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+    return ranking if ranking.ranks else None
+
+
 def _finish(summary: RunSummary, quiet: bool, inputs: list[str]) -> None:
     """The summary lines, then the exit policy: --strict failures exit 1; a run that scored nothing exits 3
     (unless --resume found it all done)."""
@@ -129,6 +143,8 @@ def _finish(summary: RunSummary, quiet: bool, inputs: list[str]) -> None:
         skipped = summary.walk.summary()
         if skipped:
             note(skipped)
+        if summary.ranked is not None:
+            note(ranked_line(summary.ranked))
     if summary.stopped_at is not None:
         fail(f"--strict: {summary.stopped_at}")
     if summary.done == 0 and summary.resumed:
@@ -151,15 +167,12 @@ def _open_path_lists(paths: list[str], paths_from: str | None) -> dict[str, Bina
     return lists
 
 
-def _input_paths(paths: list[str], paths_from: str | None, lists: dict[str, BinaryIO]) -> Iterator[str]:
-    """The PATH arguments, with '-' (and --paths-from) replaced lazily by the paths they list."""
-    for given in paths:
-        if given == "-":
-            yield from read_path_list(lists["-"])
-        else:
-            yield given
+def _input_paths(paths: list[str], paths_from: str | None, lists: dict[str, BinaryIO]) -> list[str | PathList]:
+    """The PATH arguments, with '-' (and --paths-from) standing for the paths they list, read lazily."""
+    given: list[str | PathList] = [PathList(read_path_list(lists["-"])) if path == "-" else path for path in paths]
     if paths_from is not None:
-        yield from read_path_list(lists[paths_from])
+        given.append(PathList(read_path_list(lists[paths_from])))
+    return given
 
 
 def _resume_note(output: str | None, quiet: bool) -> Callable[[int], None]:
@@ -185,13 +198,6 @@ def _count_in_background(paths: list[str], run: RunOptions, progress: Progress,
         threading.Thread(target=count, name="nima-count", daemon=True).start()
 
     return start
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's last flush does not print a BrokenPipeError."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,9 @@
 """Expand the PATH arguments of a run into image files, lazily and in a stable order.
 
+A PATH is a folder (walked), a CSV/Parquet manifest with a ``path`` column (its entries, in order, with its
+other columns carried: :mod:`nima_rt.io.manifests`), or a file. A :class:`PathList` (the lines of ``-`` or
+``--paths-from``) stands for its paths, each taken as a folder or a file, never as a manifest.
+
 Folders are walked iteratively (no recursion limit however deep), in sorted order (a folder's files,
 then its sub-folders one by one), following symlinks to folders once: a folder reached twice (a
 symlink loop, or a second link to it) is walked the first time only. Files whose extension is not an
@@ -20,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from nima_rt.io.decode import image_extensions, path_label
+from nima_rt.io.locations import is_uri
+from nima_rt.io.manifests import ManifestError, is_manifest, manifest_columns, manifest_entries, source_of, uri_error
 from nima_rt.io.plugins import missing_plugin_hint
 
 SKIPPED_EXAMPLES = 5  # skipped file names a WalkReport keeps for the summary line
@@ -39,10 +45,29 @@ SKIP_MARKER_TEXT = (
 
 @dataclass(frozen=True)
 class InputItem:
-    """A file to score, or a path that could not be listed (``error`` set)."""
+    """A file to score, or a path that could not be listed (``error`` set). ``path`` is what the output says;
+    ``source`` is where the file is read when that differs (a manifest's relative entry); ``carried`` holds
+    a manifest row's other columns."""
 
     path: str
     error: str | None = None
+    source: str | None = None
+    carried: dict[str, str] | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the file is read."""
+        return self.source if self.source is not None else self.path
+
+
+class PathList:
+    """Paths read from a list (``find ... | nima-rt score -``): each is a folder or a file, never a manifest."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self.paths = paths
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.paths)
 
 
 @dataclass
@@ -94,26 +119,72 @@ def normalize_extensions(extensions: Iterable[str] | None) -> frozenset[str]:
     return frozenset(given.union(*(spellings for spellings in EXTENSION_ALIASES if spellings & given)))
 
 
-def iter_inputs(
-    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
-    extensions: Iterable[str] | None = None,
-    report: WalkReport | None = None,
-) -> Iterator[InputItem]:
-    """Yield files to score: folders are walked (see the module doc); anything else given explicitly is
-    yielded as is, so a missing or unreadable path becomes an error row rather than vanishing. An
-    unreadable sub-folder is an error item. A single path (``"photos/"``) is one path, not characters."""
+Paths = Iterable["str | os.PathLike[str] | PathList"] | str | os.PathLike[str]
+
+
+def iter_inputs(paths: Paths, extensions: Iterable[str] | None = None, report: WalkReport | None = None
+                ) -> Iterator[InputItem]:
+    """Yield files to score: folders are walked and manifests listed (see the module doc); anything else
+    given explicitly is yielded as is, so a missing or unreadable path becomes an error row rather than
+    vanishing. An unreadable sub-folder or manifest is an error item. A single path (``"photos/"``) is one
+    path, not characters."""
     if isinstance(paths, (str, bytes, os.PathLike)):
         paths = [paths]
     wanted = normalize_extensions(extensions)
     report = report if report is not None else WalkReport()
     for given in paths:
-        text = os.fspath(given)
-        if isinstance(text, bytes):
-            text = os.fsdecode(text)
-        if os.path.isdir(text):
-            yield from _walk(text, wanted, report)
+        if isinstance(given, PathList):
+            for listed in given:
+                yield from _expand(listed, wanted, report)
+            continue
+        text = _text(given)
+        if is_manifest(text) and os.path.isfile(text):
+            yield from _manifest_items(text)
         else:
-            yield InputItem(text)
+            yield from _expand(text, wanted, report)
+
+
+def manifests_in(paths: Paths) -> list[str]:
+    """The manifests among ``paths`` when they are a list (or one path); a lazy iterable is not read."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    if not isinstance(paths, (list, tuple)):
+        return []
+    texts = [_text(given) for given in paths if not isinstance(given, PathList)]
+    return [text for text in texts if is_manifest(text) and os.path.isfile(text)]
+
+
+def carried_columns(paths: Paths) -> list[str]:
+    """The columns the manifests among ``paths`` carry (in order of first appearance); ManifestError for a
+    manifest that cannot be used."""
+    columns: list[str] = []
+    for manifest in manifests_in(paths):
+        columns += [name for name in manifest_columns(manifest) if name not in columns]
+    return columns
+
+
+def _text(given: str | bytes | os.PathLike[str]) -> str:
+    text = os.fspath(given)
+    return os.fsdecode(text) if isinstance(text, bytes) else text
+
+
+def _expand(text: str, wanted: frozenset[str], report: WalkReport) -> Iterator[InputItem]:
+    if os.path.isdir(text):
+        yield from _walk(text, wanted, report)
+    else:
+        yield InputItem(text)
+
+
+def _manifest_items(manifest: str) -> Iterator[InputItem]:
+    """A manifest's entries as items (a URI is an error row on this engine); one error row if it breaks."""
+    try:
+        for entry, carried in manifest_entries(manifest):
+            if is_uri(entry):
+                yield InputItem(entry, uri_error(entry), carried=carried)
+            else:
+                yield InputItem(entry, None, source_of(entry, manifest), carried)
+    except ManifestError as exc:
+        yield InputItem(manifest, str(exc))
 
 
 def _walk(top: str, extensions: frozenset[str], report: WalkReport) -> Iterator[InputItem]:

@@ -1,7 +1,7 @@
-"""Score rows on disk: CSV, JSONL and Parquet writers, and reading back for ``--resume``.
+"""Score rows on disk: CSV, JSONL and Parquet writers (reading them back: :mod:`nima_rt.io.score_reader`).
 
-Rows are written and flushed one at a time (CSV/JSONL), so a killed run keeps every finished row;
-``--resume`` repairs a torn last line and skips the paths already written.
+Rows are written and flushed one batch at a time (CSV/JSONL), so a killed run keeps every finished row;
+``--resume`` repairs a torn last line (:func:`repair_torn_tail`) and skips the paths already written.
 
 Text cells, in every format: a path is written as the UTF-8 text of its name, with bytes that are not
 UTF-8 as ``\\xNN`` escapes (:func:`text_cell`); an error is one printable line (line breaks and other
@@ -12,7 +12,8 @@ and LibreOffice; ``escape_formulas=False`` turns it off).
 
 JSONL: ``{"path": ..., "error": null | "...", "<model>": {"mean": m, "std": s, "dist": [10]}}``
 CSV:   ``path, error, <model>_mean, <model>_std, <model>_p1 .. <model>_p10``
-Extra columns (``group``, ``rank``, ``best``) follow when ranking within groups.
+Extra columns follow the scores: a manifest's carried columns (text), then the ranking's (``group``, ``rank``,
+``best``, ``rank_score``, ``best_by``) in a ranked output.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -31,9 +32,11 @@ from nima_rt.io.decode import path_label
 from nima_rt.io.results import ModelScore, ScoreBatch, ScoreResult
 
 FORMATS = ("csv", "jsonl", "parquet")
+FORMAT_ALIASES = {"json": "jsonl", "pq": "parquet"}  # what -f and -o's extension also take (any case)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP)
 _ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")  # what text_cell writes for a byte that is not UTF-8
-PARQUET_EXTRA_TYPES = {"rank": "int32", "best": "bool_"}  # pyarrow type names; other extra columns are strings
+PARQUET_EXTRA_TYPES = {"rank": "int32", "best": "bool_", "rank_score": "float64"}  # pyarrow type names; other
+# extra columns (carried manifest columns, group, best_by) are strings
 
 
 class OutputError(RuntimeError):
@@ -43,15 +46,14 @@ class OutputError(RuntimeError):
 def format_for(path: str | None, requested: str | None) -> str:
     """The output format: as requested, else from the file's extension, else CSV."""
     if requested:
-        if requested not in FORMATS:
+        chosen = FORMAT_ALIASES.get(requested.lower(), requested.lower())
+        if chosen not in FORMATS:
             raise OutputError(f"--format must be one of {', '.join(FORMATS)}, got {requested!r}")
-        return requested
+        return chosen
     if path:
         suffix = Path(path).suffix.lower().lstrip(".")
-        if suffix in FORMATS:
-            return suffix
-        if suffix == "json":
-            return "jsonl"
+        if suffix in FORMATS or suffix in FORMAT_ALIASES:
+            return FORMAT_ALIASES.get(suffix, suffix)
     return "csv"
 
 
@@ -121,10 +123,14 @@ def csv_row(result: ScoreResult, columns: Sequence[str], extra: Sequence[Any] = 
                   for value in extra]
 
 
-class RowWriter(Protocol):
-    """Writes a run's rows: a batch of them as the Scorer makes it, or one ranked row at a time."""
+Carried = Mapping[str, Sequence[str]]  # extra columns of a batch, a value per row (a manifest's columns)
 
-    def write_batch(self, batch: ScoreBatch) -> None: ...
+
+class RowWriter(Protocol):
+    """Writes a run's rows: a batch of them as the Scorer makes it (with its ``carried`` columns), or one
+    ranked row at a time."""
+
+    def write_batch(self, batch: ScoreBatch, carried: Carried | None = None) -> None: ...
 
     def write(self, result: ScoreResult, extra: dict[str, Any] | None = None) -> None: ...
 
@@ -146,9 +152,9 @@ class CsvWriter:
             self.writer.writerow(csv_header(self.columns, self.extra))
             stream.flush()
 
-    def write_batch(self, batch: ScoreBatch) -> None:
-        for result in batch.rows():
-            self._write_row(result, None)
+    def write_batch(self, batch: ScoreBatch, carried: Carried | None = None) -> None:
+        for index, result in enumerate(batch.rows()):
+            self._write_row(result, _carried_row(carried, index))
         self.stream.flush()  # a batch's rows finish together: one flush keeps each finished row on disk
 
     def write(self, result: ScoreResult, extra: dict[str, Any] | None = None) -> None:
@@ -171,9 +177,10 @@ class JsonlWriter:
     def __init__(self, stream: IO[str], columns: Sequence[str]):
         self.stream, self.columns = stream, list(columns)
 
-    def write_batch(self, batch: ScoreBatch) -> None:
-        self.stream.write("".join(json.dumps(json_row(result, self.columns), ensure_ascii=False) + "\n"
-                                  for result in batch.rows()))
+    def write_batch(self, batch: ScoreBatch, carried: Carried | None = None) -> None:
+        self.stream.write("".join(json.dumps(json_row(result, self.columns, _carried_row(carried, index)),
+                                             ensure_ascii=False) + "\n"
+                                  for index, result in enumerate(batch.rows())))
         self.stream.flush()
 
     def write(self, result: ScoreResult, extra: dict[str, Any] | None = None) -> None:
@@ -213,8 +220,8 @@ class ParquetWriter:
         self.buffered = 0
         self.writer = pq.ParquetWriter(path, self.schema)
 
-    def write_batch(self, batch: ScoreBatch) -> None:
-        """A batch as Arrow columns (failed rows hold nulls)."""
+    def write_batch(self, batch: ScoreBatch, carried: Carried | None = None) -> None:
+        """A batch as Arrow columns (failed rows hold nulls; extra columns not in ``carried`` too)."""
         pa = self.pa
         failed = ~batch.ok
         arrays = [pa.array([text_cell(path) for path in batch.paths], pa.string()),
@@ -225,7 +232,10 @@ class ParquetWriter:
             arrays += [pa.array(scores.mean, pa.float32(), mask=failed),
                        pa.array(scores.std, pa.float32(), mask=failed),
                        pa.FixedSizeListArray.from_arrays(values, NUM_BINS, mask=pa.array(failed))]
-        arrays += [pa.nulls(len(batch), field.type) for field in self.schema if field.name in self.extra]
+        carried = carried or {}
+        arrays += [pa.array([text_cell(value) for value in carried[field.name]], pa.string())
+                   if field.name in carried else pa.nulls(len(batch), field.type)
+                   for field in self.schema if field.name in self.extra]
         arrays += [pa.array([value] * len(batch), pa.string()) for value in self.constants.values()]
         self._table_rows()
         self._buffer(pa.Table.from_arrays(arrays, schema=self.schema))
@@ -267,6 +277,10 @@ class ParquetWriter:
         self.writer.close()
 
 
+def _carried_row(carried: Carried | None, index: int) -> dict[str, Any] | None:
+    return {name: values[index] for name, values in carried.items()} if carried else None
+
+
 def repair_torn_tail(path: Path) -> None:
     """Cut a last line that a killed run left without its newline."""
     with open(path, "rb+") as handle:
@@ -291,23 +305,6 @@ def repair_torn_tail(path: Path) -> None:
         handle.truncate(0)
 
 
-class DonePaths:
-    """The paths a previous run wrote, as written: ``path in done`` compares an input path in its written
-    form (escapes of :func:`text_cell`, and of :func:`escape_formula` for CSV, with or without it)."""
-
-    def __init__(self, written: set[str], csv_cells: bool) -> None:
-        self.written, self.csv_cells = written, csv_cells
-
-    def __contains__(self, path: object) -> bool:
-        if not isinstance(path, str):
-            return False
-        cell = text_cell(path)
-        return cell in self.written or (self.csv_cells and escape_formula(cell) in self.written)
-
-    def __len__(self) -> int:
-        return len(self.written)
-
-
 def check_resumable(fmt: str, path: str | os.PathLike[str]) -> None:
     """Refuse ``--resume`` for a format that cannot be appended to, whether or not the file exists yet
     (so a first and a second run behave alike)."""
@@ -316,43 +313,6 @@ def check_resumable(fmt: str, path: str | os.PathLike[str]) -> None:
             f"{os.fspath(path)}: --resume works with csv and jsonl outputs, not parquet (a Parquet file is "
             "only readable once closed; `--engine ray` writes resumable Parquet shards)"
         )
-
-
-def done_paths(path: Path, fmt: str, columns: Sequence[str], extra: Sequence[str] = ()) -> DonePaths:
-    """Paths already written in a previous run's output (after repairing a torn tail).
-
-    Raises OutputError when the existing file's columns do not match this run's models.
-    """
-    check_resumable(fmt, path)
-    repair_torn_tail(path)
-    done: set[str] = set()
-    with open(path, encoding="utf-8", newline="") as handle:
-        if fmt == "csv":
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                return DonePaths(done, csv_cells=True)
-            if header != csv_header(columns, extra):
-                raise OutputError(
-                    f"{path}: cannot resume, its columns ({', '.join(header[:4])}...) are not this run's "
-                    f"({', '.join(csv_header(columns, extra)[:4])}...)"
-                )
-            for row in reader:
-                if row:
-                    done.add(row[0])
-        else:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    raise OutputError(f"{path}:{number}: cannot resume, line is not JSON") from None
-                missing = [c for c in columns if c not in row]
-                if missing:
-                    raise OutputError(f"{path}:{number}: cannot resume, rows lack model(s) {', '.join(missing)}")
-                done.add(row["path"])
-    return DonePaths(done, csv_cells=fmt == "csv")
 
 
 def open_text(path: str | None, append: bool) -> IO[str]:

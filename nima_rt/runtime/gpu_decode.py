@@ -121,8 +121,9 @@ class GpuDecoder:
 
     def decode_items(self, items: list[InputItem], pool: Executor) -> list[Row]:
         """Decode one batch of inputs; listing errors pass through as error rows."""
-        paths = [item.path for item in items if item.error is None]
-        decoded = iter(self.decode_paths(paths, pool))
+        paths = [item.location for item in items if item.error is None]
+        labels = [item.path for item in items if item.error is None]
+        decoded = iter(self.decode_paths(paths, pool, labels))
         rows: list[Row] = []
         for item in items:
             if item.error is not None:
@@ -137,8 +138,11 @@ class GpuDecoder:
 
     # -- decoding -------------------------------------------------------------------------------
 
-    def decode_paths(self, paths: list[str], pool: Executor) -> list[list[np.ndarray] | str]:
-        """One entry per path: arrays (one per spec) or the one-line error of the CPU decoder."""
+    def decode_paths(self, paths: list[str], pool: Executor, labels: list[str] | None = None
+                     ) -> list[list[np.ndarray] | str]:
+        """One entry per path: arrays (one per spec) or the one-line error of the CPU decoder (naming the
+        path's label: the path as the output writes it, when it is read from elsewhere)."""
+        labels = labels if labels is not None else paths
         results: list[list[np.ndarray] | str | None] = [None] * len(paths)
         jpegs = [j for j in pool.map(self._read_jpeg, range(len(paths)), paths) if j is not None]
         for jpeg, arrays in zip(jpegs, self._decode_on_device(jpegs), strict=True):
@@ -146,7 +150,8 @@ class GpuDecoder:
         self.gpu_decoded += sum(r is not None for r in results)
         fallback = [i for i, r in enumerate(results) if r is None]
         self.cpu_decoded += len(fallback)
-        for index, outcome in zip(fallback, pool.map(self._decode_on_cpu, [paths[i] for i in fallback]), strict=True):
+        outcomes = pool.map(self._decode_on_cpu, [paths[i] for i in fallback], [labels[i] for i in fallback])
+        for index, outcome in zip(fallback, outcomes, strict=True):
             results[index] = outcome
         return results  # type: ignore[return-value]
 
@@ -197,13 +202,13 @@ class GpuDecoder:
         except Exception:
             return None
 
-    def _decode_on_cpu(self, path: str) -> list[np.ndarray] | str:
+    def _decode_on_cpu(self, path: str, label: str) -> list[np.ndarray] | str:
         try:
-            return decode_file(path, self.specs, self.options)
+            return decode_file(path, self.specs, self.options, label=label)
         except DecodeError as exc:
             return str(exc)
         except Exception as exc:  # same rule as the Scorer: the row says what happened
-            return f"{path}: unexpected {type(exc).__name__} ({one_line(exc)})"
+            return f"{label}: unexpected {type(exc).__name__} ({one_line(exc)})"
 
     def resize(self, image: Any, spec: Preprocess) -> Any:
         """A uint8 [3, H, W] tensor to uint8 [S, S, 3] following ``spec`` (the contract's geometry)."""

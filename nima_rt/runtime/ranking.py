@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from nima_rt.io.results import ScoreResult
+from nima_rt.runtime.grouping import group_of
 
 COMPARISONS = (">=", "<=", ">", "<")
 _TOKEN = re.compile(r"\s*(?:(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|"
@@ -312,19 +312,33 @@ def sort_rows(results: Iterable[ScoreResult], rule: RankRule | str, top: int | N
     return [row.result for row in rank_rows(results, rule, top)]
 
 
-def group_of(path: str) -> str:
-    """The listing a photo belongs to: its parent folder."""
-    return os.path.dirname(path) or "."
+def rank_groups(results: Iterable[ScoreResult], rule: RankRule | str, top: int | None = None,
+                key: Callable[[ScoreResult], str] = lambda result: group_of(result.path),
+                ends: Mapping[str, int] | None = None) -> Iterator[RankedRow]:
+    """Rows grouped into listings by ``key`` (default: the parent folder; :mod:`nima_rt.runtime.grouping`),
+    groups in first-seen order, best first inside each; the best scored photo of each group is marked;
+    ``top`` keeps the best K per group.
 
-
-def rank_groups(results: Iterable[ScoreResult], rule: RankRule | str, top: int | None = None) -> Iterator[RankedRow]:
-    """Rows grouped by parent folder (groups in first-seen order), best first inside each group;
-    the best scored photo of each group is marked; ``top`` keeps the best K per group."""
+    Without ``ends`` every row is held until the input ends. With ``ends`` (each group's last row index in
+    ``results``, from a first pass over a file) a group is ranked and given out as soon as it and every
+    group seen before it are complete: rows that arrive grouped hold one listing at a time."""
     rule = as_rule(rule)
-    groups: dict[str, list[ScoreResult]] = {}
-    for result in results:
-        groups.setdefault(group_of(result.path), []).append(result)
+    groups: dict[str, list[ScoreResult]] = {}  # first-seen order
+    complete: set[str] = set()
+    for index, result in enumerate(results):
+        group = key(result)
+        groups.setdefault(group, []).append(result)
+        if ends is not None and ends.get(group) == index:
+            complete.add(group)
+            while groups and next(iter(groups)) in complete:
+                first = next(iter(groups))
+                complete.discard(first)
+                yield from _ranked_group(first, groups.pop(first), rule, top)
     for group, members in groups.items():
-        unscored: list[ScoreResult] = []
-        ordered = sorted(_keyed(members, rule, unscored), key=lambda item: item.key)
-        yield from _rows(ordered, unscored, rule, group, top)
+        yield from _ranked_group(group, members, rule, top)
+
+
+def _ranked_group(group: str, members: list[ScoreResult], rule: RankRule, top: int | None) -> Iterator[RankedRow]:
+    unscored: list[ScoreResult] = []
+    ordered = sorted(_keyed(members, rule, unscored), key=lambda item: item.key)
+    yield from _rows(ordered, unscored, rule, group, top)

@@ -1,49 +1,41 @@
-"""A whole scoring run as one library call: inputs -> Scorer -> (ranking) -> a score file, resumable.
+"""A whole scoring run as one library call: inputs -> Scorer -> a score file, resumable, then ranked.
 
     from nima_rt import Scorer, RunOptions, score_run
     with Scorer() as scorer:
-        summary = score_run(scorer, ["photos/"], RunOptions(output="scores.csv", resume=True))
+        summary = score_run(scorer, ["photos/"], RunOptions(output="scores.csv", resume=True, group_by="parent"))
 
 ``nima-rt score`` is this call plus option parsing and exit codes; the Python API gets the same resume,
-``strict``, ranking and writers. The run walks the inputs once, scores them in order, and writes each row as
-it finishes (ranked runs hold the rows until the ranking is known). What a run is asked to do is checked
+``strict``, ranking and writers. The run walks the inputs once (folders, files, manifests), scores them in
+order and writes each batch of rows as it finishes. A ranked run (``group_by``, ``rank_by``, ``sort``,
+``top``) writes its rows the same way and, when every input is scored, ranks them all with
+:func:`nima_rt.runtime.rank_output.rank_output` (the output in place; with ``top`` from
+``<name>.all.<ext>``, which keeps every row; to stdout from a temporary file), so a run that was
+interrupted and resumed ranks exactly as one that was not. What a run is asked to do is checked
 once, when :class:`RunOptions` is made (:class:`SettingError` names the option).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from nima_rt.io.inputs import InputItem, WalkReport, iter_inputs, normalize_extensions
+from nima_rt.io.inputs import InputItem, Paths, WalkReport, carried_columns, iter_inputs, normalize_extensions
+from nima_rt.io.manifests import ManifestError
 from nima_rt.io.results import ScoreBatch, ScoreResult
-from nima_rt.io.writers import OutputError, RowWriter, check_resumable, done_paths, format_for, open_writer
-from nima_rt.runtime.ranking import (
-    RULE_COLUMNS,
-    RankRule,
-    RankRuleError,
-    rank_groups,
-    rank_rows,
-    resolve_rank_rule,
-    sort_rows,
-)
+from nima_rt.io.score_reader import done_paths
+from nima_rt.io.writers import OutputError, RowWriter, check_resumable, open_writer
+from nima_rt.runtime.rank_output import GROUP_COLUMNS, RankOptions, RankSummary, rank_output
+from nima_rt.runtime.ranking import RankRule
 from nima_rt.runtime.scorer import Scorer
+from nima_rt.runtime.settings import SettingError
 
-GROUP_BY = ("parent",)
-GROUP_COLUMNS = ("group", "rank", "best")
-
-
-class SettingError(ValueError):
-    """A run setting that cannot be used (alone or with another); ``option`` is the CLI option it came from."""
-
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(message)
-        self.option = option
+SPOOL_FORMAT = "jsonl"  # a ranked run to stdout keeps its rows here until it ranks them (lossless text)
 
 
 @dataclass(frozen=True)
@@ -54,31 +46,25 @@ class RunOptions:
     format: str | None = None  # csv | jsonl | parquet (None: from the output's extension, else csv)
     resume: bool = False  # append to ``output`` and skip the paths already in it
     strict: bool = False  # stop at the first file that fails (RunSummary.stopped_at says which)
-    sort: bool = False  # best first by the rank rule (holds rows in memory)
+    sort: bool = False  # best first by the rank rule
     sort_by: str | None = None  # the model column to rank by (default: the first model)
     rank_by: str | None = None  # a rank rule (nima_rt.runtime.ranking), e.g. 'aesthetic if technical>=5'
     top: int | None = None  # keep the K best (per group when grouping)
-    group_by: str | None = None  # 'parent': rank within each folder and mark the best
+    group_by: str | None = None  # parent | dir:N | a manifest column | none (nima_rt.runtime.grouping)
     extensions: tuple[str, ...] | None = None  # walk folders for these extensions only (default: every image)
     escape_formulas: bool = True  # CSV: prefix cells starting with = + - @ with ' (spreadsheets)
     resolved_format: str = field(init=False)
     walked_extensions: frozenset[str] | None = field(init=False)
+    ranking: RankOptions = field(init=False)  # the rank step's options (output, format and ranking above)
 
     def __post_init__(self) -> None:
         if self.resume and (self.output is None or self.output == "-"):
             raise SettingError("--resume", "--resume needs --output FILE")
-        if self.resume and self.ranks:
-            raise SettingError("--resume", "--resume cannot be combined with --sort, --rank-by, --top or --group-by")
-        if self.group_by is not None and self.group_by not in GROUP_BY:
-            raise SettingError("--group-by", f"only {', '.join(repr(g) for g in GROUP_BY)} is supported")
-        if self.top is not None and self.top < 1:
-            raise SettingError("--top", f"--top must be >= 1, got {self.top}")
-        try:
-            object.__setattr__(self, "resolved_format", format_for(self.output, self.format))
-        except OutputError as exc:
-            raise SettingError("--format", str(exc)) from None
-        if self.resolved_format == "parquet" and (self.output is None or self.output == "-"):
-            raise SettingError("--format", "--format parquet needs --output FILE")
+        ranking = RankOptions(output=self.output, format=self.format, sort=self.sort, sort_by=self.sort_by,
+                              rank_by=self.rank_by, top=self.top, group_by=self.group_by,
+                              escape_formulas=self.escape_formulas)
+        object.__setattr__(self, "ranking", ranking)
+        object.__setattr__(self, "resolved_format", ranking.resolved_format)
         try:
             walked = normalize_extensions(self.extensions) if self.extensions is not None else None
         except ValueError as exc:
@@ -87,22 +73,12 @@ class RunOptions:
 
     @property
     def ranks(self) -> bool:
-        """Whether rows are ranked (and so held until the ranking is known)."""
-        return self.sort or self.top is not None or self.group_by is not None or self.rank_by is not None
+        """Whether the output is ranked when every input is scored."""
+        return self.ranking.ranks
 
     def rank_rule(self, columns: list[str]) -> RankRule:
         """The rule rows are ranked by (:func:`nima_rt.runtime.ranking.resolve_rank_rule`)."""
-        try:
-            return resolve_rank_rule(self.rank_by, self.sort_by, columns)
-        except RankRuleError as exc:
-            raise SettingError("--rank-by" if self.rank_by is not None else "--sort-by", str(exc)) from None
-
-    def extra_columns(self) -> tuple[str, ...]:
-        """Columns after the scores: group/rank/best when grouping; the rule's score (and, per listing, the
-        rule that picked the best photo) with ``rank_by``."""
-        if self.group_by is not None:
-            return GROUP_COLUMNS + (RULE_COLUMNS if self.rank_by is not None else ())
-        return ("rank", RULE_COLUMNS[0]) if self.rank_by is not None else ()
+        return self.ranking.rule(columns)
 
 
 @dataclass
@@ -115,6 +91,7 @@ class RunSummary:
     elapsed: float = 0.0
     stopped_at: str | None = None
     walk: WalkReport = field(default_factory=WalkReport)
+    ranked: RankSummary | None = None  # the rank step, when the run ranked its output
 
     @property
     def done(self) -> int:
@@ -127,39 +104,79 @@ class RunSummary:
 
 def score_run(
     scorer: Scorer,
-    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    paths: Paths,
     options: RunOptions = RunOptions(),
     on_result: Callable[[ScoreResult], None] | None = None,
     on_resume: Callable[[int], None] | None = None,
 ) -> RunSummary:
-    """Score ``paths`` (files and folders, walked once, in order) with ``scorer`` and write the rows.
+    """Score ``paths`` (files, folders and manifests, walked once, in order) with ``scorer`` and write the rows.
 
     ``on_result`` sees every result as it is scored (progress); ``on_resume`` gets the number of rows an
-    earlier run wrote before scoring starts. Raises :class:`SettingError` for a rank column or rule the models
-    cannot serve, :class:`OutputError` (one line) when the output cannot be read back or written (what was
-    flushed stays resumable), and lets ``BrokenPipeError`` through when standard output was closed.
+    earlier run wrote before scoring starts. Raises :class:`SettingError` for a rank column, rule or grouping
+    the models or manifests cannot serve, or a manifest that cannot be used; :class:`OutputError` (one line)
+    when the output cannot be read back or written (what was flushed stays resumable); lets
+    ``BrokenPipeError`` through when standard output was closed. A ``strict`` run that stops leaves its
+    rows unranked (resumable).
     """
     started = time.perf_counter()
     summary = RunSummary()
-    rule = options.rank_rule(scorer.columns) if options.ranks else None
-    extra = options.extra_columns()
-    items: Iterable[InputItem] = iter_inputs(paths, options.walked_extensions, summary.walk)
-    writer, items, summary.resumed = _open_output(scorer.columns, items, options, extra)
-    if on_resume is not None:
-        on_resume(summary.resumed)
-    batches = scorer.score_item_batches(items)
-    output = options.output or "stdout"
     try:
-        if rule is None:
-            summary.stopped_at = _write_batches(writer, batches, options.strict, output, summary, on_result)
-        else:
-            rows = (row for batch in batches for row in _counted(batch, summary, on_result).rows())
-            _write_ranked(writer, _ranked(rows, options, rule, extra), output)
-    finally:
-        summary.elapsed = time.perf_counter() - started
+        carried = carried_columns(paths)
+    except ManifestError as exc:
+        raise SettingError("PATH", str(exc)) from None
+    if options.ranks:
+        options.ranking.check(scorer.columns, carried, "the manifests given" if carried else "the inputs")
+    items: Iterable[InputItem] = iter_inputs(paths, options.walked_extensions, summary.walk)
+    with _store(options) as (store, fmt):
+        writer, items, summary.resumed = _open_output(scorer.columns, carried, items, options, store, fmt)
+        if on_resume is not None:
+            on_resume(summary.resumed)
+        values: deque[dict[str, str] | None] = deque()
+        batches = scorer.score_item_batches(_tracked(items, values))
+        try:
+            summary.stopped_at = _write_batches(writer, batches, values, carried, options.strict,
+                                                store or "stdout", summary, on_result)
+            if options.ranks and summary.stopped_at is None and store is not None:
+                summary.ranked = rank_output([store], options.ranking)
+        finally:
+            summary.elapsed = time.perf_counter() - started
     if options.strict and summary.stopped_at is None and summary.failed:
         summary.stopped_at = f"{summary.failed} file(s) failed"
     return summary
+
+
+@contextmanager
+def _store(options: RunOptions) -> Iterator[tuple[str | None, str]]:
+    """Where the rows go as they are scored, and its format: the output itself (None: stdout); with ``top``,
+    which drops rows from the output, :func:`all_rows_path` beside it; for a ranked run to stdout a temporary
+    JSONL file, removed afterwards."""
+    output = options.output if options.output != "-" else None
+    if not options.ranks or (output is not None and options.top is None):
+        yield output, options.resolved_format
+        return
+    if output is not None:
+        yield all_rows_path(output), options.resolved_format
+        return
+    handle, spool = tempfile.mkstemp(prefix="nima-rt-ranking-", suffix=f".{SPOOL_FORMAT}")
+    os.close(handle)
+    try:
+        yield spool, SPOOL_FORMAT
+    finally:
+        Path(spool).unlink(missing_ok=True)
+
+
+def all_rows_path(output: str) -> str:
+    """Where a ``top`` run keeps every row (``picks.csv`` -> ``picks.all.csv``): ``--resume`` continues it
+    instead of scoring the photos the top K left out again, and ``nima-rt rank`` can rank it otherwise."""
+    path = Path(output)
+    return str(path.with_name(f"{path.stem}.all{path.suffix}")) if path.suffix else f"{output}.all"
+
+
+def _tracked(items: Iterable[InputItem], values: deque[dict[str, str] | None]) -> Iterator[InputItem]:
+    """The items, each one's carried values queued as the scorer takes it (rows come out in the same order)."""
+    for item in items:
+        values.append(item.carried)
+        yield item
 
 
 def _counted(batch: ScoreBatch, summary: RunSummary, on_result: Callable[[ScoreResult], None] | None) -> ScoreBatch:
@@ -172,49 +189,35 @@ def _counted(batch: ScoreBatch, summary: RunSummary, on_result: Callable[[ScoreR
     return batch
 
 
-def _ranked(results: Iterable[ScoreResult], options: RunOptions, rule: RankRule,
-            extra: tuple[str, ...]) -> Iterator[tuple[ScoreResult, dict[str, Any] | None]]:
-    if options.group_by is None and options.rank_by is None:  # --sort / --top: rows only, best first
-        yield from ((result, None) for result in sort_rows(results, rule, options.top))
-        return
-    ranked = rank_groups(results, rule, options.top) if options.group_by else rank_rows(results, rule, options.top)
-    for row in ranked:
-        yield row.result, {k: v for k, v in row.extra().items() if k in extra}
-
-
-def _open_output(columns: list[str], items: Iterable[InputItem], options: RunOptions,
-                 extra: tuple[str, ...]) -> tuple[RowWriter, Iterable[InputItem], int]:
+def _open_output(columns: list[str], carried: list[str], items: Iterable[InputItem], options: RunOptions,
+                 store: str | None, fmt: str) -> tuple[RowWriter, Iterable[InputItem], int]:
     """The row writer (appending when resuming), the inputs still to score and the rows already written."""
-    output, fmt = options.output, options.resolved_format
-    if options.resume and output is not None:
-        check_resumable(fmt, output)  # the same answer whether or not the file exists yet
-    if options.resume and output is not None and Path(output).exists():
-        done = done_paths(Path(output), fmt, columns, extra)
-        return (open_writer(fmt, output, columns, extra, True, options.escape_formulas),
+    if options.resume and store is not None:
+        check_resumable(fmt, store)  # the same answer whether or not the file exists yet
+    if options.resume and store is not None and Path(store).exists():
+        done = done_paths(store, fmt, columns, carried, ranked=options.ranks)
+        extra = tuple(carried) + done.ranked  # rows appended to a ranked output leave its ranking cells empty
+        return (open_writer(fmt, store, columns, extra, True, options.escape_formulas),
                 (item for item in items if item.path not in done), len(done))
-    return open_writer(fmt, output, columns, extra, False, options.escape_formulas), items, 0
+    return open_writer(fmt, store, columns, tuple(carried), False, options.escape_formulas), items, 0
 
 
-def _write_batches(writer: RowWriter, batches: Iterable[ScoreBatch], strict: bool, output: str,
-                   summary: RunSummary, on_result: Callable[[ScoreResult], None] | None) -> str | None:
-    """Write (and count) every batch as it is scored, then close the writer; with ``strict`` stop after the
-    first failed row and return its error."""
+def _write_batches(writer: RowWriter, batches: Iterable[ScoreBatch], values: deque[dict[str, str] | None],
+                   carried: list[str], strict: bool, output: str, summary: RunSummary,
+                   on_result: Callable[[ScoreResult], None] | None) -> str | None:
+    """Write (and count) every batch as it is scored, with its carried columns, then close the writer; with
+    ``strict`` stop after the first failed row and return its error."""
     with _closing(writer, output):
         for batch in batches:
+            rows = [values.popleft() for _ in range(len(batch))]
             failure = batch.first_failure() if strict else None
             if failure is not None:
-                batch = batch.take(range(failure + 1))
-            writer.write_batch(_counted(batch, summary, on_result))
+                batch, rows = batch.take(range(failure + 1)), rows[: failure + 1]
+            columns = {name: [(row or {}).get(name, "") for row in rows] for name in carried} if carried else None
+            writer.write_batch(_counted(batch, summary, on_result), columns)
             if failure is not None:
                 return batch.errors[failure]
     return None
-
-
-def _write_ranked(writer: RowWriter, rows: Iterable[tuple[ScoreResult, dict[str, Any] | None]], output: str) -> None:
-    """Write ranked rows one at a time, then close the writer."""
-    with _closing(writer, output):
-        for result, extra in rows:
-            writer.write(result, extra)
 
 
 @contextmanager
@@ -238,4 +241,4 @@ def _close_quietly(writer: RowWriter) -> None:
         pass  # the error being reported is the first one
 
 
-__all__ = ["GROUP_BY", "GROUP_COLUMNS", "RunOptions", "RunSummary", "SettingError", "score_run"]
+__all__ = ["GROUP_COLUMNS", "RunOptions", "RunSummary", "SettingError", "all_rows_path", "score_run"]

@@ -288,8 +288,8 @@ class Scorer:
 
     # -- pipeline -------------------------------------------------------------------------------
 
-    def _decode_one(self, path: str) -> list[np.ndarray]:
-        return decode_file(path, self.preprocess, self.config.decode, self._budget)
+    def _decode_one(self, location: str, label: str) -> list[np.ndarray]:
+        return decode_file(location, self.preprocess, self.config.decode, self._budget, label)
 
     def _decoded(self, pool: ThreadPoolExecutor, items: Iterable[InputItem], window: int) -> Iterator[DecodedInput]:
         """Decode in the pool with at most ``window`` files in flight; yield in input order."""
@@ -311,7 +311,7 @@ class Scorer:
             if item.error is not None:
                 in_flight.append((item.path, None, item.error))
             else:
-                in_flight.append((item.path, pool.submit(self._decode_one, item.path), None))
+                in_flight.append((item.path, pool.submit(self._decode_one, item.location, item.path), None))
             if len(in_flight) >= window:
                 yield take()
         while in_flight:

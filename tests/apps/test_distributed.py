@@ -78,10 +78,20 @@ def test_manifests_keep_paths_as_written_and_resolve_them_next_to_the_manifest(t
     ]
     assert collect_inputs([str(csv), str(tmp_path / "m2.parquet")]).fingerprint == inputs.fingerprint
     assert collect_inputs([str(tmp_path / "m2.parquet")]).fingerprint != inputs.fingerprint
-    (tmp_path / "same.csv").write_text("path\na/x.jpg\n/abs/y.png\ns3://bucket/z.jpg\nb.jpg\nfile:///data/c.jpg\n")
+    assert inputs.carried == ("id",)  # the manifest's other column, as text; "" where a manifest has none
+    assert inputs.table.column("id").to_pylist() == ["1", "2", "3", "", ""]
+    (tmp_path / "same.csv").write_text("path,id\na/x.jpg,1\n/abs/y.png,2\ns3://bucket/z.jpg,3\nb.jpg,\n"
+                                       "file:///data/c.jpg,\n")
     assert collect_inputs([str(tmp_path / "same.csv")]).fingerprint == inputs.fingerprint  # content, not files
-    (tmp_path / "shifted.csv").write_text("path\na/x.jp\ng/abs/y.png\ns3://bucket/z.jpg\nb.jpg\nfile:///data/c.jpg\n")
+    (tmp_path / "shifted.csv").write_text("path,id\na/x.jp,1\ng/abs/y.png,2\ns3://bucket/z.jpg,3\nb.jpg,\n"
+                                          "file:///data/c.jpg,\n")
     assert collect_inputs([str(tmp_path / "shifted.csv")]).fingerprint != inputs.fingerprint  # boundaries count
+    (tmp_path / "relabelled.csv").write_text("path,id\na/x.jpg,9\n/abs/y.png,2\ns3://bucket/z.jpg,3\nb.jpg,\n"
+                                             "file:///data/c.jpg,\n")
+    assert collect_inputs([str(tmp_path / "relabelled.csv")]).fingerprint != inputs.fingerprint  # listing ids count
+    (tmp_path / "paths.csv").write_text("path\nb.jpg\nfile:///data/c.jpg\n")  # no carried columns: the paths alone
+    assert collect_inputs([str(tmp_path / "paths.csv")]).fingerprint == collect_inputs(
+        [str(tmp_path / "m2.parquet")]).fingerprint
     bad = tmp_path / "bad.csv"
     bad.write_text("file\nx.jpg\n", encoding="utf-8")
     with pytest.raises(InputError) as caught:
@@ -143,11 +153,24 @@ def test_shard_store_refuses_another_run_and_drops_stale_temp_files(tmp_path: Pa
         ShardStore(str(tmp_path / "file.parquet")).open_run(record)
 
 
+def _said(result) -> str:
+    """A CLI result's output as one line, typer's error box taken away."""
+    return " ".join(result.output.replace("│", " ").split())
+
+
 def test_cli_refuses_single_machine_options_with_ray(tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(app, ["score", str(tmp_path), "--engine", "ray", "--sort", "-o", str(tmp_path / "o")])
+    result = runner.invoke(app, ["score", str(tmp_path), "--engine", "ray", "--strict", "-o", str(tmp_path / "o")])
     assert result.exit_code == 2
-    assert "--sort work(s) with --engine local only" in result.output
+    assert "--strict work(s) with --engine local only" in result.output
+    result = runner.invoke(app, ["score", str(tmp_path), "--engine", "ray", "-o", str(tmp_path / "ray.csv")])
+    assert result.exit_code == 2 and not (tmp_path / "ray.csv").exists()
+    assert "not a CSV file: give a folder" in _said(result)
+    result = runner.invoke(app, ["score", str(tmp_path), "--engine", "ray", "-f", "JSON", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "writes Parquet only" in _said(result)
+    result = runner.invoke(app, ["score", str(tmp_path), "--engine", "ray", "--group-by", "dir:0", "-o",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 2 and "the depth counts folders from 1" in _said(result)
     result = runner.invoke(app, ["score", str(tmp_path), "--engine", "ray"])
     assert result.exit_code == 2 and "--engine ray needs --output DIR" in result.output
     result = runner.invoke(app, ["score", str(tmp_path), "--address", "auto", "-o", str(tmp_path / "o")])
@@ -266,6 +289,39 @@ def test_manifest_of_uris_relative_paths_and_a_missing_file(
     expected_means = [r.scores["tiny"].mean for r in chosen]
     assert np.allclose(table.column("tiny_mean").to_pylist()[:40], expected_means, atol=1e-6)
     manifest.unlink()
+
+
+def test_ray_ranks_by_a_manifest_column_and_picks_what_the_local_engine_picks(
+    ray_session, corpus: Path, tiny_model: Path, in_process: list, tmp_path: Path
+) -> None:
+    from nima_rt.io.score_reader import ScoreFiles
+    from nima_rt.runtime.rank_output import RankOptions, rank_output
+
+    entries = sorted((r.path for r in in_process), key=lambda p: Path(p).name)  # the hotels interleaved
+    manifest = tmp_path / "listings.csv"
+    manifest.write_text("path,listing_id\n" + "".join(f"{p},{Path(p).parent.name}\n" for p in entries))
+    local = tmp_path / "local.csv"
+    result = CliRunner().invoke(app, ["score", str(manifest), "-m", str(tiny_model), "-o", str(local), "-q",
+                                      "--group-by", "listing_id", "--top", "2"])
+    assert result.exit_code == 0, result.output
+    output = tmp_path / "ray_out"
+    ranking = RankOptions(group_by="listing_id", top=2)
+    summary = score_with(RayScoreConfig(output=str(output), models=(str(tiny_model),), shard_size=48, batch_size=16,
+                                        ranking=ranking), [str(manifest)])
+    assert summary.ranked is not None and (summary.ranked.listings, summary.ranked.rows) == (3, 8)  # + 2 failed
+    shards = read_output(str(output))
+    assert shards.column("listing_id").to_pylist() == [Path(p).parent.name for p in entries]  # carried per shard
+    ranked = list(ScoreFiles([output / "_ranked.parquet"]).rows())
+    picks = {(r.carried["listing_id"], r.path) for r in ranked if r.ok}
+    assert picks == {(r.carried["listing_id"], r.path) for r in ScoreFiles([local]).rows() if r.ok}
+    again = tmp_path / "again.parquet"  # `nima-rt rank OUT/` gives the rank step's rows
+    rank_output([str(output)], RankOptions(output=str(again), group_by="listing_id", top=2))
+    assert pq.read_table(again).to_pylist() == pq.read_table(output / "_ranked.parquet").to_pylist()
+    assert pq.read_table(output).num_rows == 202  # Parquet readers of OUT skip _ranked.parquet
+    page = tmp_path / "ray.html"  # the report reads the folder too
+    report = CliRunner().invoke(app, ["report", "--scores", str(output), "--group-by", "listing_id", "-o", str(page)])
+    assert report.exit_code == 0, report.output
+    assert "200 photos in 3 listing(s), 2 failed" in report.output
 
 
 class Interrupted(Exception):

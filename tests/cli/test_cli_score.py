@@ -93,7 +93,10 @@ def test_exit_codes(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
     assert unwritable.exit_code == 1
     target = tmp_path / "no" / "such" / "dir.csv"
     assert f"error: {target}: cannot write output (No such file or directory)" in unwritable.stderr
-    assert run("score", photo_dir, "-m", tiny_model, "--group-by", "colour").exit_code == 2
+    assert run("score", photo_dir, "-m", tiny_model, "--group-by", "dir:0").exit_code == 2
+    colour = run("score", photo_dir, "-m", tiny_model, "--group-by", "colour")  # a column no manifest carries
+    assert colour.exit_code == 1 and colour.stderr.splitlines()[-1] == (
+        "error: --group-by colour: no such column in the inputs (carried columns: none; or use parent, dir:N, none)")
     assert run("score", photo_dir, "-m", tiny_model, "--resume").exit_code == 2
     assert run("score", "-m", tiny_model).exit_code == 2  # no PATH
 

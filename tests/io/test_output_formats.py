@@ -14,13 +14,13 @@ import pytest
 from PIL import Image
 
 from nima_rt import Scorer
+from nima_rt.io.score_reader import done_paths
 from nima_rt.io.writers import (
     CsvWriter,
     JsonlWriter,
     OutputError,
     ParquetWriter,
     check_resumable,
-    done_paths,
     text_cell,
 )
 from nima_rt.runtime.ranking import rank_groups

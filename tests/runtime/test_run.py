@@ -68,9 +68,11 @@ def test_grouped_ranking_marks_one_best_per_folder(tiny_model: Path, photo_dir: 
     ("given", "option", "message"),
     [
         ({"resume": True}, "--resume", "--resume needs --output FILE"),
-        ({"resume": True, "output": "x.csv", "top": 3}, "--resume",
-         "--resume cannot be combined with --sort, --rank-by, --top or --group-by"),
-        ({"group_by": "grandparent"}, "--group-by", "only 'parent' is supported"),
+        ({"group_by": "dir:0"}, "--group-by", "--group-by dir:0: the depth counts folders from 1 (dir:1 is the first "
+         "folder)"),
+        ({"group_by": "dir:x"}, "--group-by", "--group-by 'dir:x': expected parent, dir:N (N >= 1), none or a "
+         "manifest column name"),
+        ({"top": 0}, "--top", "--top must be >= 1, got 0"),
         ({"format": "xml"}, "--format", "--format must be one of csv, jsonl, parquet, got 'xml'"),
         ({"format": "parquet"}, "--format", "--format parquet needs --output FILE"),
         ({"extensions": ("",)}, "--ext", "extensions: give at least one, e.g. jpg,png"),

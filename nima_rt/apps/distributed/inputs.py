@@ -2,9 +2,10 @@
 
 A manifest is a CSV or Parquet file (local or a URI) with a ``path`` column; each entry is a local
 path or a URI. Relative entries are resolved against the manifest's folder; the ``path`` column of
-the output keeps them exactly as written. Anything else given is walked/listed with
-:func:`nima_rt.io.inputs.iter_inputs`, so folder runs list the same files, in the same order, as
-``nima-rt score`` on one machine.
+the output keeps them exactly as written. The manifest's other columns are carried into the output
+as text, as on one machine (:mod:`nima_rt.io.manifests`); inputs that are not in a manifest carry
+``""``. Anything else given is walked/listed with :func:`nima_rt.io.inputs.iter_inputs`, so folder
+runs list the same files, in the same order, as ``nima-rt score`` on one machine.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from nima_rt.apps.distributed.sources import SourceError, is_uri, join_location, open_filesystem, parent_location
 from nima_rt.contract.messages import one_line
 from nima_rt.io.inputs import iter_inputs
+from nima_rt.io.locations import SourceError, is_uri, join_location, open_filesystem, parent_location
+from nima_rt.io.manifests import PATH_COLUMN, ManifestError, check_columns, is_manifest, text_values
 
-MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
-PATH_COLUMN = "path"
 URI_PATTERN = r"^[A-Za-z][A-Za-z0-9+.\-]*://"
 INPUT_SCHEMA = pa.schema(
     [
@@ -40,20 +40,29 @@ class InputError(RuntimeError):
 class InputList:
     """Every input of a run, in order, and a fingerprint that ties output shards to this list."""
 
-    table: pa.Table  # INPUT_SCHEMA
-    fingerprint: str  # sha256 of the newline-joined `path` column
+    table: pa.Table  # INPUT_SCHEMA, then the carried columns (large_string)
+    fingerprint: str  # sha256 of the `path` column (and, when there are any, of the carried columns)
+    carried: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return self.table.num_rows
 
 
-def is_manifest(text: str) -> bool:
-    """True when ``text`` names a CSV/Parquet manifest rather than an image or folder."""
-    return text.lower().endswith(MANIFEST_SUFFIXES)
+def _csv_names(fs: object, inner: str) -> list[str]:
+    """A CSV manifest's header, read with Python's csv module (so every column can be read as text)."""
+    import csv
+    import io
+
+    if fs is None:
+        with open(inner, encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), [])
+    with fs.open_input_stream(inner) as stream:  # type: ignore[attr-defined]
+        return next(csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline="")), [])
 
 
-def read_manifest(location: str) -> pa.ChunkedArray:
-    """The ``path`` column of a CSV/Parquet manifest (local file or URI), empty and null entries dropped."""
+def read_manifest(location: str) -> pa.Table:
+    """A CSV/Parquet manifest (local file or URI) as a table: ``path`` then its carried columns, all text
+    (``""`` for a missing value), empty and null entries dropped."""
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -66,28 +75,33 @@ def read_manifest(location: str) -> pa.ChunkedArray:
                 raise InputError(f"{location}: no such manifest file")
             fs, inner = None, location
         if location.lower().endswith(".csv"):
-            options = pacsv.ConvertOptions(column_types={PATH_COLUMN: pa.string()})
+            names = _csv_names(fs, inner)
+            carried = check_columns(names, location)
+            options = pacsv.ConvertOptions(column_types={name: pa.string() for name in names})
+            parse = pacsv.ParseOptions(newlines_in_values=True)
             if fs is None:
-                table = pacsv.read_csv(inner, convert_options=options)
+                table = pacsv.read_csv(inner, parse_options=parse, convert_options=options)
             else:
                 with fs.open_input_stream(inner) as stream:
-                    table = pacsv.read_csv(stream, convert_options=options)
+                    table = pacsv.read_csv(stream, parse_options=parse, convert_options=options)
         else:
             table = pq.read_table(inner, filesystem=fs, columns=None)
+            carried = check_columns(table.column_names, location)
     except InputError:
         raise
+    except ManifestError as exc:
+        raise InputError(str(exc)) from None
     except SourceError as exc:
         raise InputError(str(exc)) from None
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{location}: cannot read manifest ({one_line(exc)})") from None
-    if PATH_COLUMN not in table.column_names:
-        found = ", ".join(table.column_names) or "none"
-        raise InputError(f"{location}: manifest has no '{PATH_COLUMN}' column (columns: {found})")
     column = table.column(PATH_COLUMN)
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
         raise InputError(f"{location}: manifest column '{PATH_COLUMN}' must hold strings, found {column.type}")
     column = column.cast(pa.large_string())  # 100M paths are more than the 2 GiB a `string` array holds
-    return column.filter(pc.fill_null(pc.greater(pc.utf8_length(column), 0), False))
+    keep = pc.fill_null(pc.greater(pc.utf8_length(column), 0), False)
+    columns = [column] + [text_values(table.column(name)) for name in carried]
+    return pa.table(columns, names=[PATH_COLUMN, *carried]).filter(keep)
 
 
 def _source_for(path: str, base_dir: str | None) -> str:
@@ -130,7 +144,17 @@ def _local_items(given: Sequence[str]) -> tuple[list[str], list[str], list[str |
     return paths, sources, errors
 
 
-def _fingerprint(paths: pa.ChunkedArray) -> str:
+def _fingerprint(table: pa.Table, carried: Sequence[str]) -> str:
+    """The input list's fingerprint: its paths' (what record version 1 used), and with carried columns those
+    too, so a resume with other listing ids is refused."""
+    digest = _column_fingerprint(table.column("path"))
+    if not carried:
+        return digest
+    parts = [digest] + [f"{name}={_column_fingerprint(table.column(name))}" for name in carried]
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+
+def _column_fingerprint(paths: pa.ChunkedArray) -> str:
     """sha256 over the paths' lengths and bytes, in order; the same whatever the array's chunking."""
     import numpy as np
 
@@ -164,12 +188,28 @@ def collect_inputs(given: Sequence[str]) -> InputList:
     for text in given:
         if is_manifest(text):
             flush_plain()
-            paths = read_manifest(text)
+            manifest = read_manifest(text)
+            paths = manifest.column(PATH_COLUMN)
             sources = _manifest_sources(paths, parent_location(text))
             errors = pa.chunked_array([pa.nulls(len(paths), pa.large_string())])
-            tables.append(pa.Table.from_arrays([paths, sources, errors], schema=INPUT_SCHEMA))
+            table = pa.Table.from_arrays([paths, sources, errors], schema=INPUT_SCHEMA)
+            for name in manifest.column_names[1:]:
+                table = table.append_column(name, manifest.column(name))
+            tables.append(table)
         else:
             plain.append(text)
     flush_plain()
-    table = pa.concat_tables(tables) if tables else INPUT_SCHEMA.empty_table()
-    return InputList(table, _fingerprint(table.column("path")))
+    carried = list(dict.fromkeys(name for table in tables for name in table.column_names[len(INPUT_SCHEMA):]))
+    tables = [_with_carried(table, carried) for table in tables]
+    table = pa.concat_tables(tables) if tables else _with_carried(INPUT_SCHEMA.empty_table(), carried)
+    return InputList(table, _fingerprint(table, carried), tuple(carried))
+
+
+def _with_carried(table: pa.Table, carried: list[str]) -> pa.Table:
+    """``table`` with exactly the ``carried`` columns after INPUT_SCHEMA's, ``""`` where it has none."""
+    base = table.select(list(INPUT_SCHEMA.names))
+    for name in carried:
+        column = (table.column(name) if name in table.column_names
+                  else pa.chunked_array([pa.repeat(pa.scalar("", pa.large_string()), table.num_rows)]))
+        base = base.append_column(pa.field(name, pa.large_string()), column)
+    return base

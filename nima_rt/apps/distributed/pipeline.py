@@ -2,14 +2,20 @@
 
 The driver lists the inputs, skips the shards whose part file already exists, streams the scored
 rows back (a few hundred bytes each) and writes each shard atomically as soon as all its rows have
-arrived. Killing the driver at any moment loses only the shards not yet written.
+arrived, with the manifest columns it carries. Killing the driver at any moment loses only the shards
+not yet written. A ranked run (``config.ranking``) then ranks the complete folder into
+``OUT/_ranked.parquet`` with the same rank step as ``nima-rt rank`` (:mod:`nima_rt.runtime.rank_output`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,16 +23,18 @@ import numpy as np
 
 from nima_rt.apps.distributed.inputs import InputList, collect_inputs
 from nima_rt.apps.distributed.plan import RayScoreConfig, ResourcePlan, plan_resources
-from nima_rt.apps.distributed.shards import ModelRecord, RunRecord, ShardStore
+from nima_rt.apps.distributed.shards import RANKED_FILE, ModelRecord, RunRecord, ShardStore
 from nima_rt.apps.distributed.stages import ModelPayload, ScoreActor, decode_batch, from_columns
 from nima_rt.io.decode import Preprocess
 from nima_rt.io.model_file import load_model_file
 from nima_rt.io.results import ScoreBatch, unique_columns
 from nima_rt.runtime.backends import probe_backends
+from nima_rt.runtime.rank_output import RankSummary, rank_output
 from nima_rt.runtime.scorer import ScorerConfig
 from nima_rt.train import load_contract_module
 
 Log = Callable[[str], None]
+BACKEND_LOG_LEVEL = "RAY_BACKEND_LOG_LEVEL"  # Ray's C++ core worker log level
 
 
 class IncompleteRun(RuntimeError):
@@ -57,6 +65,7 @@ class RunSummary:
     elapsed_s: float
     plan: ResourcePlan | None  # None when nothing was left to score (Ray was not started)
     stats: str = ""  # Ray Data's per-operator execution statistics of this run
+    ranked: RankSummary | None = None  # the rank step (config.ranking), written to ranked.output
 
 
 def _require_ray() -> None:
@@ -76,24 +85,73 @@ def _pending_tables(inputs: InputList, shard_size: int, shards: Sequence[int]) -
     tables = []
     for shard in shards:
         start = shard * shard_size
-        part = inputs.table.slice(start, shard_size)
+        part = inputs.table.select(["path", "source", "error"]).slice(start, shard_size)
         index = pa.array(np.arange(start, start + part.num_rows, dtype=np.int64))
         shard_column = pa.array(np.full(part.num_rows, shard, dtype=np.int64))
         tables.append(part.append_column("index", index).append_column("shard", shard_column))
     return tables
 
 
-def _connect(address: str | None) -> bool:
-    """Join (or start) Ray unless this process already did; True when this call started it."""
+def _connect(address: str | None, ray_logs: bool) -> bool:
+    """Join (or start) Ray unless this process already did; True when this call started it. Without
+    ``ray_logs`` Ray's own lines (its warnings, the workers' output, Ray Data's progress notes, the core
+    worker's log) stay out of the user's stderr; they still go to Ray's session log files."""
     import ray
 
     if ray.is_initialized():
         return False
-    if address is None:  # Ray's default: RAY_ADDRESS (set by `ray job submit`), a `ray start` cluster, else local
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    else:  # "auto", "HOST:6379" or "ray://HOST:10001" (Ray Client): the cluster's own settings apply
-        ray.init(address=address, logging_level=logging.WARNING)
+    level = logging.WARNING if ray_logs else logging.ERROR
+    quiet = {} if ray_logs else {"log_to_driver": False}
+    with _quiet_start(ray_logs):
+        if address is None:  # Ray's default: RAY_ADDRESS (set by `ray job submit`), a `ray start` cluster, else local
+            ray.init(include_dashboard=False, logging_level=level, **quiet)
+        else:  # "auto", "HOST:6379" or "ray://HOST:10001" (Ray Client): the cluster's own settings apply
+            ray.init(address=address, logging_level=level, **quiet)
     return True
+
+
+@contextmanager
+def _quiet_start(ray_logs: bool) -> Iterator[None]:
+    """Unless ``ray_logs``: the C++ core worker that ``ray.init`` starts in this process logs only fatal errors
+    (``RAY_BACKEND_LOG_LEVEL``, read once, when it starts; a user's own setting wins), and what Ray prints on
+    stderr while it starts (its banner, warnings, that log-level line) goes to /dev/null. Failures still
+    surface: as the exception ``ray.init`` raises."""
+    if ray_logs:
+        yield
+        return
+    chosen = os.environ.get(BACKEND_LOG_LEVEL)
+    if chosen is None:
+        os.environ[BACKEND_LOG_LEVEL] = "fatal"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        if chosen is None:
+            os.environ.pop(BACKEND_LOG_LEVEL, None)
+
+
+@contextmanager
+def _quiet_loggers(ray_logs: bool) -> Iterator[None]:
+    """Ray's and Ray Data's Python loggers at ERROR for the run (unless ``ray_logs``), restored after."""
+    if ray_logs:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data", "ray.util")]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, saved, strict=True):
+            logger.setLevel(level)
 
 
 def score_with_ray(
@@ -120,45 +178,62 @@ def score_with_ray(
     records = tuple(ModelRecord(column, f.name, f.sha256) for column, f in zip(columns, files, strict=True))
     specs = list(dict.fromkeys(Preprocess.for_model(f.metadata) for f in files))
     inputs = collect_inputs(given)
-    record = RunRecord(len(inputs), inputs.fingerprint, config.shard_size, records)
+    if config.ranking is not None:  # a rule or grouping the run cannot serve fails before anything is scored
+        config.ranking.check(columns, inputs.carried, "the manifests given" if inputs.carried else "the inputs")
+    record = RunRecord(len(inputs), inputs.fingerprint, config.shard_size, records, carried=inputs.carried)
     store = ShardStore(config.output)
     done = store.open_run(record)
     pending = [shard for shard in range(record.shards) if shard not in done]
     if done:
         say(f"resuming {config.output}: {len(done)} of {record.shards} shards already complete")
     if not pending:
-        return RunSummary(config.output, len(inputs), record.shards, len(done), 0, 0, 0,
-                          time.perf_counter() - started, None)
+        summary = RunSummary(config.output, len(inputs), record.shards, len(done), 0, 0, 0,
+                             time.perf_counter() - started, None)
+        return _with_ranking(summary, store, config, say)
 
     _require_ray()
     import ray
     import ray.data
 
-    owns_ray = _connect(config.address)
-    context = ray.data.DataContext.get_current()
-    saved = (context.enable_progress_bars, context.print_on_execution_start)
-    context.enable_progress_bars, context.print_on_execution_start = False, False
-    try:
-        resources = ray.cluster_resources()
-        plan = plan_resources(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), config)
-        say(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; {plan.describe()}")
-        dataset = _scoring_dataset(inputs, pending, specs, config, plan)
-        collector = _ShardCollector(store, records, columns, pending, len(inputs), config.shard_size, say, on_shard)
-        batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+    with _quiet_loggers(config.ray_logs):
+        owns_ray = _connect(config.address, config.ray_logs)
+        context = ray.data.DataContext.get_current()
+        saved = (context.enable_progress_bars, context.print_on_execution_start)
+        context.enable_progress_bars, context.print_on_execution_start = False, False
         try:
-            for batch in batches:
-                collector.add(batch["shard"], batch["index"], from_columns(batch, columns))
+            resources = ray.cluster_resources()
+            plan = plan_resources(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), config)
+            say(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; {plan.describe()}")
+            dataset = _scoring_dataset(inputs, pending, specs, config, plan)
+            collector = _ShardCollector(store, records, columns, pending, inputs, config.shard_size, say, on_shard)
+            batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
+            try:
+                for batch in batches:
+                    collector.add(batch["shard"], batch["index"], from_columns(batch, columns))
+            finally:
+                close = getattr(batches, "close", None)
+                if close is not None:
+                    close()
+            collector.check_complete()
+            summary = RunSummary(config.output, len(inputs), record.shards, len(done), collector.written,
+                                 collector.rows, collector.failed, time.perf_counter() - started, plan,
+                                 dataset.stats())
         finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
-        collector.check_complete()
-        return RunSummary(config.output, len(inputs), record.shards, len(done), collector.written, collector.rows,
-                          collector.failed, time.perf_counter() - started, plan, dataset.stats())
-    finally:
-        context.enable_progress_bars, context.print_on_execution_start = saved
-        if owns_ray:
-            ray.shutdown()
+            context.enable_progress_bars, context.print_on_execution_start = saved
+            if owns_ray:
+                ray.shutdown()
+    return _with_ranking(summary, store, config, say)
+
+
+def _with_ranking(summary: RunSummary, store: ShardStore, config: RayScoreConfig, say: Log) -> RunSummary:
+    """Rank the complete folder into ``OUT/_ranked.parquet`` when the run asks for it (after Ray is shut down:
+    ranking runs on the driver and reads the shards like ``nima-rt rank OUT/`` does)."""
+    if config.ranking is None:
+        return summary
+    target = store.location(RANKED_FILE)
+    say(f"ranking {config.output} into {target}")
+    ranked = rank_output([config.output], dataclasses.replace(config.ranking, output=target, format="parquet"))
+    return dataclasses.replace(summary, ranked=ranked)
 
 
 def _scoring_dataset(inputs: InputList, pending: list[int], specs: list[Preprocess], config: RayScoreConfig,
@@ -191,10 +266,11 @@ class _ShardCollector:
     twice (an index already held is dropped)."""
 
     def __init__(self, store: ShardStore, records: tuple[ModelRecord, ...], columns: list[str], pending: list[int],
-                 inputs: int, shard_size: int, say: Log, on_shard: Callable[[ShardDone], None] | None) -> None:
+                 inputs: InputList, shard_size: int, say: Log, on_shard: Callable[[ShardDone], None] | None) -> None:
         self.store, self.records, self.pending, self.say, self.on_shard = store, records, pending, say, on_shard
-        self.columns = columns
-        self.expected = {s: min(shard_size, inputs - s * shard_size) for s in pending}
+        self.columns, self.shard_size = columns, shard_size
+        self.carried = inputs.table.select(list(inputs.carried))  # the manifests' columns, written with each shard
+        self.expected = {s: min(shard_size, len(inputs) - s * shard_size) for s in pending}
         self.pieces: dict[int, list[tuple[np.ndarray, ScoreBatch]]] = {}  # shard -> (indices, rows) as they came
         self.held: dict[int, set[int]] = {}  # shard -> indices held
         self.finished: set[int] = set()
@@ -220,7 +296,9 @@ class _ShardCollector:
         self.held.pop(shard)
         indices = np.concatenate([index for index, _ in pieces])
         ordered = ScoreBatch.concat([rows for _, rows in pieces], self.columns).take(np.argsort(indices, kind="stable"))
-        location = self.store.write_shard(shard, ordered, self.records)
+        carried = self.carried.slice(shard * self.shard_size, len(ordered))
+        values = {name: carried.column(name).to_pylist() for name in carried.column_names}
+        location = self.store.write_shard(shard, ordered, self.records, values)
         self.finished.add(shard)
         bad = ordered.failed
         self.rows, self.failed, self.written = self.rows + len(ordered), self.failed + bad, self.written + 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nima_rt.contract.choices import DEVICES, check_choice
+from nima_rt.runtime.rank_output import RankOptions
 from nima_rt.runtime.scorer import DEFAULT_BATCH_SIZE
 
 ACTOR_MEMORY = 1 << 30  # bytes each scoring actor declares: a model session, batches, the Python worker
@@ -40,6 +41,8 @@ class RayScoreConfig:
     actors: int | None = None  # scoring actors (default: one per GPU, else about a sixth of the CPUs)
     actor_cpus: float | None = None  # CPUs each actor declares
     decode_cpus: float | None = None  # CPUs each decode task declares
+    ranking: RankOptions | None = None  # rank the complete folder into OUT/_ranked.parquet (output/format ignored)
+    ray_logs: bool = False  # let Ray's own log lines reach stderr (they always go to Ray's session logs)
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:

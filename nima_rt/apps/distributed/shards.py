@@ -12,25 +12,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nima_rt.apps.distributed.sources import SourceError, is_uri, open_filesystem
 from nima_rt.contract.messages import one_line
+from nima_rt.io.locations import SourceError, is_uri, open_filesystem
 from nima_rt.io.results import ScoreBatch
+from nima_rt.io.score_reader import PART_PATTERN, RUN_FILE, part_name, read_table
 from nima_rt.io.writers import OutputError, ParquetWriter
 
-RUN_FILE = "_nima_rt_run.json"
-PART_PATTERN = re.compile(r"^part-(\d{6,})\.parquet$")
 TEMP_PREFIX = ".part-"
 RECORD_VERSION = 1
-
-
-def part_name(shard: int) -> str:
-    return f"part-{shard:06d}.parquet"
+RANKED_FILE = "_ranked.parquet"  # the rank step's output inside OUT (a leading _ keeps Parquet readers of OUT off it)
 
 
 def sha_column(column: str) -> str:
@@ -53,6 +48,7 @@ class RunRecord:
     shard_size: int
     models: tuple[ModelRecord, ...]
     version: int = RECORD_VERSION
+    carried: tuple[str, ...] = ()  # a manifest's columns carried into every shard (absent in older records)
 
     @property
     def shards(self) -> int:
@@ -67,7 +63,7 @@ class RunRecord:
             data = json.loads(text)
             models = tuple(ModelRecord(**m) for m in data["models"])
             return cls(int(data["inputs"]), str(data["inputs_sha256"]), int(data["shard_size"]), models,
-                       int(data.get("version", 0)))
+                       int(data.get("version", 0)), tuple(str(name) for name in data.get("carried", ())))
         except (ValueError, KeyError, TypeError) as exc:
             raise OutputError(f"{source}: unreadable run record ({one_line(exc)})") from None
 
@@ -77,6 +73,9 @@ class RunRecord:
             return f"record version {other.version}, this nima-rt writes {self.version}"
         if (other.inputs, other.inputs_sha256) != (self.inputs, self.inputs_sha256):
             return f"it holds a different input list ({other.inputs} inputs, this run has {self.inputs})"
+        if other.carried != self.carried:
+            return (f"it carries other manifest columns ({', '.join(other.carried) or 'none'}; this run: "
+                    f"{', '.join(self.carried) or 'none'})")
         if other.shard_size != self.shard_size:
             return f"its shard size is {other.shard_size}, this run's is {self.shard_size}"
         if other.models != self.models:
@@ -139,8 +138,8 @@ class ShardStore:
                 raise OutputError(f"{self.output}: holds part files but no {RUN_FILE}; choose a new --output")
             else:
                 self._write_atomic(RUN_FILE, record.to_json().encode("utf-8"))
-            for name in names:
-                if name.startswith(TEMP_PREFIX) and ".tmp-" in name:
+            for name in names:  # torn shards (.part-*.tmp-*) and a torn ranking (._ranked.parquet.*.tmp*)
+                if name.startswith(TEMP_PREFIX) and ".tmp-" in name or name.startswith(f".{RANKED_FILE}."):
                     self.fs.delete_file(self._path(name))
         except OSError as exc:
             raise OutputError(f"{self.output}: cannot use output folder ({one_line(exc)})") from None
@@ -151,20 +150,27 @@ class ShardStore:
                 done.add(int(match.group(1)))
         return done
 
-    def write_shard(self, shard: int, rows: ScoreBatch, models: Sequence[ModelRecord]) -> str:
-        """Write one shard's rows (already in input order) atomically; return its location."""
+    def write_shard(self, shard: int, rows: ScoreBatch, models: Sequence[ModelRecord],
+                    carried: dict[str, list[str]] | None = None) -> str:
+        """Write one shard's rows (already in input order) and their ``carried`` columns atomically; return its
+        location."""
         name = part_name(shard)
         temp = self._path(f".{name}.tmp-{uuid.uuid4().hex}")
         columns = [m.column for m in models]
         constants = {sha_column(m.column): m.sha256 for m in models}
         try:
             with self.fs.open_output_stream(temp) as stream:
-                writer = ParquetWriter(stream, columns, group_rows=max(1, len(rows)), constants=constants)
-                writer.write_batch(rows)
+                writer = ParquetWriter(stream, columns, tuple(carried or ()), group_rows=max(1, len(rows)),
+                                       constants=constants)
+                writer.write_batch(rows, carried)
                 writer.close()
             self.fs.move(temp, self._path(name))
         except OSError as exc:
             raise OutputError(f"{self.output}: cannot write {name} ({one_line(exc)})") from None
+        return self.location(name)
+
+    def location(self, name: str) -> str:
+        """Where ``name`` inside the folder is, as the user would write it (a path or a URI)."""
         return self._path(name) if not is_uri(self.output) else f"{self.output.rstrip('/')}/{name}"
 
     def part_shards(self) -> list[int]:
@@ -172,16 +178,11 @@ class ShardStore:
         return sorted(int(m.group(1)) for m in map(PART_PATTERN.match, self._names()) if m)
 
     def read(self) -> Any:
-        """Every complete shard's rows as one pyarrow Table, in input order."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        tables = [pq.read_table(self._path(part_name(s)), filesystem=self.fs) for s in self.part_shards()]
-        if not tables:
-            raise OutputError(f"{self.output}: no part files")
-        return pa.concat_tables(tables)
+        """Every complete shard's rows as one pyarrow Table, in input order (:func:`read_output`)."""
+        return read_output(self.output)
 
 
 def read_output(output: str) -> Any:
-    """Read a distributed run's output folder (local or URI) as one pyarrow Table, in input order."""
-    return ShardStore(output).read()
+    """A distributed run's output folder (local or URI) as one pyarrow Table, in input order: the shards
+    written so far (the score-file reader, :func:`nima_rt.io.score_reader.read_table`)."""
+    return read_table(output, partial=True)

@@ -1,69 +1,18 @@
-"""Read input files and open output locations: local paths, or URIs through pyarrow/fsspec.
+"""Read input files: local paths with ``open``, URIs through the filesystems of :mod:`nima_rt.io.locations`.
 
-Local paths are read with ``open``; a URI (``scheme://...``) goes through the pyarrow filesystem for
-its scheme (s3, gs, hdfs, file, ...) and, for schemes pyarrow does not know (memory, http, az with
-adlfs, ...), through fsspec when it is installed. Read failures raise :class:`SourceError` with the
+Read failures raise :class:`SourceError` with the
 same one-line wording the single-machine decoder uses, so error rows match between the engines.
 """
 
 from __future__ import annotations
 
-import os
-import posixpath
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from nima_rt.contract.messages import one_line
+from nima_rt.io.locations import SourceError, is_uri, open_filesystem
 
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-
-
-class SourceError(Exception):
-    """A file could not be read; ``str()`` is a one-line reason naming it."""
-
-
-def is_uri(text: str) -> bool:
-    """True for ``scheme://...`` strings (s3://, gs://, file://, memory://, ...)."""
-    return bool(_URI.match(text))
-
-
-def join_location(base_dir: str, relative: str) -> str:
-    """``relative`` resolved against a local folder or a URI folder; absolute paths/URIs unchanged."""
-    if is_uri(relative) or os.path.isabs(relative):
-        return relative
-    if is_uri(base_dir):
-        return posixpath.join(base_dir, relative)
-    return os.path.join(base_dir, relative)
-
-
-def parent_location(location: str) -> str:
-    """The folder holding a local file or a URI."""
-    if is_uri(location):
-        return location.rstrip("/").rsplit("/", 1)[0]
-    return os.path.dirname(os.path.abspath(location))
-
-
-
-def open_filesystem(uri: str) -> tuple[Any, str]:
-    """A pyarrow filesystem and the path inside it for ``uri`` (fsspec-backed for unknown schemes)."""
-    import pyarrow as pa
-    import pyarrow.fs as pafs
-
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as arrow_error:
-        try:
-            import fsspec
-        except ImportError:
-            raise SourceError(
-                f"{uri}: pyarrow cannot open this URI ({one_line(arrow_error)}) and fsspec is not installed"
-            ) from None
-        try:
-            fs, path = fsspec.core.url_to_fs(uri)
-        except (ImportError, ValueError) as exc:
-            raise SourceError(f"{uri}: no filesystem for this URI ({one_line(exc)})") from None
-        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+__all__ = ["SourceError", "SourceReader", "is_uri", "local_read_error", "open_filesystem"]
 
 
 def local_read_error(label: str, exc: OSError) -> SourceError:

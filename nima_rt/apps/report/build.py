@@ -17,17 +17,9 @@ from nima_rt.apps.report.thumbnails import Thumbnail, ThumbnailError, embed_thum
 from nima_rt.io.files import write_text_atomic
 from nima_rt.io.inputs import SKIP_MARKER, SKIP_MARKER_TEXT
 from nima_rt.io.results import ScoreResult
-from nima_rt.runtime.ranking import (
-    RankedRow,
-    RankRule,
-    RankRuleError,
-    group_of,
-    rank_groups,
-    rank_rows,
-    resolve_rank_rule,
-)
+from nima_rt.runtime.grouping import Grouping, GroupingError, parse_grouping
+from nima_rt.runtime.ranking import RankedRow, RankRule, RankRuleError, rank_groups, rank_rows, resolve_rank_rule
 
-GROUP_BY = ("parent", "none")
 _THUMB_NAME = re.compile(r"^[0-9a-f]{20}\.jpg$")
 
 
@@ -43,15 +35,17 @@ class ReportConfig:
     title: str = "nima-rt report"
     rank_column: str | None = None
     rank_by: str | None = None
-    group_by: str = "parent"  # parent: one listing per folder; none: one ranking of everything
+    group_by: str = "parent"  # parent | dir:N | a carried column (nima_rt.runtime.grouping) | none: one ranking
     top: int | None = None  # best K per listing (failed files are always listed)
     thumb_size: int = 200
     embed: bool = False  # thumbnails inside the HTML (one file) instead of a folder next to it
     workers: int | None = None  # thumbnail threads
 
     def __post_init__(self) -> None:
-        if self.group_by not in GROUP_BY:
-            raise ValueError(f"group_by must be one of {', '.join(GROUP_BY)}, got {self.group_by!r}")
+        try:
+            parse_grouping(self.group_by)
+        except GroupingError as exc:
+            raise ValueError(str(exc)) from None
         if not 32 <= self.thumb_size <= 1024:
             raise ValueError(f"thumb_size must be in 32..1024, got {self.thumb_size}")
         if self.top is not None and self.top < 1:
@@ -76,10 +70,11 @@ def thumbnails_dir_for(output: Path) -> Path:
     return output.with_name(output.stem + "_files")
 
 
-def _ranked(results: Iterable[ScoreResult], rule: RankRule, config: ReportConfig) -> list[RankedRow]:
-    """The same ranking ``nima-rt score`` writes (nima_rt.runtime.ranking), one listing or one per folder."""
-    if config.group_by == "parent":
-        return list(rank_groups(results, rule, config.top))
+def _ranked(results: Iterable[ScoreResult], rule: RankRule, config: ReportConfig,
+            grouping: Grouping | None) -> list[RankedRow]:
+    """The same ranking ``nima-rt score`` writes (nima_rt.runtime.ranking), one listing or one per group."""
+    if grouping is not None:
+        return list(rank_groups(results, rule, config.top, grouping.key_function()))
     ordered = list(rank_rows(results, rule))
     scored = [row for row in ordered if row.rank is not None][: config.top]
     return [dataclasses.replace(row, group="") for row in scored + [r for r in ordered if r.rank is None]]
@@ -108,7 +103,7 @@ def _labels(keys: Sequence[str]) -> tuple[dict[str, str], str | None]:
 def _require_score(result: ScoreResult, columns: Sequence[str]) -> ScoreResult:
     missing = next((column for column in columns if column not in result.scores), None)
     if result.ok and missing is not None:
-        return ScoreResult(result.path, f"{result.path}: has no {missing!r} score", {})
+        return dataclasses.replace(result, error=f"{result.path}: has no {missing!r} score", scores={})
     return result
 
 
@@ -133,13 +128,14 @@ def build_report(
     rule = _rule(config, columns)
     rank_column = rule.columns[0]
     page = Path(output)
+    grouping = parse_grouping(config.group_by)
+    key = grouping.key_function() if grouping is not None else (lambda result: "")
     results = [_require_score(result, rule.columns) for result in results]
-    rows = _ranked(results, rule, config)
+    rows = _ranked(results, rule, config, grouping)
     scored_per_group: dict[str, int] = {}
     for result in results:
         if result.ok:
-            key = group_of(result.path) if config.group_by == "parent" else ""
-            scored_per_group[key] = scored_per_group.get(key, 0) + 1
+            scored_per_group[key(result)] = scored_per_group.get(key(result), 0) + 1
 
     folder = None if config.embed else thumbnails_dir_for(page)
     try:
