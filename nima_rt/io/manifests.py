@@ -63,6 +63,15 @@ def check_columns(names: Sequence[str], location: str) -> list[str]:
     return carried
 
 
+def check_model_names(carried: Sequence[str], columns: Sequence[str]) -> None:
+    """ManifestError when a carried column has the name of one of the run's model columns (one JSON key, one
+    column name, for two things)."""
+    same = [name for name in carried if name in columns]
+    if same:
+        raise ManifestError(f"manifest column(s) {', '.join(repr(n) for n in same)} have the name of a model column "
+                            "of this run; rename them (or the model, with --model NAME=FILE)")
+
+
 def manifest_columns(location: str) -> list[str]:
     """The carried columns of a local manifest, in order; ManifestError when it cannot be read or has no
     ``path`` column."""
@@ -155,5 +164,5 @@ def uri_error(entry: str) -> str:
     return f"{path_label(entry)}: a URI; the local engine reads local files (score URIs with --engine ray)"
 
 
-__all__ = ["MANIFEST_SUFFIXES", "PATH_COLUMN", "ManifestError", "check_columns", "is_manifest",
+__all__ = ["MANIFEST_SUFFIXES", "PATH_COLUMN", "ManifestError", "check_columns", "check_model_names", "is_manifest",
            "manifest_columns", "manifest_entries", "source_of", "text_values", "uri_error"]

@@ -347,6 +347,10 @@ def done_paths(path: str | os.PathLike[str], fmt: str, columns: Sequence[str], c
         return DonePaths(set(_CsvSource(os.fspath(path)).cells()), csv_cells=True, ranked=ranks)
     source = _JsonlSource(os.fspath(path))
     source.check_models(columns)
+    if source.layout.columns and source.layout.carried != list(carried):
+        raise OutputError(f"{path}: cannot resume, its rows carry other columns "
+                          f"({', '.join(source.layout.carried) or 'none'}) than this run's "
+                          f"({', '.join(carried) or 'none'})")
     if source.layout.ranked and not ranked:
         raise OutputError(f"{path}: cannot resume, it is a ranked output ({', '.join(source.layout.ranked)}); "
                           "resume it with the same --group-by/--rank-by/--sort/--top options")

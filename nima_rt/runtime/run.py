@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nima_rt.io.inputs import InputItem, Paths, WalkReport, carried_columns, iter_inputs, normalize_extensions
-from nima_rt.io.manifests import ManifestError
+from nima_rt.io.manifests import ManifestError, check_model_names
 from nima_rt.io.results import ScoreBatch, ScoreResult
 from nima_rt.io.score_reader import done_paths
 from nima_rt.io.writers import OutputError, RowWriter, check_resumable, open_writer
@@ -122,6 +122,7 @@ def score_run(
     summary = RunSummary()
     try:
         carried = carried_columns(paths)
+        check_model_names(carried, scorer.columns)
     except ManifestError as exc:
         raise SettingError("PATH", str(exc)) from None
     if options.ranks:

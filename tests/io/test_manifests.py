@@ -124,3 +124,21 @@ def test_lists_and_uris_and_bad_manifests(listing_dir: Path, tmp_path: Path) -> 
     torn = tmp_path / "torn.parquet"
     torn.write_bytes(b"PAR1 truncated")
     assert [i.error for i in iter_inputs([str(torn)])][0].startswith(f"{torn}: cannot read manifest (")
+
+
+def test_a_column_named_like_a_model_and_a_resume_with_other_columns_are_refused(listing_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    from nima_rt.io.writers import OutputError
+
+    named = listing_dir / "named.csv"
+    named.write_text("path,tiny\nphotos/L0/int/0.jpg,x\n", encoding="utf-8")
+    manifest = write_manifest(listing_dir)
+    out = tmp_path / "s.jsonl"
+    with Scorer([_tiny(tmp_path)]) as scorer:
+        with pytest.raises(SettingError, match="manifest column\\(s\\) 'tiny' have the name of a model column"):
+            score_run(scorer, [str(named)], RunOptions(output=str(out)))
+        score_run(scorer, [str(manifest)], RunOptions(output=str(out)))
+        with pytest.raises(OutputError) as caught:
+            score_run(scorer, [str(listing_dir / "photos")], RunOptions(output=str(out), resume=True))
+    assert str(caught.value) == (f"{out}: cannot resume, its rows carry other columns (listing_id, city) than this "
+                                 "run's (none)")

@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from nima_rt.apps.distributed.inputs import InputList, collect_inputs
+from nima_rt.apps.distributed.inputs import InputError, InputList, collect_inputs
 from nima_rt.apps.distributed.plan import RayScoreConfig, ResourcePlan, plan_resources
 from nima_rt.apps.distributed.shards import RANKED_FILE, ModelRecord, RunRecord, ShardStore
 from nima_rt.apps.distributed.stages import ModelPayload, ScoreActor, decode_batch, from_columns
 from nima_rt.io.decode import Preprocess
+from nima_rt.io.manifests import ManifestError, check_model_names
 from nima_rt.io.model_file import load_model_file
 from nima_rt.io.results import ScoreBatch, unique_columns
 from nima_rt.runtime.backends import probe_backends
@@ -178,6 +179,10 @@ def score_with_ray(
     records = tuple(ModelRecord(column, f.name, f.sha256) for column, f in zip(columns, files, strict=True))
     specs = list(dict.fromkeys(Preprocess.for_model(f.metadata) for f in files))
     inputs = collect_inputs(given)
+    try:
+        check_model_names(inputs.carried, columns)
+    except ManifestError as exc:
+        raise InputError(str(exc)) from None
     if config.ranking is not None:  # a rule or grouping the run cannot serve fails before anything is scored
         config.ranking.check(columns, inputs.carried, "the manifests given" if inputs.carried else "the inputs")
     record = RunRecord(len(inputs), inputs.fingerprint, config.shard_size, records, carried=inputs.carried)
