@@ -39,16 +39,11 @@ def cpu_model() -> str:
 
 
 def keras_model(weights: Path | None, calibration: list[Path]):
-    import keras
-    from helpers.keras_nima import build_nima, keras_inputs
+    from helpers.keras_nima import build_nima, idealo_model, keras_inputs
 
     if weights is None:
         return build_nima(keras_inputs(calibration))
-    base = keras.applications.MobileNet(input_shape=(224, 224, 3), weights=None, include_top=False, pooling="avg")
-    head = keras.layers.Dense(10, activation="softmax")(keras.layers.Dropout(0.75)(base.output))
-    model = keras.Model(base.inputs, head)
-    model.load_weights(weights)
-    return model
+    return idealo_model(weights)
 
 
 def summary(label: str, mean: np.ndarray, dist: np.ndarray, ref_mean: np.ndarray, ref_dist: np.ndarray) -> str:

@@ -27,13 +27,6 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 MAX_ONNX_BYTES = (2 << 30) - 1  # protobuf's limit: no ONNX file (without external data) is larger
 MAX_SIDECAR_BYTES = 16 << 20  # an engine's <engine>.json: a few KB of metadata
 
-AESTHETIC_HELP = (
-    "no aesthetic model is bundled: nima-rt cannot ship one trained honestly (AVA's images are not "
-    "redistributable). Train one with `nima-rt train --preset aesthetic --labels AVA.txt --images DIR`, "
-    "export it with `nima-rt export runs/<run>/best.pt --output aesthetic.onnx`, then pass "
-    "`--model aesthetic.onnx` (docs/guide/training.md)"
-)
-
 
 class ModelNotFound(ContractError):
     """The model name or path does not lead to a model file."""
@@ -74,8 +67,6 @@ def resolve_model_path(spec: str | os.PathLike[str] | None) -> Path:
     text = os.fspath(spec)
     if text in bundled:
         return bundled[text]
-    if text == "aesthetic":
-        raise ModelNotFound(AESTHETIC_HELP)
     path = Path(text)
     if path.is_dir():
         raise ModelNotFound(f"{text}: is a directory, expected a model file (.onnx or .engine)")

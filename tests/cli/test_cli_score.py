@@ -430,16 +430,17 @@ def test_version_and_models_list(tiny_model: Path, tmp_path: Path, monkeypatch: 
     listed = run("models", "--json")
     assert listed.exit_code == 0, listed.output
     data = json.loads(listed.stdout)
-    assert "technical" in [row["name"] for row in data["bundled"]]
+    assert {"technical", "aesthetic"} <= {row["name"] for row in data["bundled"]}
     assert [row["name"] for row in data["bundled"] if row["default"]] == ["technical"]
-    assert data["aesthetic"].startswith("no aesthetic model is bundled")
+    (aesthetic,) = [row for row in data["bundled"] if row["name"] == "aesthetic"]
+    assert aesthetic["licenses"][0].startswith("Apache-2.0, Copyright 2018 idealo internet GmbH")
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "tiny.onnx").write_bytes(tiny_model.read_bytes())
     monkeypatch.setattr("nima_rt.io.model_file.BUNDLED_DIR", bundle)
     text = run("models")
-    first = text.stdout.splitlines()[0]
-    assert first == f"tiny: technical, 32x32, trained on nothing (test model)  [{bundle / 'tiny.onnx'}]"
+    assert text.stdout.splitlines()[:2] == [
+        f"tiny: technical, 32x32, trained on nothing (test model)  [{bundle / 'tiny.onnx'}]", "  licence: not recorded"]
 
 
 def test_engine_ray_without_ray_is_one_install_line(

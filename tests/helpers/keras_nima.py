@@ -27,6 +27,18 @@ def keras_inputs(paths: list[Path]) -> np.ndarray:
     return keras.applications.mobilenet.preprocess_input(images)
 
 
+def idealo_model(weights: Path):
+    """idealo's NIMA as its ``Nima.build()`` makes it (``MobileNet(weights=None, include_top=False,
+    pooling='avg')`` + Dropout(0.75) + Dense(10, softmax)) with ``weights`` loaded, as its predict code does."""
+    import keras
+
+    base = keras.applications.MobileNet(input_shape=(INPUT, INPUT, 3), weights=None, include_top=False, pooling="avg")
+    head = keras.layers.Dense(10, activation="softmax")(keras.layers.Dropout(0.75)(base.output))
+    model = keras.Model(base.inputs, head)
+    model.load_weights(weights)
+    return model
+
+
 def build_nima(calibration: np.ndarray, seed: int = 0, alpha: float = 1.0):
     """idealo's functional NIMA model with random weights tuned to ``calibration`` (preprocessed images);
     ``alpha`` is MobileNet's width multiplier (idealo's: 1.0)."""

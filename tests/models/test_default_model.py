@@ -100,10 +100,3 @@ def test_cli_scores_the_examples_with_no_model_option() -> None:
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(rows) == 6
     assert all(row["error"] == "" and 1.0 <= float(row["technical_mean"]) <= 10.0 for row in rows)
-
-
-def test_aesthetic_request_explains_what_to_do() -> None:
-    result = CliRunner().invoke(app, ["score", str(EXAMPLES), "--model", "aesthetic"])
-    assert result.exit_code == 1
-    assert "no aesthetic model is bundled" in result.output
-    assert "nima-rt train --preset aesthetic" in result.output

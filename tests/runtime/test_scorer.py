@@ -143,8 +143,8 @@ def test_bad_model_files_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelNotFound, match=r"nope.onnx: no such model file or bundled model name"):
         Scorer([tmp_path / "nope.onnx"])
-    with pytest.raises(ModelNotFound, match=r"no aesthetic model is bundled"):
-        Scorer(["aesthetic"])
+    with pytest.raises(ModelNotFound, match=r"^aesthetics: no such model file or bundled model name \(bundled: "):
+        Scorer(["aesthetics"])
 
 
 def test_import_leaves_torch_and_gpu_libraries_unloaded() -> None:
