@@ -13,6 +13,7 @@ import io
 import json
 from pathlib import Path
 
+import helpers.torch_first  # noqa: F401,E402  (torch before tensorflow: tests/helpers/torch_first.py)
 import numpy as np
 import pytest
 from typer.testing import CliRunner

@@ -12,6 +12,7 @@ import csv
 import io
 from pathlib import Path
 
+import helpers.torch_first  # noqa: F401,E402  (torch before tensorflow: tests/helpers/torch_first.py)
 import numpy as np
 import pytest
 from helpers.paths import EXAMPLE_PHOTOS
