@@ -22,7 +22,7 @@ from nima_rt.contract.choices import PRECISIONS
 from nima_rt.contract.spec import ContractError, ModelMetadata
 from nima_rt.export.fp16_check import record_fp16_check, save_fp16_check
 from nima_rt.export.tensorrt_build import TensorRTSettings
-from nima_rt.io.model_file import ENGINE_SUFFIXES, load_model_file
+from nima_rt.io.model_file import ENGINE_SUFFIXES, ModelFile, load_model_file
 
 FORMATS = ("onnx", "tensorrt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -137,7 +137,7 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
         source_model = load_model_file(request.source)  # refuses corrupt and foreign files
         if source_model.format != "onnx":
             raise ExportFailed(f"{request.source}: not an ONNX model")
-        _require_float32(request.source)
+        _require_float32(source_model)
     if request.format == "tensorrt":
         from nima_rt.export.tensorrt_build import require_tensorrt
 
@@ -160,16 +160,11 @@ def run_export(request: ExportRequest, log: Log = lambda line: None) -> ExportRe
         return _int8_onnx(request, fp32_path, metadata, output, log)
 
 
-def _require_float32(path: Path) -> None:
+def _require_float32(model: ModelFile) -> None:
     """Variants and engines are made from the float32 graph, never from another variant."""
-    import onnx
-
-    from nima_rt.export.onnx_export import reduced_precision
-
-    precision = reduced_precision(onnx.load(str(path), load_external_data=False))
-    if precision is not None:
+    if model.precision != "fp32":
         raise ExportFailed(
-            f"{path}: is an {precision} model; export from the float32 ONNX model or the checkpoint instead"
+            f"{model.path}: is an {model.precision} model; export from the float32 ONNX model or the checkpoint instead"
         )
 
 
@@ -303,7 +298,7 @@ def _int8_onnx(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata,
                log: Log) -> ExportResult:
     from nima_rt.export.images import calibration_set, evaluation_set, plan_split
     from nima_rt.export.quantize import QuantizeSettings, quantize_qdq
-    from nima_rt.export.verify import check_int8, measure, onnx_scores
+    from nima_rt.export.verify import INT8_MIN_IMAGES, INT8_MIN_SPEARMAN, check_int8, measure, onnx_scores
 
     plan = plan_split(request.calibration_images, request.verify_images, request.calibration_count,
                       request.verify_count)
@@ -313,6 +308,7 @@ def _int8_onnx(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata,
     _log_skipped(evaluation, log)
     log(f"INT8 calibration: {len(calibration.paths)} images from {calibration.source}; "
         f"evaluation: {len(evaluation.paths)} held-out images from {evaluation.source}")
+    _require_enough_held_out(len(evaluation.paths), output, request.force)
     staged = output.with_name(output.name + ".staged")
     try:
         settings = QuantizeSettings(method=request.calibration_method)
@@ -325,6 +321,9 @@ def _int8_onnx(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata,
             close(), close_ref()
         log(drift.line(f"INT8 {output.name} vs float32"))
         warning = check_int8(drift, str(output), request.force)
+        if warning is None:
+            log(f"INT8 gate: Spearman {drift.spearman:.4f} >= {INT8_MIN_SPEARMAN} on {drift.count} held-out images "
+                f"(the gate needs at least {INT8_MIN_IMAGES})")
         note = (f"INT8 static QDQ ({request.calibration_method}, {len(calibration.paths)} calibration images); "
                 f"Spearman {drift.spearman:.4f}, mean |Δ mean| {drift.mean_abs_mean:.3g} vs float32 on "
                 f"{drift.count} held-out images")
@@ -344,6 +343,16 @@ def _int8_onnx(request: ExportRequest, fp32_path: Path, metadata: ModelMetadata,
     return result
 
 
+def _require_enough_held_out(count: int, output: Path, force: bool) -> None:
+    """Refuse an INT8 export before quantising when its gate would judge on too few images (--force
+    goes on: the verdict then comes as a warning)."""
+    from nima_rt.export.verify import VerificationFailed, int8_too_few
+
+    reason = int8_too_few(count, str(output))
+    if reason is not None and not force:
+        raise VerificationFailed(f"{reason}; nothing written (--force writes it anyway)")
+
+
 def _tensorrt(request: ExportRequest, onnx_path: Path, metadata: ModelMetadata, output: Path,
               log: Log) -> ExportResult:
     from nima_rt.export.images import calibration_set, evaluation_set, plan_split, verification_set
@@ -357,6 +366,7 @@ def _tensorrt(request: ExportRequest, onnx_path: Path, metadata: ModelMetadata, 
         evaluation = evaluation_set(plan, metadata, request.verify_count)
         log(f"INT8 calibration: {len(calibration.paths)} images from {calibration.source}; "
             f"evaluation: {len(evaluation.paths)} held-out images from {evaluation.source}")
+        _require_enough_held_out(len(evaluation.paths), output, request.force)
     else:
         evaluation = verification_set(request.verify_images, metadata, request.verify_count)
     engine = build_engine(onnx_path, output, metadata, request.precision, request.tensorrt,

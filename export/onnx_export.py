@@ -321,15 +321,6 @@ def finish_model(model: onnx.ModelProto, metadata: ModelMetadata, label: str, si
     return model, report
 
 
-def reduced_precision(model: onnx.ModelProto) -> str | None:
-    """``"fp16"`` or ``"int8"`` when the graph is an export's reduced-precision variant, else None."""
-    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
-        return "int8"
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
-        return "fp16"
-    return None
-
-
 def describe_ops(model: onnx.ModelProto, ops: Iterable[str]) -> dict[str, int]:
     """How many nodes of each of ``ops`` the graph has (used in reports and tests)."""
     wanted = set(ops)

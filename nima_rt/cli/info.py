@@ -7,9 +7,11 @@ import json
 import typer
 
 from nima_rt.cli.common import fail
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import ContractError
 from nima_rt.io.model_file import bundled_models, load_model_file
 from nima_rt.runtime.backends import BackendUnavailable, choose_backend, probe_backends
+from nima_rt.runtime.precision import precision_note
 
 
 def info(
@@ -25,10 +27,12 @@ def info(
     except (ContractError, ValueError) as exc:
         fail(str(exc))
     chosen: str | None = None
+    chosen_device = "cpu"
     choose_error: str | None = None
     try:
         choice = choose_backend(model_file, device, backend)
         chosen = choice.backend.name
+        chosen_device = next((s.device for s in statuses if s.name == chosen), "cpu")
         choice.backend.close()
     except (BackendUnavailable, ContractError) as exc:
         choose_error = str(exc)
@@ -40,6 +44,7 @@ def info(
         data = {
             "path": str(model_file.path),
             "format": model_file.format,
+            "precision": model_file.precision,
             "sha256": model_file.sha256,
             "metadata": model_file.metadata.to_dict(),
             "backends": backends,
@@ -50,6 +55,8 @@ def info(
         meta = model_file.metadata
         typer.echo(f"model:        {model_file.path}")
         typer.echo(f"format:       {model_file.format}")
+        note = precision_note(model_file, chosen_device)
+        typer.echo(f"precision:    {model_file.precision}" + (f" (note: {note})" if note else ""))
         typer.echo(f"sha256:       {model_file.sha256}")
         typer.echo(f"name:         {meta.name}")
         typer.echo(f"kind:         {meta.kind}")
@@ -63,6 +70,8 @@ def info(
                                                    for k, v in sorted(meta.metrics.items())))
         if meta.licenses:
             typer.echo("licenses:     " + "; ".join(meta.licenses))
+        if meta.notes:
+            typer.echo("notes:        " + one_line(meta.notes))
         typer.echo("backends:")
         for entry in backends:
             state = "chosen" if entry["chosen"] else ("available" if entry["available"] else "unavailable")

@@ -1,13 +1,16 @@
-"""Read an ONNX file's ``metadata_props`` without the onnx package or a full session.
+"""Read an ONNX file's ``metadata_props`` and precision without the onnx package or a full session.
 
 An ONNX file is a protobuf ``ModelProto``; its top-level field 14 holds ``StringStringEntryProto``
-(key = field 1, value = field 2). Walking the top-level fields and skipping the graph is enough, so
-``nima-rt info`` and model selection stay fast and the runtime needs no ``onnx`` dependency.
+(key = field 1, value = field 2). Walking the top-level fields, and in the graph only the nodes' types and
+the initialisers' element types while seeking past their data, is enough, so ``nima-rt info`` and model
+selection stay fast, memory stays small, and the runtime needs no ``onnx`` dependency.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from nima_rt.contract.spec import ContractError
@@ -15,6 +18,12 @@ from nima_rt.contract.spec import ContractError
 _METADATA_PROPS_FIELD = 14
 _GRAPH_FIELD = 7
 _MAX_FIELD = 25
+_NODE_FIELD = 1  # GraphProto.node
+_INITIALIZER_FIELD = 5  # GraphProto.initializer
+_OP_TYPE_FIELD = 4  # NodeProto.op_type
+_DATA_TYPE_FIELD = 2  # TensorProto.data_type
+_FLOAT16 = 10  # TensorProto.FLOAT16
+_QDQ = (b"QuantizeLinear", b"DequantizeLinear")
 
 
 def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
@@ -79,11 +88,12 @@ def _stream_varint(stream: BinaryIO) -> int | None:
             raise ValueError("varint too long")
 
 
-def _top_level_fields(stream: BinaryIO, size: int):
-    """Yield (field number, wire type, value) of a ModelProto read from ``stream``: the value of field 14
-    (metadata_props) as bytes; every other length-delimited field (the graph, initialisers: almost the
-    whole file) is skipped by seeking, so memory stays at one metadata entry whatever the file's size."""
-    while True:
+def _stream_fields(stream: BinaryIO, end: int) -> Iterator[tuple[int, int, int]]:
+    """Yield (field number, wire type, value) of the protobuf message in ``stream`` up to offset ``end``:
+    the varint for wire type 0, the length for wire type 2 (the stream is at the value's first byte; after
+    the consumer's turn it is moved past the value, read or not), 0 for fixed-size values (skipped). Large
+    values (the graph's tensors) are skipped by seeking, so memory stays small whatever the file's size."""
+    while stream.tell() < end:
         key = _stream_varint(stream)
         if key is None:
             return
@@ -91,40 +101,74 @@ def _top_level_fields(stream: BinaryIO, size: int):
         if number == 0 or number > 1000:
             raise ValueError(f"implausible field number {number}")
         if wire == 0:
-            if _stream_varint(stream) is None:
+            value = _stream_varint(stream)
+            if value is None:
                 raise ValueError("truncated varint")
-            yield number, wire, None
+            yield number, wire, value
         elif wire == 2:
             length = _stream_varint(stream)
-            if length is None or stream.tell() + length > size:
+            start = stream.tell()
+            if length is None or start + length > end:
                 raise ValueError("truncated field")
-            if number == _METADATA_PROPS_FIELD:
-                if length > MAX_METADATA_BYTES:
-                    raise ValueError(f"a metadata entry of {length} bytes (more than {MAX_METADATA_BYTES})")
-                yield number, wire, stream.read(length)
-            else:
-                stream.seek(length, os.SEEK_CUR)
-                yield number, wire, None
+            yield number, wire, length
+            stream.seek(start + length)
         elif wire in (1, 5):
             stream.seek(8 if wire == 1 else 4, os.SEEK_CUR)
-            yield number, wire, None
+            yield number, wire, 0
         else:
             raise ValueError(f"unsupported wire type {wire}")
 
 
-def read_metadata_props(stream: BinaryIO, label: str) -> dict[str, str]:
-    """Return the metadata_props of the ONNX model open in ``stream`` (seekable; ``label`` names it in
-    errors); raise ContractError when it is not an ONNX model. Reads only the metadata entries."""
+def _read(stream: BinaryIO, length: int, limit: int, what: str) -> bytes:
+    if length > limit:
+        raise ValueError(f"{what} of {length} bytes (more than {limit})")
+    return stream.read(length)
+
+
+def _graph_precision(stream: BinaryIO, end: int) -> str:
+    """What the graph computes in, as export makes its variants: ``int8`` with Quantize/DequantizeLinear
+    nodes (static QDQ), ``fp16`` with float16 initialisers, else ``fp32``."""
+    found = "fp32"
+    for number, wire, length in _stream_fields(stream, end):
+        if wire != 2:
+            continue
+        if number == _NODE_FIELD:
+            node_end = stream.tell() + length
+            for sub, sub_wire, sub_length in _stream_fields(stream, node_end):
+                if sub == _OP_TYPE_FIELD and sub_wire == 2 and _read(stream, sub_length, 256, "an op type") in _QDQ:
+                    return "int8"
+        elif number == _INITIALIZER_FIELD:
+            tensor_end = stream.tell() + length
+            for sub, sub_wire, value in _stream_fields(stream, tensor_end):
+                if sub == _DATA_TYPE_FIELD and sub_wire == 0:
+                    found = "fp16" if value == _FLOAT16 else found
+                    break
+    return found
+
+
+@dataclass(frozen=True)
+class OnnxHeader:
+    """What nima-rt reads of an ONNX file without loading it: its metadata_props and its precision."""
+
+    props: dict[str, str]
+    precision: str  # "fp32" | "fp16" | "int8" (see _graph_precision)
+
+
+def read_onnx_header(stream: BinaryIO, label: str) -> OnnxHeader:
+    """The metadata_props and precision of the ONNX model open in ``stream`` (seekable; ``label`` names it
+    in errors); raise ContractError when it is not an ONNX model. Reads the metadata entries and the
+    graph's node types and tensor types, seeking past the tensors' data."""
     props: dict[str, str] = {}
-    saw_graph = False
+    precision = None
     try:
         size = os.fstat(stream.fileno()).st_size
-        for number, wire, value in _top_level_fields(stream, size):
+        for number, wire, length in _stream_fields(stream, size):
             if number == _GRAPH_FIELD and wire == 2:
-                saw_graph = True
-            elif number == _METADATA_PROPS_FIELD and wire == 2 and value is not None:
+                precision = _graph_precision(stream, stream.tell() + length)
+            elif number == _METADATA_PROPS_FIELD and wire == 2:
                 key = val = ""
-                for sub_number, sub_wire, sub_value in _fields(value):
+                for sub_number, sub_wire, sub_value in _fields(_read(stream, length, MAX_METADATA_BYTES,
+                                                                    "a metadata entry")):
                     if sub_wire == 2 and sub_number == 1:
                         key = bytes(sub_value).decode("utf-8")
                     elif sub_wire == 2 and sub_number == 2:
@@ -134,6 +178,6 @@ def read_metadata_props(stream: BinaryIO, label: str) -> dict[str, str]:
         raise ContractError(f"{label}: cannot read model file ({exc.strerror or exc})") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ContractError(f"{label}: not an ONNX model file ({exc})") from None
-    if not saw_graph:
+    if precision is None:
         raise ContractError(f"{label}: not an ONNX model file (no graph found)")
-    return props
+    return OnnxHeader(props, precision)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from nima_rt.contract.messages import one_line
-from nima_rt.contract.onnx_meta import read_metadata_props
+from nima_rt.contract.onnx_meta import read_onnx_header
 from nima_rt.contract.spec import (
     ENGINE_SIDECAR_KEY,
     METADATA_KEY,
@@ -41,6 +43,8 @@ class ModelFile:
     sha256: str
     format: str  # "onnx" or "engine"
     engine: EngineInfo | None = None  # engines only: what it was built for (from the sidecar)
+    precision: str = "fp32"  # what the file computes in: its graph's (onnx_meta) or the engine's build
+
 
     @property
     def name(self) -> str:
@@ -90,6 +94,31 @@ def split_model_spec(spec: str | os.PathLike[str] | None) -> tuple[str | None, s
     return name, model
 
 
+def column_names(models: Sequence[tuple[str | None, ModelFile]]) -> list[str]:
+    """The column each model's scores go under, for ``(NAME or None, model file)`` pairs in run order.
+
+    A ``NAME=FILE`` name is used as given; otherwise the model's metadata name, unless another model of
+    the run has the same name (two copies of one model, a model and its INT8 copy): those are told apart
+    by their file stems (``technical`` and ``technical.int8``; ``copy.onnx`` -> ``copy``). Two models that
+    would still share a column (the same file twice, equal stems, a stem that is no column name) are a
+    ModelNotFound asking for ``NAME=FILE``: a column is never numbered (``technical_2``) for nobody to read.
+    """
+    explicit = {name for name, _ in models if name}
+    named = Counter(model.name for name, model in models if not name)
+    columns = []
+    for name, model in models:
+        clash = not name and (named[model.name] > 1 or model.name in explicit)
+        columns.append(name or (model.path.stem if clash else model.name))
+    for column, count in Counter(columns).items():
+        sharing = [str(model.path) for (_, model), c in zip(models, columns, strict=True) if c == column]
+        if count > 1 or not MODEL_NAME.fullmatch(column):
+            raise ModelNotFound(
+                f"{', '.join(sharing)}: {len(sharing)} model(s) would score under the column {column!r}; "
+                f"name each with NAME=FILE (e.g. --model mine={sharing[0]}), NAME {MODEL_NAME_RULE}"
+            )
+    return columns
+
+
 def sidecar_path(engine_path: Path) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
 
@@ -125,14 +154,16 @@ def load_model_file(spec: str | os.PathLike[str] | None) -> ModelFile:
     """Resolve ``spec`` and read its metadata; raise ContractError with the file named on failure.
 
     The file is opened once, only if it is a regular file (an ONNX file at most 2 GiB, protobuf's limit);
-    its metadata is read without loading the graph, then its sha256 from the same open file."""
+    its metadata and precision are read without loading the graph's tensors, then its sha256 from the same
+    open file."""
     path = resolve_model_path(spec)
     if path.suffix.lower() in ENGINE_SUFFIXES:
         with _open_model_part(path, "a TensorRT engine", None) as handle:
             metadata, engine = read_engine_sidecar(path)
-            return ModelFile(path, metadata, stream_sha256(handle), "engine", engine)
+            return ModelFile(path, metadata, stream_sha256(handle), "engine", engine, engine.precision)
     with _open_model_part(path, "an ONNX model file", MAX_ONNX_BYTES) as handle:
-        props = read_metadata_props(handle, str(path))
+        header = read_onnx_header(handle, str(path))
+        props = header.props
         if METADATA_KEY not in props:
             raise ContractError(
                 f"{path}: ONNX model has no '{METADATA_KEY}' metadata; it was not exported by nima-rt "
@@ -140,4 +171,4 @@ def load_model_file(spec: str | os.PathLike[str] | None) -> ModelFile:
             )
         metadata = ModelMetadata.from_json(props[METADATA_KEY], str(path))
         handle.seek(0)
-        return ModelFile(path, metadata, stream_sha256(handle), "onnx")
+        return ModelFile(path, metadata, stream_sha256(handle), "onnx", None, header.precision)

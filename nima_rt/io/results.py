@@ -114,13 +114,3 @@ class ScoreBatch:
                                  np.concatenate([b.scores[column].dist for b in batches]))
             for column in columns
         })
-
-
-def unique_columns(names: Sequence[str]) -> list[str]:
-    """Output column names for models named ``names``: a repeated name gets ``_2``, ``_3``..."""
-    seen: dict[str, int] = {}
-    columns = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        columns.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return columns

@@ -46,13 +46,14 @@ from nima_rt.io.memory_inputs import (
     read_encoded,
     stream_name,
 )
-from nima_rt.io.model_file import ModelFile, load_model_file, split_model_spec
-from nima_rt.io.results import ScoreBatch, ScoreColumns, ScoreResult, unique_columns
+from nima_rt.io.model_file import ModelFile, column_names, load_model_file, split_model_spec
+from nima_rt.io.results import ScoreBatch, ScoreColumns, ScoreResult
 from nima_rt.io.variants import int8_variant
 from nima_rt.runtime.backends import BACKENDS, Backend, BackendChoice, BackendOptions, choose_backend
 from nima_rt.runtime.backends.base import concurrent_runs
 from nima_rt.runtime.cpu_plan import CpuPlan, plan_cpu
 from nima_rt.runtime.gpu_decode import choose_gpu_decode
+from nima_rt.runtime.precision import precision_note
 
 ModelSpec = str | os.PathLike[str] | None
 EncodedInput = bytes | bytearray | memoryview | BinaryIO  # or any object with a binary read()
@@ -141,7 +142,7 @@ class Scorer:
         if self.config.precision == "int8":  # the bundled models' INT8 copies (nima_rt/io/variants.py)
             named = [(name, int8_variant(spec)) for name, spec in named]
         files = [load_model_file(spec) for _, spec in named]
-        columns = unique_columns([name or f.name for (name, _), f in zip(named, files, strict=True)])
+        columns = column_names([(name, f) for (name, _), f in zip(named, files, strict=True)])
         self._budget = DecodeBudget(self.config.decode.decode_memory)  # decode buffers in flight, all threads
         self.cpu_plan: CpuPlan = plan_cpu(None, self.config.workers, self.config.threads, self.config.streams)
         options = BackendOptions(threads=self.cpu_plan.threads_per_stream, streams=self.cpu_plan.streams,
@@ -177,7 +178,10 @@ class Scorer:
         """One line per model naming the backend that runs it and what was skipped, then a ``cpu:`` line
         (the core split and batch) when a model runs on the CPU, then one ``decode:`` line when GPU
         decoding was in question: on, or auto with a model on a CUDA backend."""
-        lines = [f"{m.column}: {m.choice.summary}" for m in self.models]
+        requested = None if self.config.precision == "int8" else self.config.precision
+        notes = [precision_note(m.file, _backend_device(m.backend.name), requested) for m in self.models]
+        lines = [f"{m.column}: {m.choice.summary}" + (f"; note: {note}" if note else "")
+                 for m, note in zip(self.models, notes, strict=True)]
         if any(_backend_device(m.backend.name) == "cpu" for m in self.models):
             lines.append(f"{self.cpu_plan.summary}, batch {self.batch_size}")
         return lines + ([self._gpu_decode.summary] if self._gpu_decode.summary else [])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 torch = pytest.importorskip("torch")
@@ -29,7 +30,7 @@ from nima_rt.export import tensorrt_build  # noqa: E402
 from nima_rt.export.api import ExportFailed, ExportRequest, default_output, run_export  # noqa: E402
 from nima_rt.export.images import ImageSetError, plan_split  # noqa: E402
 from nima_rt.export.onnx_export import OPSET, contract_nodes  # noqa: E402
-from nima_rt.export.verify import Drift, VerificationFailed, check_tolerance, onnx_scores  # noqa: E402
+from nima_rt.export.verify import Drift, VerificationFailed, check_int8, check_tolerance, onnx_scores  # noqa: E402
 from nima_rt.io.files import file_sha256  # noqa: E402
 from nima_rt.io.model_file import load_model_file  # noqa: E402
 from nima_rt.runtime.backends import cuda_driver  # noqa: E402
@@ -166,14 +167,14 @@ def test_fp16_keeps_uint8_input_float32_outputs_and_parity(checkpoint: Path, tmp
 def test_int8_below_the_ranking_bar_is_refused_then_forced(tmp_path: Path) -> None:
     source = brightness_onnx_file(tmp_path / "outlier.onnx", outlier=1300.0)
     output = tmp_path / "outlier.int8.onnx"
-    args = [source, "--precision", "int8", "--verify-count", 24, "--calibration-count", 24]
+    args = [source, "--precision", "int8", "--verify-count", 56, "--calibration-count", 24]
     refused = _cli(*args)
     assert refused.exit_code == 1
     reason = refused.stderr.splitlines()[-1]
     assert re.fullmatch(
-        "error: " + re.escape(str(output)) + r": INT8 Spearman -?0\.\d{4} against float32 on 24 held-out images "
-        r"is below 0\.99 \(mean \|Δ mean\| [0-9.e-]+\); not written\. Calibrate with more representative images "
-        r"\(--calibration-images\), use fp16, or pass --force to write it anyway",
+        "error: " + re.escape(str(output)) + r": INT8 Spearman -?0\.\d{4} against float32 on 56 held-out images "
+        r"is below 0\.99 \(mean \|Δ mean\| [0-9.e-]+\); calibrate with more representative images "
+        r"\(--calibration-images\) or use fp16; not written \(--force writes it anyway\)",
         reason,
     ), refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outlier.onnx"]
@@ -202,10 +203,12 @@ def test_int8_from_onnx_meets_the_bar_on_held_out_images(brightness_onnx: Path, 
     output = tmp_path / "brightness.int8.onnx"
     lines: list[str] = []
     result = run_export(
-        ExportRequest(brightness_onnx, output, precision="int8", verify_count=24, calibration_count=24), lines.append
+        ExportRequest(brightness_onnx, output, precision="int8", verify_count=56, calibration_count=24), lines.append
     )
     assert lines[0] == ("INT8 calibration: 24 images from 24 generated images; "
-                        "evaluation: 24 held-out images from 24 generated images")
+                        "evaluation: 56 held-out images from 56 generated images")
+    assert re.fullmatch(r"INT8 gate: Spearman 1\.0000 >= 0\.99 on 56 held-out images \(the gate needs at least 50\)",
+                        lines[-1]), lines
     assert result.drift.spearman >= 0.99
     assert result.drift.mean_abs_mean < 0.01
     assert result.drift.reference_spread > 4
@@ -224,10 +227,40 @@ def test_int8_calibration_and_evaluation_images_never_overlap(tmp_path: Path) ->
     for index in range(9):
         Image.new("RGB", (40, 30), (index * 20, 50, 80)).save(folder / f"p{index}.png")
     plan = plan_split(folder, None, 100, 100)
-    assert [p.name for p in plan.evaluation] == ["p0.png", "p4.png", "p8.png"]
-    assert [p.name for p in plan.calibration] == ["p1.png", "p2.png", "p3.png", "p5.png", "p6.png", "p7.png"]
+    assert [p.name for p in plan.evaluation] == ["p0.png", "p2.png", "p4.png", "p6.png", "p8.png"]  # every 2nd
+    assert [p.name for p in plan.calibration] == ["p1.png", "p3.png", "p5.png", "p7.png"]
     with pytest.raises(ImageSetError, match="every image is also an evaluation image"):
         plan_split(folder, folder, 100, 100)
+
+
+def test_the_int8_gate_needs_enough_held_out_images(brightness_onnx: Path, tmp_path: Path) -> None:
+    """12 images once passed at Spearman 0.993 a file whose Spearman on all 88 photos was 0.982: a verdict on
+    so few images is refused, before quantising, naming how many there were and how many it needs."""
+    lucky = Drift(count=12, max_abs_mean=0.1, mean_abs_mean=0.05, max_abs_std=0, max_abs_dist=0, spearman=0.993,
+                  reference_spread=3.0)
+    too_few = ("m.onnx: INT8 would be judged on 12 held-out images, fewer than the 50 its Spearman bar needs to be "
+               "trusted; give more photos (--verify-images DIR, or one folder of at least 100 files: every 2nd file "
+               "evaluates) or leave both folders out for generated images")
+    with pytest.raises(VerificationFailed) as refused:
+        check_int8(lucky, "m.onnx", force=False)  # before: passed (0.993 >= 0.99)
+    assert str(refused.value) == f"{too_few} (Spearman 0.9930 on those); not written (--force writes it anyway)"
+    forced = check_int8(lucky, "m.onnx", force=True)
+    assert forced == f"{too_few} (Spearman 0.9930 on those); written anyway (--force)"
+    enough = Drift(count=50, max_abs_mean=0.1, mean_abs_mean=0.05, max_abs_std=0, max_abs_dist=0, spearman=0.993,
+                   reference_spread=3.0)
+    assert check_int8(enough, "m.onnx", force=False) is None
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(24):
+        Image.new("RGB", (40, 30), (index * 10, 50, 80)).save(folder / f"p{index:02d}.png")
+    output = tmp_path / "b.int8.onnx"
+    lines: list[str] = []
+    with pytest.raises(VerificationFailed) as early:
+        run_export(ExportRequest(brightness_onnx, output, precision="int8", calibration_images=folder), lines.append)
+    assert str(early.value) == too_few.replace("m.onnx", str(output)) + "; nothing written (--force writes it anyway)"
+    assert lines == [f"INT8 calibration: 12 images from {folder} (files not held out); "
+                     f"evaluation: 12 held-out images from {folder} (every other file)"]  # refused before quantising
+    assert not output.exists()
 
 
 def test_verification_tolerances_and_spearman() -> None:

@@ -276,7 +276,7 @@ def test_int8_calibrates_on_full_batches_keeps_the_cache_and_reuses_it(fake, tmp
     source = brightness_onnx_file(tmp_path / "brightness.onnx", outlier=0.0)
     engine = tmp_path / "brightness.int8.engine"
     settings = TensorRTSettings(opt_batch=8, max_batch=32, timing_cache=tmp_path / "t.cache")
-    request = ExportRequest(source, engine, format="tensorrt", precision="int8", verify_count=8,
+    request = ExportRequest(source, engine, format="tensorrt", precision="int8", verify_count=50,
                             calibration_count=20, tensorrt=settings)
     lines: list[str] = []
     run_export(request, lines.append)
@@ -301,10 +301,10 @@ def test_int8_engine_below_the_bar_is_deleted_unless_forced(fake, tmp_path: Path
     engine = tmp_path / "brightness.int8.engine"
     fake.scramble = True
     settings = TensorRTSettings(opt_batch=8, max_batch=32, timing_cache=tmp_path / "t.cache")
-    request = ExportRequest(source, engine, format="tensorrt", precision="int8", verify_count=16,
+    request = ExportRequest(source, engine, format="tensorrt", precision="int8", verify_count=50,
                             calibration_count=16, tensorrt=settings)
     with pytest.raises(VerificationFailed, match=r"brightness\.int8\.engine: INT8 Spearman -?0\.\d{4} against float32 "
-                                                 r"on 16 held-out images is below 0\.99"):
+                                                 r"on 50 held-out images is below 0\.99"):
         run_export(request)
     assert not engine.exists() and not list(tmp_path.glob("*.engine*"))
     request.force = True

@@ -78,7 +78,7 @@ def test_several_models_read_each_file_once_and_decode_once_per_policy(
     monkeypatch.setattr(decode, "_open_file", counting_open)
     monkeypatch.setattr(decode, "_rgb_from_open", counting_decode)
     with Scorer([small, large, exact, same_name], ScorerConfig(workers=2)) as scorer:
-        assert scorer.columns == ["small", "large", "exact", "small_2"]
+        assert scorer.columns == ["a", "large", "exact", "d"]  # two models named small: told apart by file stem
         together = {Path(r.path).name: r.scores for r in scorer.score_paths([photos])}
     assert sorted(Path(p).name for p in reads) == ["0.jpg", "1.jpg", "2.jpg", "3.png"]  # one read per file
     per_file = {name: sorted(map(str, (side for label, side in decodes if label.endswith(name)))) for name in together}
@@ -86,11 +86,11 @@ def test_several_models_read_each_file_once_and_decode_once_per_policy(
     assert per_file == {"0.jpg": ["16", "48", "None"], "1.jpg": ["16", "48", "None"], "2.jpg": ["16", "48", "None"],
                         "3.png": ["None"]}
     monkeypatch.undo()
-    for column, model in (("small", small), ("large", large), ("exact", exact)):
+    for column, model, alone_column in (("a", small, "small"), ("large", large, "large"), ("exact", exact, "exact")):
         with Scorer([model]) as alone:
             for result in alone.score_paths([photos]):
-                assert together[Path(result.path).name][column] == result.scores[column]  # bit for bit
-    assert all(scores["small"] == scores["small_2"] for scores in together.values())
+                assert together[Path(result.path).name][column] == result.scores[alone_column]  # bit for bit
+    assert all(scores["a"] == scores["d"] for scores in together.values())
 
 
 def test_pil_images_and_arrays(tiny_model: Path) -> None:

@@ -27,8 +27,8 @@ from nima_rt.apps.distributed.shards import RANKED_FILE, ModelRecord, RunRecord,
 from nima_rt.apps.distributed.stages import ModelPayload, ScoreActor, decode_batch, from_columns
 from nima_rt.io.decode import Preprocess
 from nima_rt.io.manifests import ManifestError, check_model_names
-from nima_rt.io.model_file import load_model_file
-from nima_rt.io.results import ScoreBatch, unique_columns
+from nima_rt.io.model_file import column_names, load_model_file
+from nima_rt.io.results import ScoreBatch
 from nima_rt.runtime.backends import probe_backends
 from nima_rt.runtime.rank_output import RankSummary, rank_output
 from nima_rt.runtime.scorer import ScorerConfig
@@ -175,7 +175,7 @@ def score_with_ray(
     if config.backend is not None:  # a misspelt --backend, or one that --device excludes, fails before Ray starts
         for model_file in files:
             probe_backends(model_file, config.device, config.backend)
-    columns = unique_columns([f.name for f in files])
+    columns = column_names([(None, f) for f in files])
     records = tuple(ModelRecord(column, f.name, f.sha256) for column, f in zip(columns, files, strict=True))
     specs = list(dict.fromkeys(Preprocess.for_model(f.metadata) for f in files))
     inputs = collect_inputs(given)
