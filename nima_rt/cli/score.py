@@ -14,9 +14,19 @@ from typing import BinaryIO
 import typer
 
 from nima_rt.cli import options
-from nima_rt.cli.common import EXIT_BROKEN_PIPE, EXIT_NOTHING_SCORED, Progress, fail, note, ranked_line, silence_stdout
+from nima_rt.cli.common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_NOTHING_SCORED,
+    EXIT_USAGE,
+    Progress,
+    fail,
+    note,
+    ranked_line,
+    silence_stdout,
+)
 from nima_rt.contract.choices import ENGINES
 from nima_rt.io.inputs import PathList, iter_inputs, read_path_list
+from nima_rt.io.output_file import OutputConflict
 from nima_rt.io.writers import OutputError
 from nima_rt.runtime.rank_output import RankOptions
 from nima_rt.runtime.run import RunOptions, RunSummary, SettingError, score_run
@@ -58,8 +68,11 @@ def score(
     precision: options.Precision = None,
     gpu_decode: options.GpuDecode = "auto",
     full_decode: options.FullDecode = False,
-    resume: bool = typer.Option(False, "--resume", help="Append to --output and skip paths already in it (a ranked "
-                                "run ranks the whole output when every input is scored)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue --output (CSV, JSONL or Parquet): skip the paths "
+                                "already in it, add the rest (a ranked run ranks the whole output when every input "
+                                "is scored)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --output that already holds rows (without "
+                                   "it, or --resume, such an output is refused)."),
     strict: bool = typer.Option(False, "--strict", help="Stop with exit code 1 at the first file that fails."),
     quiet: options.Quiet = False,
     engine: str = typer.Option(
@@ -82,14 +95,16 @@ def score(
 
         single = {"--strict": strict, "--workers": workers is not None, "--gpu-decode on": gpu_decode == "on",
                   "--full-decode": full_decode, "--precision": precision is not None, "--streams": streams is not None,
-                  "--paths-from": paths_from is not None, "--ext": ext is not None, "-": "-" in paths}
+                  "--paths-from": paths_from is not None, "--ext": ext is not None, "-": "-" in paths,
+                  "--overwrite": overwrite}
         ranking = _rank_options(sort=sort, sort_by=sort_by, rank_by=rank_by, top=top, group_by=group_by)
         score_ray(engine=engine, paths=paths, models=model, output=output, fmt=fmt, address=address,
                   batch_size=batch_size, threads=threads, device=device, backend=backend, ranking=ranking,
                   single_machine_options=single, quiet=quiet, ray_logs=ray_logs)
         return
-    run = _run_options(output=output, format=fmt, resume=resume, strict=strict, sort=sort, sort_by=sort_by,
-                       rank_by=rank_by, top=top, group_by=group_by, escape_formulas=not no_formula_escape,
+    run = _run_options(output=output, format=fmt, resume=resume, overwrite=overwrite, strict=strict, sort=sort,
+                       sort_by=sort_by, rank_by=rank_by, top=top, group_by=group_by,
+                       escape_formulas=not no_formula_escape,
                        extensions=tuple(ext.split(",")) if ext is not None else None)
     config = options.scorer_config(batch_size=batch_size, workers=workers, threads=threads, streams=streams,
                                    device=device, backend=backend, precision=precision, gpu_decode=gpu_decode,
@@ -107,6 +122,8 @@ def score(
                                 on_result=lambda result: progress.update(result.ok), on_resume=on_resume)
         except SettingError as exc:
             fail(str(exc))
+        except OutputConflict as exc:  # busy, or data neither resumed nor overwritten: the user chooses
+            fail(str(exc), EXIT_USAGE)
         except OutputError as exc:
             fail(str(exc))
         except BrokenPipeError:  # `| head` closed stdout: stop quietly, as command-line tools do

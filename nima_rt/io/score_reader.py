@@ -25,7 +25,6 @@ import json
 import os
 import re
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from nima_rt.contract.messages import one_line
@@ -36,12 +35,10 @@ from nima_rt.io.score_parquet import ParquetSource, read_arrow
 from nima_rt.io.score_rows import RANK_COLUMNS, Layout, ScoreRow, parse_score
 from nima_rt.io.writers import (
     OutputError,
-    check_resumable,
     csv_header,
     escape_formula,
     format_for,
     path_from_cell,
-    repair_torn_tail,
     text_cell,
 )
 
@@ -328,14 +325,14 @@ class DonePaths:
 
 def done_paths(path: str | os.PathLike[str], fmt: str, columns: Sequence[str], carried: Sequence[str] = (),
                ranked: bool = False) -> DonePaths:
-    """Paths already written in a previous run's output (after repairing a torn tail), for ``--resume``.
+    """Paths already written in a previous run's CSV/JSONL output, for ``--resume`` (a torn tail is cut when
+    the output is claimed: :func:`nima_rt.io.output_file.claim_text`; Parquet: :mod:`nima_rt.io.parquet_parts`).
 
     The file must hold this run's model ``columns`` and ``carried`` columns; with ``ranked`` (a run that ranks
     its output when it ends) it may also hold ranking columns, from a run that ended. Raises OutputError
-    naming the file otherwise. Memory: one string per written row.
+    naming the file otherwise, or naming a damaged record (a CSV row of another width). Memory: one string
+    per written row.
     """
-    check_resumable(fmt, path)
-    repair_torn_tail(Path(path))
     if fmt == "csv":
         with _open_text(os.fspath(path)) as handle:
             header = next(csv.reader(handle), None)
@@ -344,7 +341,13 @@ def done_paths(path: str | os.PathLike[str], fmt: str, columns: Sequence[str], c
         if header is not None and header != expected:
             raise OutputError(f"{path}: cannot resume, its columns ({', '.join(header[:4])}...) are not this run's "
                               f"({', '.join(expected[:4])}...)")
-        return DonePaths(set(_CsvSource(os.fspath(path)).cells()), csv_cells=True, ranked=ranks)
+        written = set()
+        for number, row in _CsvSource(os.fspath(path))._records():
+            if len(row) != len(expected):
+                raise OutputError(f"{path}:{number}: cannot resume, a row has {len(row)} fields where the header "
+                                  f"has {len(expected)}")
+            written.add(row[0])
+        return DonePaths(written, csv_cells=True, ranked=ranks)
     source = _JsonlSource(os.fspath(path))
     source.check_models(columns)
     if source.layout.columns and source.layout.carried != list(carried):

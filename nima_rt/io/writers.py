@@ -1,7 +1,9 @@
 """Score rows on disk: CSV, JSONL and Parquet writers (reading them back: :mod:`nima_rt.io.score_reader`).
 
-Rows are written and flushed one batch at a time (CSV/JSONL), so a killed run keeps every finished row;
-``--resume`` repairs a torn last line (:func:`repair_torn_tail`) and skips the paths already written.
+Rows are written and flushed one batch at a time (CSV/JSONL), so a killed run keeps every finished row.
+Which file a run may write, its lock and the repair of a torn tail: :mod:`nima_rt.io.output_file`;
+Parquet outputs written resumably: :mod:`nima_rt.io.parquet_parts`; both opened by
+:func:`nima_rt.io.score_output.open_output`.
 
 Text cells, in every format: a path is written as the UTF-8 text of its name, with bytes that are not
 UTF-8 as ``\\xNN`` escapes (:func:`text_cell`); an error is one printable line (line breaks and other
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -128,7 +129,8 @@ Carried = Mapping[str, Sequence[str]]  # extra columns of a batch, a value per r
 
 class RowWriter(Protocol):
     """Writes a run's rows: a batch of them as the Scorer makes it (with its ``carried`` columns), or one
-    ranked row at a time."""
+    ranked row at a time. ``close`` finishes the output (and releases its lock); ``abort`` gives it up after a
+    failure, keeping what was already made durable (resumable), and never raises."""
 
     def write_batch(self, batch: ScoreBatch, carried: Carried | None = None) -> None: ...
 
@@ -136,9 +138,32 @@ class RowWriter(Protocol):
 
     def close(self) -> None: ...
 
+    def abort(self) -> None: ...
+
+
+def _close_stream(stream: IO[str]) -> None:
+    """Flush and close a file stream (standard output is flushed, never closed)."""
+    if stream in (sys.stdout, sys.__stdout__):
+        stream.flush()
+    else:
+        stream.close()
+
+
+def _abort_stream(stream: IO[str]) -> None:
+    """Close a stream after a write failed: what reached the file stays; a second error is not reported
+    (the first one is)."""
+    try:
+        _close_stream(stream)
+    except OSError:
+        try:
+            stream.close()
+        except OSError:
+            pass
+
 
 class CsvWriter:
-    """CSV rows, flushed one by one; formula-like cells escaped unless ``escape_formulas=False``."""
+    """CSV rows, flushed batch by batch; formula-like cells escaped unless ``escape_formulas=False``.
+    Closing the writer closes ``stream`` (unless it is standard output)."""
 
     def __init__(self, stream: IO[str], columns: Sequence[str], extra: Sequence[str] = (), header: bool = True,
                  escape_formulas: bool = True):
@@ -168,11 +193,14 @@ class CsvWriter:
         (self.quoting_writer if has_cr else self.writer).writerow(row)
 
     def close(self) -> None:
-        self.stream.flush()
+        _close_stream(self.stream)
+
+    def abort(self) -> None:
+        _abort_stream(self.stream)
 
 
 class JsonlWriter:
-    """JSON Lines rows, flushed one by one."""
+    """JSON Lines rows, flushed batch by batch; closing the writer closes ``stream`` (not standard output)."""
 
     def __init__(self, stream: IO[str], columns: Sequence[str]):
         self.stream, self.columns = stream, list(columns)
@@ -188,7 +216,35 @@ class JsonlWriter:
         self.stream.flush()
 
     def close(self) -> None:
-        self.stream.flush()
+        _close_stream(self.stream)
+
+    def abort(self) -> None:
+        _abort_stream(self.stream)
+
+
+def pyarrow() -> Any:
+    """The pyarrow module, or an OutputError naming the extra that installs it."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet  # noqa: F401 - the writers and readers need it loaded
+    except ImportError:
+        raise OutputError("--format parquet needs pyarrow: pip install 'nima-rt[parquet]'") from None
+    return pa
+
+
+def parquet_schema(columns: Sequence[str], extra: Sequence[str] = (), constants: Sequence[str] = ()) -> Any:
+    """The Arrow schema of a Parquet score file for these model columns and extra columns."""
+    pa = pyarrow()
+    fields = [pa.field("path", pa.string()), pa.field("error", pa.string())]
+    for column in columns:
+        fields += [
+            pa.field(f"{column}_mean", pa.float32()),
+            pa.field(f"{column}_std", pa.float32()),
+            pa.field(f"{column}_dist", pa.list_(pa.float32(), NUM_BINS)),
+        ]
+    fields += [pa.field(name, getattr(pa, PARQUET_EXTRA_TYPES.get(name, "string"))()) for name in extra]
+    fields += [pa.field(name, pa.string()) for name in constants]
+    return pa.schema(fields)
 
 
 class ParquetWriter:
@@ -198,23 +254,11 @@ class ParquetWriter:
 
     def __init__(self, path: Any, columns: Sequence[str], extra: Sequence[str] = (), group_rows: int = 4096,
                  constants: dict[str, str] | None = None):
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise OutputError("--format parquet needs pyarrow: pip install 'nima-rt[parquet]'") from None
-        self.pa, self.columns, self.extra, self.group_rows = pa, list(columns), list(extra), group_rows
+        import pyarrow.parquet as pq
+
+        self.pa, self.columns, self.extra, self.group_rows = pyarrow(), list(columns), list(extra), group_rows
         self.constants = dict(constants or {})
-        fields = [pa.field("path", pa.string()), pa.field("error", pa.string())]
-        for column in self.columns:
-            fields += [
-                pa.field(f"{column}_mean", pa.float32()),
-                pa.field(f"{column}_std", pa.float32()),
-                pa.field(f"{column}_dist", pa.list_(pa.float32(), NUM_BINS)),
-            ]
-        fields += [pa.field(name, getattr(pa, PARQUET_EXTRA_TYPES.get(name, "string"))()) for name in self.extra]
-        fields += [pa.field(name, pa.string()) for name in self.constants]
-        self.schema = pa.schema(fields)
+        self.schema = parquet_schema(self.columns, self.extra, self.constants)
         self.rows: list[dict[str, Any]] = []  # ranked rows not yet made a table
         self.tables: list[Any] = []  # tables not yet written
         self.buffered = 0
@@ -276,73 +320,14 @@ class ParquetWriter:
         self._flush()
         self.writer.close()
 
+    def abort(self) -> None:
+        """Give up the file (its rows not yet written are dropped); never raises."""
+        self.rows, self.tables, self.buffered = [], [], 0
+        try:
+            self.writer.close()
+        except Exception:  # noqa: BLE001 - the error being reported is the first one
+            pass
+
 
 def _carried_row(carried: Carried | None, index: int) -> dict[str, Any] | None:
     return {name: values[index] for name, values in carried.items()} if carried else None
-
-
-def repair_torn_tail(path: Path) -> None:
-    """Cut a last line that a killed run left without its newline."""
-    with open(path, "rb+") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        if size == 0:
-            return
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        block = 1 << 16
-        end = size
-        while end > 0:
-            start = max(0, end - block)
-            handle.seek(start)
-            data = handle.read(end - start)
-            cut = data.rfind(b"\n")
-            if cut >= 0:
-                handle.truncate(start + cut + 1)
-                return
-            end = start
-        handle.truncate(0)
-
-
-def check_resumable(fmt: str, path: str | os.PathLike[str]) -> None:
-    """Refuse ``--resume`` for a format that cannot be appended to, whether or not the file exists yet
-    (so a first and a second run behave alike)."""
-    if fmt == "parquet":
-        raise OutputError(
-            f"{os.fspath(path)}: --resume works with csv and jsonl outputs, not parquet (a Parquet file is "
-            "only readable once closed; `--engine ray` writes resumable Parquet shards)"
-        )
-
-
-def open_text(path: str | None, append: bool) -> IO[str]:
-    """The output stream: a file (appended to when resuming) or stdout."""
-    if path is None or path == "-":
-        return sys.stdout
-    try:
-        return open(path, "a" if append else "w", encoding="utf-8", newline="")
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write output ({exc.strerror or exc})") from None
-
-
-def open_writer(fmt: str, output: str | None, columns: Sequence[str], extra: Sequence[str] = (), append: bool = False,
-                escape_formulas: bool = True) -> RowWriter:
-    """The writer of a run's rows: ``output`` None or ``"-"`` is stdout (CSV/JSONL); ``append`` continues a
-    resumed file (no second CSV header). Raises OutputError naming the file when it cannot be written."""
-    if fmt == "parquet":
-        if output is None or output == "-":
-            raise OutputError("--format parquet needs --output FILE")
-        try:
-            return ParquetWriter(output, columns, extra)
-        except OSError as exc:
-            raise OutputError(f"{output}: cannot write output ({exc.strerror or exc})") from None
-    stream = open_text(output, append)
-    if fmt == "jsonl":
-        return JsonlWriter(stream, columns)
-    write_header = not (append and output is not None and Path(output).stat().st_size > 0)
-    try:
-        return CsvWriter(stream, columns, extra, header=write_header, escape_formulas=escape_formulas)
-    except BrokenPipeError:
-        raise
-    except OSError as exc:  # the header on a full disk
-        raise OutputError(f"{output or 'stdout'}: cannot write output ({exc.strerror or exc})") from None

@@ -29,9 +29,10 @@ from typing import Any
 
 from nima_rt.io.files import atomic_path
 from nima_rt.io.locations import SourceError, is_uri, open_filesystem
+from nima_rt.io.score_output import open_output
 from nima_rt.io.score_reader import ScoreFiles
 from nima_rt.io.score_rows import ScoreRow
-from nima_rt.io.writers import CsvWriter, JsonlWriter, OutputError, ParquetWriter, RowWriter, format_for, open_writer
+from nima_rt.io.writers import CsvWriter, JsonlWriter, OutputError, ParquetWriter, RowWriter, format_for
 from nima_rt.runtime.grouping import Grouping, GroupingError, parse_grouping
 from nima_rt.runtime.ranking import RULE_COLUMNS, RankRule, RankRuleError, rank_groups, rank_rows, resolve_rank_rule
 from nima_rt.runtime.settings import SettingError
@@ -162,7 +163,7 @@ def _output(options: RankOptions, columns: list[str], extra: tuple[str, ...]) ->
     """A writer whose file appears only complete (local: renamed from a temporary file; URI: moved)."""
     output, fmt = options.output, options.resolved_format
     if output is None or output == "-":
-        writer = open_writer(fmt, None, columns, extra, False, options.escape_formulas)
+        writer = open_output(fmt, None, columns, extra, escape_formulas=options.escape_formulas).writer
         yield writer
         writer.close()
         return

@@ -27,9 +27,10 @@ from pathlib import Path
 
 from nima_rt.io.inputs import InputItem, Paths, WalkReport, carried_columns, iter_inputs, normalize_extensions
 from nima_rt.io.manifests import ManifestError, check_model_names
+from nima_rt.io.output_file import OutputExists, exists_message, giving_up
 from nima_rt.io.results import ScoreBatch, ScoreResult
-from nima_rt.io.score_reader import done_paths
-from nima_rt.io.writers import OutputError, RowWriter, check_resumable, open_writer
+from nima_rt.io.score_output import open_output
+from nima_rt.io.writers import RowWriter
 from nima_rt.runtime.rank_output import GROUP_COLUMNS, RankOptions, RankSummary, rank_output
 from nima_rt.runtime.ranking import RankRule
 from nima_rt.runtime.scorer import Scorer
@@ -45,6 +46,7 @@ class RunOptions:
     output: str | None = None
     format: str | None = None  # csv | jsonl | parquet (None: from the output's extension, else csv)
     resume: bool = False  # append to ``output`` and skip the paths already in it
+    overwrite: bool = False  # replace an ``output`` that holds data (refused otherwise, unless ``resume``)
     strict: bool = False  # stop at the first file that fails (RunSummary.stopped_at says which)
     sort: bool = False  # best first by the rank rule
     sort_by: str | None = None  # the model column to rank by (default: the first model)
@@ -60,6 +62,8 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.resume and (self.output is None or self.output == "-"):
             raise SettingError("--resume", "--resume needs --output FILE")
+        if self.resume and self.overwrite:
+            raise SettingError("--overwrite", "--overwrite replaces the output, --resume continues it: choose one")
         ranking = RankOptions(output=self.output, format=self.format, sort=self.sort, sort_by=self.sort_by,
                               rank_by=self.rank_by, top=self.top, group_by=self.group_by,
                               escape_formulas=self.escape_formulas)
@@ -114,8 +118,10 @@ def score_run(
     ``on_result`` sees every result as it is scored (progress); ``on_resume`` gets the number of rows an
     earlier run wrote before scoring starts. Raises :class:`SettingError` for a rank column, rule or grouping
     the models or manifests cannot serve, or a manifest that cannot be used; :class:`OutputError` (one line)
-    when the output cannot be read back or written (what was flushed stays resumable); lets
-    ``BrokenPipeError`` through when standard output was closed. A ``strict`` run that stops leaves its
+    when the output cannot be read back or written (what was flushed stays resumable) -- its subclass
+    :class:`~nima_rt.io.output_file.OutputConflict` when another run writes the output or it holds data
+    neither resumed nor overwritten (:mod:`nima_rt.io.score_output`); lets ``BrokenPipeError`` through when
+    standard output was closed. A ``strict`` run that stops leaves its
     rows unranked (resumable).
     """
     started = time.perf_counter()
@@ -130,8 +136,9 @@ def score_run(
     items: Iterable[InputItem] = iter_inputs(paths, options.walked_extensions, summary.walk)
     with _store(options) as (store, fmt):
         writer, items, summary.resumed = _open_output(scorer.columns, carried, items, options, store, fmt)
-        if on_resume is not None:
-            on_resume(summary.resumed)
+        with giving_up(writer.abort, store or "stdout"):
+            if on_resume is not None:
+                on_resume(summary.resumed)
         values: deque[dict[str, str] | None] = deque()
         batches = scorer.score_item_batches(_tracked(items, values))
         try:
@@ -192,15 +199,20 @@ def _counted(batch: ScoreBatch, summary: RunSummary, on_result: Callable[[ScoreR
 
 def _open_output(columns: list[str], carried: list[str], items: Iterable[InputItem], options: RunOptions,
                  store: str | None, fmt: str) -> tuple[RowWriter, Iterable[InputItem], int]:
-    """The row writer (appending when resuming), the inputs still to score and the rows already written."""
-    if options.resume and store is not None:
-        check_resumable(fmt, store)  # the same answer whether or not the file exists yet
-    if options.resume and store is not None and Path(store).exists():
-        done = done_paths(store, fmt, columns, carried, ranked=options.ranks)
-        extra = tuple(carried) + done.ranked  # rows appended to a ranked output leave its ranking cells empty
-        return (open_writer(fmt, store, columns, extra, True, options.escape_formulas),
-                (item for item in items if item.path not in done), len(done))
-    return open_writer(fmt, store, columns, tuple(carried), False, options.escape_formulas), items, 0
+    """The row writer of the claimed store (appending when resuming), the inputs still to score and the rows
+    already written (:func:`nima_rt.io.score_output.open_output`: lock, overwrite policy, torn tail). A ``top``
+    run's ranked output, apart from its store, is not replaced unasked either."""
+    output = options.output if options.output != "-" else None
+    if output is not None and store != output and not (options.resume or options.overwrite):
+        size = Path(output).stat().st_size if Path(output).is_file() else 0
+        if size:
+            raise OutputExists(exists_message(output, f"holds {size} bytes of rows"))
+    opened = open_output(fmt, store, columns, carried, ranked=options.ranks, resume=options.resume,
+                         overwrite=options.overwrite, escape_formulas=options.escape_formulas)
+    done = opened.done
+    if not len(done):
+        return opened.writer, items, 0
+    return opened.writer, (item for item in items if item.path not in done), len(done)
 
 
 def _write_batches(writer: RowWriter, batches: Iterable[ScoreBatch], values: deque[dict[str, str] | None],
@@ -224,22 +236,11 @@ def _write_batches(writer: RowWriter, batches: Iterable[ScoreBatch], values: deq
 @contextmanager
 def _closing(writer: RowWriter, output: str) -> Iterator[None]:
     """Close the writer after the block. A full disk or lost mount is an OutputError (what was flushed stays,
-    resumable); a closed stdout's BrokenPipeError goes through."""
-    try:
+    resumable); a closed stdout's BrokenPipeError goes through; any other failure (an interrupt) gives the
+    output up as it is, resumable."""
+    with giving_up(writer.abort, output):
         yield
         writer.close()
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        _close_quietly(writer)
-        raise OutputError(f"{output}: cannot write output ({exc.strerror or exc})") from None
-
-
-def _close_quietly(writer: RowWriter) -> None:
-    try:
-        writer.close()
-    except OSError:
-        pass  # the error being reported is the first one
 
 
 __all__ = ["GROUP_COLUMNS", "RunOptions", "RunSummary", "SettingError", "all_rows_path", "score_run"]

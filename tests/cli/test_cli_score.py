@@ -290,43 +290,50 @@ def test_csv_formula_escaping_and_its_flag(tiny_model: Path, tmp_path: Path) -> 
     assert list(csv.reader(io.StringIO(plain.stdout)))[1][0] == "=HYPERLINK(1).png"
 
 
+def run_with_file_size_limit(args: list[str], limit: int) -> subprocess.CompletedProcess[str]:
+    """``nima-rt ARGS`` in a process that cannot make a file larger than ``limit`` bytes (RLIMIT_FSIZE, its
+    SIGXFSZ ignored): every write past it fails with EFBIG, as writes on a full disk fail with ENOSPC."""
+    import resource
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "nima_rt", *args], capture_output=True, text=True,
+                          preexec_fn=limited, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_a_full_disk_is_one_error_line_and_the_output_resumes(
-    tiny_model: Path, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path, photo_dir: Path, tmp_path: Path, fmt: str
 ) -> None:
-    import errno
-
-    import nima_rt.io.writers as score_module
-
-    out = tmp_path / "full.csv"
-    assert run("score", photo_dir, "-m", tiny_model, "-o", out).exit_code == 0
-    complete = out.read_bytes()
-    real_open = score_module.open_text
-
-    class FillsUp(io.TextIOWrapper):
-        def write(self, text: str) -> int:
-            if self.buffer.tell() + len(text) > 600:  # the disk fills part way through a row
-                super().write(text[:10])
-                super().flush()
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return super().write(text)
-
-    def full_disk(path, append):  # noqa: ANN001
-        real_open(path, append).close()
-        return FillsUp(open(path, "ab" if append else "wb"), encoding="utf-8", newline="")  # noqa: SIM115
-
-    monkeypatch.setattr(score_module, "open_text", full_disk)
-    failed = run("score", photo_dir, "-m", tiny_model, "-o", out)
-    assert failed.exit_code == 1
-    assert failed.stderr.strip().splitlines()[-1] == f"error: {out}: cannot write output (No space left on device)"
-    assert "Traceback" not in failed.output
-    monkeypatch.setattr(score_module, "open_text", real_open)
+    if fmt == "parquet":
+        pq = pytest.importorskip("pyarrow.parquet")
+    complete_run = tmp_path / f"complete.{fmt}"
+    assert run("score", photo_dir, "-m", tiny_model, "-o", complete_run).exit_code == 0
+    out = tmp_path / f"full.{fmt}"
+    args = ["score", str(photo_dir), "-m", str(tiny_model), "-o", str(out), "-q"]
+    failed = run_with_file_size_limit(args, 600 if fmt != "parquet" else 2000)
+    assert failed.returncode == 1
+    assert failed.stderr == f"error: {out}: cannot write output (File too large)\n"  # one line, no traceback
+    if fmt == "parquet":
+        assert not out.exists()  # no unreadable file under the final name
     resumed = run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert out.read_bytes() == complete
+    if fmt == "parquet":
+        assert pq.read_table(out).equals(pq.read_table(complete_run))
+        assert not (tmp_path / f"full.{fmt}.parts").exists()
+    else:
+        assert out.read_bytes() == complete_run.read_bytes()  # nothing lost, nothing twice, no torn row
+
+
+def test_a_special_output_file_is_written_as_it_is(tiny_model: Path, photo_dir: Path) -> None:
     dev_full = subprocess.run([sys.executable, "-m", "nima_rt", "score", str(photo_dir), "-m", str(tiny_model),
                                "-o", "/dev/full", "-q"], capture_output=True, text=True)
     assert dev_full.returncode == 1
     assert dev_full.stderr == "error: /dev/full: cannot write output (No space left on device)\n"
+    assert run("score", photo_dir, "-m", tiny_model, "-o", "/dev/null").exit_code == 0  # twice: never refused,
+    assert run("score", photo_dir, "-m", tiny_model, "-o", "/dev/null").exit_code == 0  # nothing to lock
 
 
 def test_a_closed_stdout_ends_quietly_with_141(tiny_model: Path, tmp_path: Path) -> None:
@@ -394,14 +401,22 @@ def test_ext_narrows_the_walk_and_skipped_files_are_reported(tiny_model: Path, t
     assert [Path(json.loads(line)["path"]).name for line in narrowed.stdout.splitlines()] == ["b.tga", "c.png"]
 
 
-def test_parquet_resume_answers_the_same_twice(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
+def test_parquet_resumes_like_the_text_formats(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
     out = tmp_path / "r.parquet"
-    first = run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume")
-    out.write_bytes(b"PAR1")
+    first = run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume")  # nothing yet: a whole run
+    assert first.exit_code == 0, first.output
+    table = pq.read_table(out)
     second = run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume")
-    assert first.exit_code == second.exit_code == 1
-    assert first.stderr.splitlines()[-1] == second.stderr.splitlines()[-1]
-    assert "--resume works with csv and jsonl outputs, not parquet" in first.stderr
+    assert second.exit_code == 0 and "6 paths already scored" in second.stderr
+    assert pq.read_table(out).equals(table)  # nothing scored again
+    out.write_bytes(b"PAR1")  # what a killed run of an older nima-rt left under the final name
+    broken = run("score", photo_dir, "-m", tiny_model, "-o", out, "--resume")
+    assert broken.exit_code == 1
+    assert broken.stderr.splitlines()[-1].startswith(f"error: {out}: cannot resume, not a readable Parquet file (")
+    assert broken.stderr.splitlines()[-1].endswith("; --overwrite replaces it")
+    replaced = run("score", photo_dir, "-m", tiny_model, "-o", out, "--overwrite")
+    assert replaced.exit_code == 0 and pq.read_table(out).num_rows == 6
 
 
 def test_model_name_equals_file_names_the_column(tiny_model: Path, photo_dir: Path) -> None:
@@ -480,3 +495,19 @@ def test_the_readme_first_command_runs_without_the_training_stack() -> None:
     readme = (repo / "README.md").read_text(encoding="utf-8")
     block = readme.split("$ nima-rt score examples/photos --sort | cut -d, -f1-4\n", 1)[1].split("```", 1)[0]
     assert shown == block.strip().splitlines()  # the README shows the real output
+
+
+def test_a_finished_output_is_not_replaced_without_overwrite(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "done.csv"
+    assert run("score", photo_dir, "-m", tiny_model, "-o", out).exit_code == 0
+    finished = out.read_bytes()
+    (photo_dir / "listing_a" / "img_0.jpg").unlink()
+    again = run("score", photo_dir, "-m", tiny_model, "-o", out)
+    assert again.exit_code == 2
+    assert again.stderr.splitlines()[-1] == (f"error: {out}: already holds {len(finished)} bytes of rows; pass "
+                                             "--resume to continue it or --overwrite to replace it")
+    assert out.read_bytes() == finished  # was silently cut to the new run's rows
+    replaced = run("score", photo_dir, "-m", tiny_model, "-o", out, "--overwrite")
+    assert replaced.exit_code == 0 and out.read_text().count("\n") == 6  # header + 5 rows
+    both = run("score", photo_dir, "-m", tiny_model, "-o", out, "--overwrite", "--resume")
+    assert both.exit_code == 2 and "--overwrite" in both.stderr  # a usage error (SettingError, tests/io)

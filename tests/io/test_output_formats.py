@@ -18,9 +18,7 @@ from nima_rt.io.score_reader import done_paths
 from nima_rt.io.writers import (
     CsvWriter,
     JsonlWriter,
-    OutputError,
     ParquetWriter,
-    check_resumable,
     text_cell,
 )
 from nima_rt.runtime.ranking import rank_groups
@@ -138,14 +136,6 @@ def test_parquet_rank_and_best_are_typed(tiny_model: Path, photo_dir: Path, tmp_
     assert str(table.schema.field("rank").type) == "int32" and str(table.schema.field("best").type) == "bool"
     assert table.column("rank").to_pylist() == [1, 2, 3, 1, 2, 3]
     assert table.column("best").to_pylist() == [True, False, False, True, False, False]
-
-
-def test_parquet_resume_is_refused_whether_or_not_the_file_exists(tmp_path: Path) -> None:
-    for _ in range(2):
-        with pytest.raises(OutputError, match=r"s.parquet: --resume works with csv and jsonl outputs, not parquet"):
-            check_resumable("parquet", tmp_path / "s.parquet")
-        (tmp_path / "s.parquet").write_bytes(b"PAR1")
-    check_resumable("csv", tmp_path / "s.csv")
 
 
 def test_score_files_read_back_to_the_real_paths(tiny_model: Path, hostile_dir: Path, tmp_path: Path,

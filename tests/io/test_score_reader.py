@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from nima_rt.io.results import ModelScore, ScoreBatch, ScoreColumns, ScoreResult
+from nima_rt.io.score_output import open_output
 from nima_rt.io.score_reader import RUN_FILE, ScoreFiles, ScoreRow, part_name, read_score_file, read_table
-from nima_rt.io.writers import OutputError, open_writer
+from nima_rt.io.writers import OutputError
 
 DIST = tuple(round(0.05 + 0.01 * k, 6) for k in range(10))
 NAMES = ["L1/a.jpg", "L1/=b.jpg", os.fsdecode(b"L2/caf\xe9.jpg"), "L2/line\nbreak.jpg", "L2/bad.jpg"]
@@ -32,7 +33,7 @@ CARRIED = {"listing_id": ["1", "1", "2", "=2", ""], "city": ["Paris", "Paris", "
 
 
 def write(path: Path, fmt: str, carried: dict[str, list[str]] | None = CARRIED) -> Path:
-    writer = open_writer(fmt, str(path), ["tiny"], tuple(carried or ()))
+    writer = open_output(fmt, str(path), ["tiny"], tuple(carried or ())).writer
     writer.write_batch(batch(), carried)
     writer.close()
     return path
@@ -59,7 +60,7 @@ def test_every_format_reads_back_row_for_row(tmp_path: Path, fmt: str) -> None:
 
 def test_csv_formula_escapes_are_undone(tmp_path: Path) -> None:
     out = tmp_path / "f.csv"
-    writer = open_writer("csv", str(out), ["tiny"], ("listing_id",))
+    writer = open_output("csv", str(out), ["tiny"], ("listing_id",)).writer
     picked = batch().take([0])
     writer.write_batch(ScoreBatch(["=cmd.jpg"], picked.errors, picked.scores), {"listing_id": ["=SUM(A1)"]})
     writer.close()
