@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +223,32 @@ def test_a_ranked_parquet_output_is_written_through_parts_too(tmp_path: Path) ->
     opened.writer.close()
     table = pq.read_table(out)
     assert table.column("rank").to_pylist() == [1] and str(table.schema.field("best").type) == "bool"
+
+
+def test_an_interrupted_ranked_parquet_run_resumes_to_the_uninterrupted_rows(
+    tiny_model: Path, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    import nima_rt.io.parquet_parts as parts
+    from nima_rt import Scorer, ScorerConfig
+    from nima_rt.runtime.run import score_run
+
+    photos = sorted(str(p) for p in photo_dir.rglob("*.*"))
+    whole, resumed = tmp_path / "whole.parquet", tmp_path / "resumed.parquet"
+
+    def interrupted() -> Iterator[str]:
+        yield from photos[:4]
+        raise KeyboardInterrupt  # Ctrl-C while the run goes
+
+    monkeypatch.setattr(parts, "PART_ROWS", 1)  # a part per row: the rows scored before the interrupt stay
+    with Scorer([tiny_model], ScorerConfig(batch_size=1, prefetch_batches=1)) as scorer:
+        score_run(scorer, photos, RunOptions(output=str(whole), group_by="parent"))
+        with pytest.raises(KeyboardInterrupt):
+            score_run(scorer, interrupted(), RunOptions(output=str(resumed), group_by="parent"))
+        assert not resumed.exists() and 1 <= len(list(parts.parts_folder(resumed).glob("part-*"))) <= 4
+        summary = score_run(scorer, photos, RunOptions(output=str(resumed), resume=True, group_by="parent"))
+        assert summary.resumed >= 1 and summary.resumed + summary.done == 6
+        again = score_run(scorer, photos, RunOptions(output=str(resumed), resume=True, group_by="parent"))
+    assert (again.done, again.resumed) == (0, 6)
+    assert pq.read_table(resumed).equals(pq.read_table(whole))  # ranked, row for row
+    assert not parts.parts_folder(resumed).exists()
