@@ -43,6 +43,7 @@ COMMAND_MODULES = (
     "nima_rt.cli.report",
     "nima_rt.cli.visualize",
     "nima_rt.cli.label",
+    "nima_rt.cli.serve",
     "nima_rt.cli.train",
     "nima_rt.cli.export",
     "nima_rt.cli.build_dataset",
