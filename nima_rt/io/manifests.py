@@ -126,7 +126,8 @@ def _csv_entries(location: str, carried: list[str]) -> Iterator[tuple[str, dict[
 def _parquet_entries(location: str, carried: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(location).iter_batches(batch_size=BATCH_ROWS, columns=[PATH_COLUMN, *carried]):
+    manifest = pq.ParquetFile(location, pre_buffer=False)  # a column chunk at a time, not a row group's worth
+    for batch in manifest.iter_batches(batch_size=BATCH_ROWS, columns=[PATH_COLUMN, *carried], use_threads=False):
         paths = batch.column(0)
         if not _is_text(paths.type):
             raise ManifestError(f"{path_label(location)}: manifest column '{PATH_COLUMN}' must hold strings, "

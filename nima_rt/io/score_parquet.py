@@ -51,8 +51,9 @@ class ParquetSource:
         import pyarrow.parquet as pq
 
         try:
-            with self.fs.open_input_file(self.inner) as handle:
-                yield from pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+            with self.fs.open_input_file(self.inner) as handle:  # no pre-buffering: a column chunk at a time
+                yield from pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=BATCH_ROWS,
+                                                                                 columns=columns, use_threads=False)
         except OutputError:
             raise
         except Exception as exc:  # a damaged row group
