@@ -97,8 +97,9 @@ def plan_resources(cpus: float, gpus: float, config: RayScoreConfig) -> Resource
         actor_gpus = 1.0
         device = "cuda" if config.device == "cuda" else "auto"
     else:
-        # CPU inference: measured ~100 img/s per inference core vs ~200 per decode core
-        # (MobileNetV2, docs/guide/scale.md), so about a third of the cores infer, two threads per actor.
+        # CPU inference: about a third of the cores infer, two threads per actor. That fits a model whose
+        # inference costs about what its decode does; the bundled EfficientNet-Lite0 spends 71% of its CPU time
+        # inferring (docs/guide/scale.md), so for it give the actors more cores (actors=, actor_cpus=).
         actors = config.actors or max(1, int(cpus // 6))
         actor_cpus = config.actor_cpus or (min(2.0, cpus / 4) if small else 2.0)
         threads = config.threads or max(1, round(actor_cpus))
