@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nima_rt.contract.spec import ContractError, ModelMetadata
+from nima_rt.contract.spec import ModelMetadata
+from nima_rt.train.model.refusal import ImportFailed
 
-
-class ImportFailed(ContractError):
-    """The file cannot be imported; ``str()`` is one line naming the file, what it holds and what is supported."""
+__all__ = ["ImportFailed", "ImportRequest", "ImportedModel"]
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,8 @@ def classify(path: Path) -> SourceFile:
     """What the weights file at ``path`` holds, deciding once (torch files are loaded here, ``weights_only``)."""
     if is_keras_file(path):
         return SourceFile(path, "keras")
-    from nima_rt.export.importers.pytorch import load_torch_file
     from nima_rt.train.model.checkpoint import CHECKPOINT_FORMAT
+    from nima_rt.train.model.nima_torch import load_torch_file
 
     data = load_torch_file(path)
     if not isinstance(data, Mapping) or data.get("format") == CHECKPOINT_FORMAT:

@@ -22,7 +22,8 @@ def _require_train_extra() -> None:
 
 
 def train_command(
-    preset: str = typer.Option("default", "--preset", help="Recipe: default | aesthetic | technical."),
+    preset: str = typer.Option("default", "--preset", help="Recipe: default (ImageNet EfficientNet-Lite0) | aesthetic "
+                                                          "(fine-tune the bundled aesthetic model) | technical."),
     config: Path | None = typer.Option(None, "--config", help="JSON or TOML settings file (docs/guide/training.md)."),
     labels: str | None = typer.Option(None, "--labels", help="Training label file."),
     images: str | None = typer.Option(None, "--images", help="Folder the label file's images are in."),
@@ -36,9 +37,11 @@ def train_command(
                                                 "efficientnet_lite0 | a timm name."),
     head: str | None = typer.Option(None, "--head", help="linear | multilevel."),
     dropout: float | None = typer.Option(None, "--dropout", help="Head dropout (0.75)."),
-    pretrained: str | None = typer.Option(None, "--pretrained", help="imagenet | none | PATH (checkpoint or "
-                                                                        "backbone state dict; a checkpoint brings "
-                                                                        "its backbone unless --backbone is given)."),
+    pretrained: str | None = typer.Option(
+        None, "--pretrained",
+        help="imagenet | none | a model to fine-tune: a bundled name (aesthetic), a nima-rt checkpoint, a Keras NIMA "
+             "file (.h5/.hdf5/.weights.h5/.keras) or a PyTorch NIMA state dict (its network, input size and "
+             "preprocessing come with it) | a backbone state dict (docs/guide/fine-tuning.md)."),
     image_size: int | None = typer.Option(None, "--image-size", help="Model input size S (224)."),
     head_epochs: int | None = typer.Option(None, "--head-epochs", help="Epochs of stage 1 (head only)."),
     full_epochs: int | None = typer.Option(None, "--full-epochs", help="Epochs of stage 2 (all layers)."),
@@ -70,10 +73,6 @@ def train_command(
         if resume is not None:
             result = train(None, resume=resume, stop_after=stop_after)
         else:
-            if backbone is None and config is None and pretrained is not None:
-                from nima_rt.train.model.checkpoint import recorded_backbone
-
-                backbone = recorded_backbone(pretrained)  # fine-tuning keeps the checkpoint's own backbone
             overrides = {
                 "name": name, "kind": kind, "pretrained": pretrained, "batch_size": batch_size, "out": out,
                 "seed": seed, "device": device, "threads": threads,
@@ -92,13 +91,15 @@ def train_command(
 
 
 def evaluate_command(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint (best.pt / last.pt) written by nima-rt train."),
+    checkpoint: str = typer.Argument(..., help="A checkpoint (best.pt / last.pt) written by nima-rt train, or a model "
+                                               "a run can start from: a bundled name (aesthetic), a Keras or "
+                                               "PyTorch NIMA file (the 'before' of a fine-tuning)."),
     labels: str = typer.Option(..., "--labels", help="Label file of the images to evaluate on."),
     images: str | None = typer.Option(None, "--images", help="Folder the label file's images are in."),
     format: str | None = typer.Option(None, "--format", help=FORMAT_HELP),
     scale: str | None = typer.Option(None, "--scale", help="Scale of mean scores: 1-10 | 0-9 | 1-5 | LOW:HIGH."),
-    out: Path | None = typer.Option(None, "--out", help="Output folder (default: <checkpoint folder>/eval-"
-                                                           "<labels name>)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: <checkpoint folder>/eval-<labels "
+                                                           "name>; for a model: ./eval-<model>-<labels name>)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
@@ -113,11 +114,11 @@ def evaluate_command(
     from nima_rt.train.evaluation.evaluate import evaluate_checkpoint, format_metrics, write_evaluation
     from nima_rt.train.fit.config import ConfigError
     from nima_rt.train.fit.devices import resolve_device
-    from nima_rt.train.model.checkpoint import load_checkpoint
+    from nima_rt.train.model.pretrained import evaluable_model
 
     try:
         torch_device = resolve_device(device)
-        loaded = load_checkpoint(checkpoint)
+        loaded = evaluable_model(checkpoint)
         dataset = load_label_set(labels, images, format, parse_scale(scale) if scale else None)
         note(dataset.summary())
         result = evaluate_checkpoint(loaded, dataset, batch_size, str(torch_device), workers)
@@ -125,7 +126,9 @@ def evaluate_command(
             note(f"skipped unreadable image: {reason}")
         if len(result.failed) > 10:
             note(f"... and {len(result.failed) - 10} more unreadable images")
-        target = out if out is not None else loaded.path.parent / f"eval-{Path(labels).stem}"
+        default = (loaded.path.parent / f"eval-{Path(labels).stem}" if loaded.path == Path(checkpoint)
+                   else Path(f"eval-{loaded.metadata.name}-{Path(labels).stem}"))  # never inside the package
+        target = out if out is not None else default
         info = {"checkpoint": str(loaded.path), "checkpoint_sha256": loaded.sha256, "labels": str(labels),
                 "missing": dataset.missing, "invalid": dataset.invalid}
         written = write_evaluation(result, target, f"{loaded.metadata.name} on {Path(labels).name}", info)

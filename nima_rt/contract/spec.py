@@ -112,6 +112,9 @@ class ModelMetadata:
     # Reduced-precision checks export ran on this model: {"fp16": {"passed": bool, "max_abs_mean": float,
     # "tolerance": float, "images": int}}. The GPU precision policy reads it (default_gpu_precision).
     precision_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The model this one was fine-tuned from: {"name", "sha256", "description"} ({} when trained from scratch or
+    # ImageNet weights); written by `nima-rt train --pretrained MODEL`.
+    parent: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

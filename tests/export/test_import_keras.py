@@ -56,7 +56,8 @@ class KerasReference:
         path = self.folder / name
         if not path.exists():
             if layout.get("keras3"):
-                (sequential_of(self.model) if layout.get("nested") else self.model).save(path)
+                model = sequential_of(self.model) if layout.get("nested") else self.model
+                model.save_weights(path) if path.name.endswith(".weights.h5") else model.save(path)
             else:
                 write_keras2_h5(path, self.model, nested=layout.get("nested", False),
                                 full_model=layout.get("full_model", False))
@@ -94,6 +95,10 @@ def test_reference_model_is_not_trivial(reference: KerasReference) -> None:
     [
         ("keras3_functional.h5", {"keras3": True}),
         ("keras3_sequential.h5", {"keras3": True, "nested": True}),
+        ("keras3_functional.weights.h5", {"keras3": True}),  # Keras 3's save_weights: its native format
+        ("keras3_sequential.weights.h5", {"keras3": True, "nested": True}),
+        ("keras3_functional.keras", {"keras3": True}),  # Keras 3's model.save: a zip with model.weights.h5
+        ("keras3_sequential.keras", {"keras3": True, "nested": True}),
         ("weights_mobilenet_aesthetic_k2.hdf5", {}),
         ("keras2_sequential.hdf5", {"nested": True}),
         ("keras2_full_model.h5", {"full_model": True}),
@@ -221,17 +226,38 @@ def test_head_and_missing_layers_are_refused(reference: KerasReference, tmp_path
         convert(write_layers_h5(tmp_path / "other.h5", short), tmp_path)
 
 
-def test_files_that_are_not_keras_hdf5_are_refused(reference: KerasReference, tmp_path: Path) -> None:
+def test_files_that_are_not_keras_weights_are_refused_saying_how_to_resave(tmp_path: Path) -> None:
+    import zipfile
+
+    import h5py
+
+    supported = r"nima-rt imports Keras MobileNet v1 NIMA"
+    resave = (r"re-save it from Keras with model.save_weights\('nima.weights.h5'\) \(Keras 3\) or "
+              r"model.save_weights\('nima.h5'\) \(Keras 2\)$")
     text = tmp_path / "notes.h5"
     text.write_text("not weights")
-    with pytest.raises(ImportFailed, match=r"^.*notes.h5: not an HDF5 file; nima-rt imports Keras MobileNet v1"):
+    with pytest.raises(ImportFailed, match=rf"^.*notes.h5: not an HDF5 file or a .keras archive; {supported}"):
         convert(text, tmp_path)
-    native = tmp_path / "model.weights.h5"
-    reference.model.save_weights(native)
-    with pytest.raises(ImportFailed, match=r"model.weights.h5: a Keras 3 native weights file \(.weights.h5\); "
-                                           r"nima-rt imports .* from Keras HDF5 files written by save_weights "
-                                           r"\(Keras 2\) or model.save\('model.h5'\)$"):
-        convert(native, tmp_path)
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as handle:
+        handle["x"] = np.zeros(3)
+    with pytest.raises(ImportFailed, match=rf"plain.h5: an HDF5 file without Keras 'layer_names' or 'layers' \(not a "
+                                           rf"Keras weights file\); {supported} .*; {resave}"):
+        convert(plain, tmp_path)
+    archive = tmp_path / "other.keras"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("config.json", "{}")
+    with pytest.raises(ImportFailed, match=rf"other.keras: a zip without model.weights.h5, not a Keras 3 .keras file; "
+                                           rf"{resave}"):
+        convert(archive, tmp_path)
+
+
+def test_a_keras_3_file_of_another_architecture_says_what_it_holds(tmp_path: Path) -> None:
+    other = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, include_top=False, pooling="avg")
+    other.save_weights(tmp_path / "v2.weights.h5")
+    with pytest.raises(ImportFailed, match=r"v2.weights.h5: a Keras MobileNetV2 model: no conv1, conv_dw_1, conv_pw_1 "
+                                           r"\.\.\. layer; nima-rt imports"):
+        convert(tmp_path / "v2.weights.h5", tmp_path)
 
 
 def test_keras_2_1_6_padding_is_reproduced_on_request(reference: KerasReference, tmp_path: Path) -> None:

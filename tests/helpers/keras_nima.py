@@ -184,3 +184,27 @@ def keras_2_1_6_twin(model):
     for layer in [*units, dense]:
         copy(layer)
     return twin
+
+
+def random_mobilenet_layers(seed: int = 0, alpha: float = 0.25) -> dict[str, dict[str, np.ndarray]]:
+    """Keras MobileNet v1 NIMA arrays ({layer: {param: array}}, Keras's shapes and names) with random
+    weights, made without tensorflow (for write_layers_h5): He-initialised kernels, BatchNorm statistics
+    that keep activations alive, a Dense with a bias."""
+    rng = np.random.default_rng(seed)
+    widths = [int(w * alpha) for w in (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)]
+    layers: dict[str, dict[str, np.ndarray]] = {}
+
+    def unit(name: str, kernel_shape: tuple[int, ...], channels: int, fan_in: int, param: str = "kernel") -> None:
+        layers[name] = {param: _f32(rng.normal(0, np.sqrt(2.0 / fan_in), kernel_shape))}
+        layers[f"{name}_bn"] = {"gamma": _f32(rng.uniform(0.5, 1.5, channels)),
+                                "beta": _f32(rng.normal(0.5, 0.2, channels)),
+                                "moving_mean": _f32(rng.normal(0, 0.1, channels)),
+                                "moving_variance": _f32(rng.uniform(0.5, 2.0, channels))}
+
+    unit("conv1", (3, 3, 3, widths[0]), widths[0], 27)
+    for block in range(1, 14):
+        channels, out = widths[block - 1], widths[block]
+        unit(f"conv_dw_{block}", (3, 3, channels, 1), channels, 9, "depthwise_kernel")
+        unit(f"conv_pw_{block}", (1, 1, channels, out), out, channels)
+    layers["dense_1"] = {"kernel": _f32(rng.normal(0, 0.05, (widths[-1], 10))), "bias": _f32(rng.normal(0, 0.5, 10))}
+    return layers

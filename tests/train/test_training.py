@@ -208,11 +208,14 @@ def test_partial_freeze_keeps_stem_and_first_blocks_fixed() -> None:
 
 def test_presets_carry_the_seed_recipes(tmp_path: Path) -> None:
     aesthetic = resolve_config("aesthetic", overrides={"data": {"labels": "AVA.txt"}})
-    assert (aesthetic.batch_size, aesthetic.model.backbone, aesthetic.model.dropout) == (96, "mobilenetv1_100", 0.75)
+    # idealo's aesthetic recipe, fine-tuning the bundled aesthetic model (its own network)
+    assert (aesthetic.batch_size, aesthetic.pretrained, aesthetic.model.dropout) == (96, "aesthetic", 0.75)
+    assert aesthetic.model.backbone == "keras_mobilenet_v1_1.00_folded"
     assert (aesthetic.head.epochs, aesthetic.head.lr, aesthetic.head.frozen) == (5, 1e-3, "backbone")
     assert (aesthetic.full.epochs, aesthetic.full.lr, aesthetic.full.decay) == (9, 3e-5, 2.3e-5)
     technical = resolve_config("technical", overrides={"data": {"labels": "mos_with_names.txt"}})
     assert (technical.batch_size, technical.head.epochs, technical.full.epochs, technical.full.lr) == (64, 25, 25, 3e-7)
+    assert (technical.model.backbone, technical.pretrained) == ("efficientnet_lite0", "imagenet")  # offline weights
     settings = tmp_path / "train.toml"
     settings.write_text('batch_size = 8\n[model]\nbackbone = "mobilenet_v2"\n[full]\nepochs = 2\n')
     config = resolve_config("aesthetic", settings, {"full": {"lr": 1e-4, "epochs": None}, "data": {"labels": "x"}})

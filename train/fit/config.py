@@ -114,8 +114,9 @@ class TrainConfig:
     name: str = "nima"
     kind: str = "custom"  # contract metadata kind: aesthetic | technical | custom
     trained_on: str = ""  # free text for the model metadata; defaults to the label file name
-    model: ModelConfig = field(default_factory=ModelConfig)
-    pretrained: str = "imagenet"
+    # Weights that can be had offline: ImageNet EfficientNet-Lite0 from a pip package (train extra).
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(backbone="efficientnet_lite0"))
+    pretrained: str = "imagenet"  # imagenet | none | a bundled model name (aesthetic) | a model or weights file
     batch_size: int = 32
     head: StageConfig = field(default_factory=lambda: StageConfig(epochs=5, lr=1e-3, frozen="backbone"))
     full: StageConfig = field(default_factory=lambda: StageConfig(epochs=9, lr=3e-5, decay=2.3e-5, frozen="none"))
@@ -126,6 +127,9 @@ class TrainConfig:
     channels_last: bool = True
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
     out: str = "runs"
+    # The model fine-tuned from (nima_rt.train.model.pretrained.Parent as a dict), set when a run starts: the
+    # models it saves keep its preprocessing and licences and name it as their parent.
+    parent: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -185,10 +189,12 @@ def _merge(config: TrainConfig, data: dict[str, Any], source: str) -> TrainConfi
 
 
 def _aesthetic() -> TrainConfig:
-    # idealo's MobileNet aesthetic recipe (AVA): batch 96, dense 5 epochs at 1e-3, all 9 epochs at
-    # 3e-5 with Keras decay 2.3e-5, dropout 0.75.
+    # The seed's second iteration: fine-tune idealo's AVA model (bundled, read back from aesthetic.onnx; its
+    # network: Keras MobileNet v1, BatchNorm folded) with idealo's MobileNet aesthetic recipe: batch 96, dense
+    # 5 epochs at 1e-3, all 9 epochs at 3e-5 with Keras decay 2.3e-5, dropout 0.75.
     return TrainConfig(
-        name="aesthetic", kind="aesthetic", model=ModelConfig(backbone="mobilenetv1_100", dropout=0.75),
+        name="aesthetic", kind="aesthetic", pretrained="aesthetic",
+        model=ModelConfig(backbone="keras_mobilenet_v1_1.00_folded", dropout=0.75),
         batch_size=96,
         head=StageConfig(epochs=5, lr=1e-3, frozen="backbone"),
         full=StageConfig(epochs=9, lr=3e-5, decay=2.3e-5, frozen="none"),
@@ -197,9 +203,9 @@ def _aesthetic() -> TrainConfig:
 
 def _technical() -> TrainConfig:
     # idealo's MobileNet technical recipe (TID2013): batch 64, dense 25 epochs at 1e-3, all 25
-    # epochs at 3e-7, dropout 0.75.
+    # epochs at 3e-7, dropout 0.75; on ImageNet EfficientNet-Lite0 (weights from a pip package: offline).
     return TrainConfig(
-        name="technical", kind="technical", model=ModelConfig(backbone="mobilenetv1_100", dropout=0.75),
+        name="technical", kind="technical", model=ModelConfig(backbone="efficientnet_lite0", dropout=0.75),
         batch_size=64,
         head=StageConfig(epochs=25, lr=1e-3, frozen="backbone"),
         full=StageConfig(epochs=25, lr=3e-7, frozen="none"),
@@ -235,15 +241,23 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def resolve_config(preset_name: str = "default", config_file: str | os.PathLike[str] | None = None,
                    overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Preset, then the file, then ``overrides`` (nested dict; None values are ignored)."""
+    """Preset, then the file, then ``overrides`` (nested dict; None values are ignored). A model to fine-tune
+    (``pretrained``: a bundled name, a checkpoint, a Keras or PyTorch NIMA file) brings its own backbone and
+    input size unless the file or the command line names them."""
     config = preset(preset_name)
     named = bool(overrides and overrides.get("name"))
+    explicit: dict[str, Any] = {}
     if config_file is not None:
         settings = read_config_file(config_file)
         named = named or bool(settings.get("name"))
+        if isinstance(settings.get("model"), dict):
+            explicit.update(settings["model"])
         config = _merge(config, settings, str(config_file))
     if overrides:
-        config = _merge(config, _drop_none(overrides), "command line")
+        cleaned = _drop_none(overrides)
+        explicit.update(cleaned.get("model", {}))
+        config = _merge(config, cleaned, "command line")
+    _take_the_parents_network(config, explicit)
     if not named:
         config.name = default_run_name(config)
     try:
@@ -252,6 +266,18 @@ def resolve_config(preset_name: str = "default", config_file: str | os.PathLike[
         raise ConfigError(str(exc)) from None
     config.validate()
     return config
+
+
+def _take_the_parents_network(config: TrainConfig, explicit: dict[str, Any]) -> None:
+    """The backbone and input size of the model ``config.pretrained`` names, where not given explicitly."""
+    from nima_rt.train.model.pretrained import describe_pretrained
+
+    parent = describe_pretrained(config.pretrained)
+    if parent is None:
+        return
+    changes = {key: value for key, value in (("backbone", parent.backbone), ("image_size", parent.input_size))
+               if key not in explicit}
+    config.model = dataclasses.replace(config.model, **changes)
 
 
 def default_run_name(config: TrainConfig) -> str:

