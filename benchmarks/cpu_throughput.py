@@ -307,7 +307,7 @@ def infer_cpu_ms(path: Path, batch: np.ndarray, runs: int, cores: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model name or file (default: the bundled default)")
+    parser.add_argument("--model", default="technical", help="model name or file (default: the bundled technical)")
     parser.add_argument("--files", type=int, default=400, help="photos in the corpus (nima-rt scores them all)")
     parser.add_argument("--peer-files", type=int, default=100, help="photos the eager/DataLoader/naive loops score")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every variant")

@@ -25,7 +25,7 @@ from nima_rt.runtime.metrics import spearman
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default="technical")
     parser.add_argument("--files", type=int, default=300)
     parser.add_argument("--sources", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None)

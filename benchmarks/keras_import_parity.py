@@ -118,7 +118,7 @@ def trained_model_draft_effect(photos: list[Path]) -> None:
     from nima_rt.io.model_file import load_model_file
     from nima_rt.runtime.metrics import spearman
 
-    bundled = load_model_file(None)
+    bundled = load_model_file("technical")
     nearest = dataclasses.replace(bundled.metadata, resize=ResizeSpec("squash", "nearest", jpeg_draft=True))
     run, close = onnx_scores(bundled.path)
     try:

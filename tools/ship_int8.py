@@ -41,7 +41,7 @@ from nima_rt.export.onnx_export import save_model, set_metadata
 from nima_rt.export.quantize import SELECTIVE, QuantizeSettings, quantize_qdq
 from nima_rt.export.verify import INT8_MIN_SPEARMAN
 from nima_rt.io.decode import from_array
-from nima_rt.io.model_file import BUNDLED_DIR, DEFAULT_MODEL, load_model_file
+from nima_rt.io.model_file import BUNDLED_DIR, load_model_file
 from nima_rt.runtime.backends.onnxruntime_backend import session_options
 from nima_rt.runtime.metrics import spearman
 from nima_rt.train.datasets import distortions
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--references", type=Path, required=True,
                         help="reference-photo cache (manifest.json + photos/)")
-    parser.add_argument("--model", type=Path, default=BUNDLED_DIR / f"{DEFAULT_MODEL}.onnx")
+    parser.add_argument("--model", type=Path, default=BUNDLED_DIR / "technical.onnx")
     parser.add_argument("--output", type=Path, default=None, help="default: <model stem>.int8.onnx beside the model")
     parser.add_argument("--calibration-count", type=int, default=192)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds")

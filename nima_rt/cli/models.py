@@ -8,7 +8,7 @@ import typer
 
 from nima_rt.cli.common import fail
 from nima_rt.contract.spec import ContractError
-from nima_rt.io.model_file import DEFAULT_MODEL, bundled_models, load_model_file
+from nima_rt.io.model_file import DEFAULT_MODELS, bundled_models, load_model_file
 
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
@@ -18,7 +18,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
     try:
         for name, path in bundled_models().items():
             meta = load_model_file(name).metadata
-            rows.append({"name": name, "default": name == DEFAULT_MODEL, "kind": meta.kind,
+            rows.append({"name": name, "default": name in DEFAULT_MODELS, "kind": meta.kind,
                          "input_size": meta.input_size, "trained_on": meta.trained_on, "licenses": meta.licenses,
                          "path": str(path)})
     except ContractError as exc:

@@ -24,7 +24,9 @@ from nima_rt.contract.spec import (
 from nima_rt.io.files import RefusedFile, open_regular, stream_sha256
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models"
-DEFAULT_MODEL = "technical"
+# The default job (no --model): the seed's, both bundled models; a run ranks by the default rank rule
+# (nima_rt/runtime/ranking.py: DEFAULT_RANK_RULE) when it has both.
+DEFAULT_MODELS = ("aesthetic", "technical")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 MAX_ONNX_BYTES = (2 << 30) - 1  # protobuf's limit: no ONNX file (without external data) is larger
 MAX_SIDECAR_BYTES = 16 << 20  # an engine's <engine>.json: a few KB of metadata
@@ -58,16 +60,30 @@ def bundled_models() -> dict[str, Path]:
     return {path.stem: path for path in sorted(BUNDLED_DIR.glob("*.onnx"))}
 
 
-def resolve_model_path(spec: str | os.PathLike[str] | None) -> Path:
+def default_models() -> list[str]:
+    """The bundled models a run without ``--model`` scores with (:data:`DEFAULT_MODELS` this install ships)."""
+    bundled = bundled_models()
+    present = [name for name in DEFAULT_MODELS if name in bundled]
+    if not present:
+        raise ModelNotFound("no default model is bundled with this nima-rt install; pass --model FILE.onnx "
+                            "(see docs/reference/models.md)")
+    return present
+
+
+def expand_models(specs: Sequence[str | os.PathLike[str] | None]) -> list[str | os.PathLike[str]]:
+    """``specs`` with ``None`` (and an empty list) standing for the default models, in their place."""
+    expanded: list[str | os.PathLike[str]] = []
+    for spec in specs or [None]:
+        expanded.extend(default_models() if spec is None else [spec])
+    return expanded
+
+
+def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
     """A bundled model name, or a path to an ``.onnx`` / ``.engine`` file, to a path on disk."""
     bundled = bundled_models()
     if spec is None:
-        if DEFAULT_MODEL in bundled:
-            return bundled[DEFAULT_MODEL]
-        raise ModelNotFound(
-            "no default model is bundled with this nima-rt install; pass --model FILE.onnx "
-            "(see docs/reference/models.md)"
-        )
+        raise ModelNotFound(f"no model named: None stands for the default models ({', '.join(DEFAULT_MODELS)}), "
+                            "which nima_rt.io.model_file.expand_models lists")
     text = os.fspath(spec)
     if text in bundled:
         return bundled[text]
@@ -150,7 +166,7 @@ def _open_model_part(path: Path, expected: str, max_bytes: int | None) -> Binary
         raise ModelNotFound(str(exc)) from None
 
 
-def load_model_file(spec: str | os.PathLike[str] | None) -> ModelFile:
+def load_model_file(spec: str | os.PathLike[str]) -> ModelFile:
     """Resolve ``spec`` and read its metadata; raise ContractError with the file named on failure.
 
     The file is opened once, only if it is a regular file (an ONNX file at most 2 GiB, protobuf's limit);

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nima_rt.io.model_file import DEFAULT_MODEL, ModelNotFound, bundled_models, load_model_file
+from nima_rt.io.model_file import ModelNotFound, bundled_models, load_model_file
 
 INT8_SUFFIX = ".int8"
 
@@ -33,12 +33,12 @@ def check_same_source(fp32: Path, int8: Path) -> None:
         )
 
 
-def int8_variant(spec: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
+def int8_variant(spec: str | os.PathLike[str]) -> str | os.PathLike[str]:
     """The model spec ``--precision int8`` runs instead of ``spec``: the bundled ``<name>.int8``
-    for a bundled name (None: the default model), ``spec`` itself for an ``*.int8.onnx`` file.
+    for a bundled name, ``spec`` itself for an ``*.int8.onnx`` file.
     Raises ModelNotFound for anything else, saying what to do."""
     bundled = bundled_models()
-    name = DEFAULT_MODEL if spec is None else os.fspath(spec)
+    name = os.fspath(spec)
     if name in bundled and name.endswith(INT8_SUFFIX):
         return name
     if name in bundled:
@@ -47,7 +47,8 @@ def int8_variant(spec: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
             return name + INT8_SUFFIX
         have = ", ".join(n for n in bundled if n.endswith(INT8_SUFFIX)) or "none"
         raise ModelNotFound(f"--precision int8: the bundled model {name} has no INT8 variant "
-                            f"(bundled INT8 variants: {have}); use --precision fp32")
+                            f"(bundled INT8 variants: {have}); use --precision fp32, or name the models that have "
+                            f"one (e.g. --model technical --precision int8)")
     if spec is not None and is_int8_file(name):
         return spec
     raise ModelNotFound(

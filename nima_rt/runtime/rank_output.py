@@ -34,7 +34,15 @@ from nima_rt.io.score_reader import ScoreFiles
 from nima_rt.io.score_rows import ScoreRow
 from nima_rt.io.writers import CsvWriter, JsonlWriter, OutputError, ParquetWriter, RowWriter, format_for
 from nima_rt.runtime.grouping import Grouping, GroupingError, parse_grouping
-from nima_rt.runtime.ranking import RULE_COLUMNS, RankRule, RankRuleError, rank_groups, rank_rows, resolve_rank_rule
+from nima_rt.runtime.ranking import (
+    RULE_COLUMNS,
+    RankRule,
+    RankRuleError,
+    rank_groups,
+    rank_rows,
+    resolve_rank_rule,
+    uses_default_rule,
+)
 from nima_rt.runtime.settings import SettingError
 
 GROUP_COLUMNS = ("group", "rank", "best")
@@ -96,12 +104,18 @@ class RankOptions:
                 raise SettingError("--group-by", str(exc)) from None
         return rule
 
-    def extra_columns(self) -> tuple[str, ...]:
+    def shows_rule(self, columns: Sequence[str]) -> bool:
+        """Whether rows carry the rule's score: with ``rank_by``, or the default job's rule
+        (:data:`~nima_rt.runtime.ranking.DEFAULT_RANK_RULE`) over model ``columns``."""
+        return self.rank_by is not None or uses_default_rule(self.rank_by, self.sort_by, columns)
+
+    def extra_columns(self, columns: Sequence[str] = ()) -> tuple[str, ...]:
         """Columns after the scores and carried columns: group/rank/best when grouping; the rule's score (and,
-        per listing, the rule that picked the best photo) with ``rank_by``."""
+        per listing, the rule that picked the best photo) when :meth:`shows_rule`."""
+        shown = self.shows_rule(columns)
         if self.grouping is not None:
-            return GROUP_COLUMNS + (RULE_COLUMNS if self.rank_by is not None else ())
-        return ("rank", RULE_COLUMNS[0]) if self.rank_by is not None else ()
+            return GROUP_COLUMNS + (RULE_COLUMNS if shown else ())
+        return ("rank", RULE_COLUMNS[0]) if shown else ()
 
 
 @dataclass
@@ -125,7 +139,7 @@ def rank_output(sources: Sequence[str | os.PathLike[str]], options: RankOptions)
     files = ScoreFiles(sources)
     names = ", ".join(os.fspath(s) for s in sources)
     rule = options.check(files.columns, files.carried, names)
-    extra = tuple(files.carried) + options.extra_columns()
+    extra = tuple(files.carried) + options.extra_columns(files.columns)
     summary = RankSummary(output=options.output if options.output not in (None, "-") else "stdout")
     groups: set[str] = set()
     with _output(options, files.columns, extra) as writer:
@@ -142,14 +156,14 @@ def rank_output(sources: Sequence[str | os.PathLike[str]], options: RankOptions)
 
 def ranked_rows(files: ScoreFiles, options: RankOptions, rule: RankRule) -> Iterator[tuple[ScoreRow, dict | None]]:
     """The rows of ``files`` in ranked order, each with its ranking columns (None for a plain sort)."""
-    wanted = options.extra_columns()
+    wanted = options.extra_columns(files.columns)
     if options.grouping is not None:
         key = options.grouping.key_function()
         ends: dict[str, int] = {}
         for index, row in enumerate(files.rows(scores=False)):
             ends[key(row)] = index
         ranked = rank_groups(files.rows(), rule, options.top, key, ends)
-    elif options.rank_by is not None:
+    elif options.shows_rule(files.columns):
         ranked = rank_rows(files.rows(), rule, options.top)
     else:  # --sort / --top: rows only, best first
         yield from ((row.result, None) for row in rank_rows(files.rows(), rule, options.top))  # type: ignore[misc]

@@ -49,7 +49,7 @@ class RunOptions:
     overwrite: bool = False  # replace an ``output`` that holds data (refused otherwise, unless ``resume``)
     strict: bool = False  # stop at the first file that fails (RunSummary.stopped_at says which)
     sort: bool = False  # best first by the rank rule
-    sort_by: str | None = None  # the model column to rank by (default: the first model)
+    sort_by: str | None = None  # the model column to rank by (default: the default rule, else the first model)
     rank_by: str | None = None  # a rank rule (nima_rt.runtime.ranking), e.g. 'aesthetic if technical>=5'
     top: int | None = None  # keep the K best (per group when grouping)
     group_by: str | None = None  # parent | dir:N | a manifest column | none (nima_rt.runtime.grouping)

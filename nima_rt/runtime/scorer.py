@@ -1,9 +1,9 @@
 """The Python API: score files, Pillow images or arrays with one or several contract models.
 
     from nima_rt import Scorer
-    with Scorer() as scorer:                      # the bundled default model
+    with Scorer() as scorer:                      # the default models: aesthetic and technical
         for result in scorer.score_paths(["photos/"]):
-            print(result.path, result.error or result.scores["technical"].mean)
+            print(result.path, result.error or result.scores["aesthetic"].mean)
 
 Files are decoded by a pool of threads into bounded batches that overlap inference; results come
 back in input order, one at a time, so memory stays flat however many files there are.
@@ -46,7 +46,7 @@ from nima_rt.io.memory_inputs import (
     read_encoded,
     stream_name,
 )
-from nima_rt.io.model_file import ModelFile, column_names, load_model_file, split_model_spec
+from nima_rt.io.model_file import ModelFile, column_names, expand_models, load_model_file, split_model_spec
 from nima_rt.io.results import ScoreBatch, ScoreColumns, ScoreResult
 from nima_rt.io.variants import int8_variant
 from nima_rt.runtime.backends import BACKENDS, Backend, BackendChoice, BackendOptions, choose_backend
@@ -127,7 +127,8 @@ class DecodedInput:
 class Scorer:
     """Scores images with one or more models sharing one decode.
 
-    ``models``: bundled names or model files; ``None`` (default) is the bundled default model;
+    ``models``: bundled names or model files; ``None`` (default) stands for the default models, the bundled
+    ``aesthetic`` and ``technical`` (the seed's job: rank with ``nima_rt.runtime.ranking.DEFAULT_RANK_RULE``);
     ``"NAME=FILE"`` puts a model's scores under NAME instead of its metadata name.
     Raises ContractError/ModelNotFound for a bad model and BackendUnavailable when nothing can run it.
     """
@@ -135,9 +136,7 @@ class Scorer:
     def __init__(self, models: Sequence[ModelSpec] | ModelSpec = (None,), config: ScorerConfig | None = None):
         self.config = config or ScorerConfig()
         self._closed = False
-        specs = list(models) if isinstance(models, (list, tuple)) else [models]
-        if not specs:
-            specs = [None]
+        specs = expand_models(list(models) if isinstance(models, (list, tuple)) else [models])
         named = [split_model_spec(spec) for spec in specs]
         if self.config.precision == "int8":  # the bundled models' INT8 copies (nima_rt/io/variants.py)
             named = [(name, int8_variant(spec)) for name, spec in named]

@@ -446,7 +446,7 @@ def test_version_and_models_list(tiny_model: Path, tmp_path: Path, monkeypatch: 
     assert listed.exit_code == 0, listed.output
     data = json.loads(listed.stdout)
     assert {"technical", "aesthetic"} <= {row["name"] for row in data["bundled"]}
-    assert [row["name"] for row in data["bundled"] if row["default"]] == ["technical"]
+    assert [row["name"] for row in data["bundled"] if row["default"]] == ["aesthetic", "technical"]
     (aesthetic,) = [row for row in data["bundled"] if row["name"] == "aesthetic"]
     assert aesthetic["licenses"][0].startswith("Apache-2.0, Copyright 2018 idealo internet GmbH")
     bundle = tmp_path / "bundle"
@@ -474,7 +474,7 @@ def test_engine_ray_without_ray_is_one_install_line(
 
 
 def test_the_readme_first_command_runs_without_the_training_stack() -> None:
-    """README's `pip install . && nima-rt score examples/photos`: no torch, timm, scipy, onnx, pyarrow or ray."""
+    """README's first command without the training stack: no torch, timm, scipy, onnx, pyarrow or ray."""
     repo = REPO
     code = (
         "import sys\n"
@@ -485,16 +485,18 @@ def test_the_readme_first_command_runs_without_the_training_stack() -> None:
         "            raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "from nima_rt.cli import app\n"
-        "sys.argv = ['nima-rt', 'score', 'examples/photos', '--sort']\n"
+        "sys.argv = ['nima-rt', 'score', 'examples/listings', '--group-by', 'parent']\n"
         "app()\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
                          env=dict(os.environ, PYTHONPATH=str(repo)), timeout=120)
     assert out.returncode == 0, out.stderr
-    shown = [",".join(row[:4]) for row in csv.reader(io.StringIO(out.stdout))]
+    fields = (1, 3, 15, 28, 29, 30, 31)  # cut -d, -f1,3,15,28-31
+    shown = [",".join(row[i - 1] for i in fields) for row in csv.reader(io.StringIO(out.stdout))]
     readme = (repo / "README.md").read_text(encoding="utf-8")
-    block = readme.split("$ nima-rt score examples/photos --sort | cut -d, -f1-4\n", 1)[1].split("```", 1)[0]
-    assert shown == block.strip().splitlines()  # the README shows the real output
+    command = "$ nima-rt score examples/listings --group-by parent | cut -d, -f1,3,15,28-31\n"
+    block = readme.split(command, 1)[1].split("```", 1)[0]
+    assert shown == block.strip().splitlines()  # the README shows the real output: the best photo of each listing
 
 
 def test_a_finished_output_is_not_replaced_without_overwrite(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The bundled default model (nima_rt/models/technical.onnx): metadata, real scores, rankings."""
+"""The bundled technical model (nima_rt/models/technical.onnx), one of the two default models: metadata,
+real scores, rankings."""
 
 from __future__ import annotations
 
@@ -32,12 +33,12 @@ GOLDEN = {
 
 
 def score_files(paths: list[Path]) -> dict[str, float]:
-    with Scorer([None], ScorerConfig(batch_size=8, threads=1)) as scorer:
+    with Scorer(["technical"], ScorerConfig(batch_size=8, threads=1)) as scorer:
         return {Path(r.path).name: r.scores["technical"].mean for r in scorer.score_paths(paths)}
 
 
-def test_default_model_is_the_bundled_technical_one() -> None:
-    model = load_model_file(None)
+def test_the_bundled_technical_model() -> None:
+    model = load_model_file("technical")
     assert model.path.name == "technical.onnx"
     assert model.path.stat().st_size < 25 * 1024 * 1024
     meta = model.metadata

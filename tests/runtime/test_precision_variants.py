@@ -25,7 +25,6 @@ def bundled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_bundled_names_map_to_their_int8_copy(bundled: Path) -> None:
-    assert int8_variant(None) == "technical.int8"
     assert int8_variant("technical") == "technical.int8"
     assert int8_variant("technical.int8") == "technical.int8"
     assert int8_variant(str(bundled / "technical.int8.onnx")) == str(bundled / "technical.int8.onnx")
@@ -36,7 +35,8 @@ def test_models_without_an_int8_copy_are_refused_with_what_to_do(bundled: Path, 
     with pytest.raises(ModelNotFound) as error:
         int8_variant("other")
     assert str(error.value) == ("--precision int8: the bundled model other has no INT8 variant "
-                                "(bundled INT8 variants: technical.int8); use --precision fp32")
+                                "(bundled INT8 variants: technical.int8); use --precision fp32, or name the models "
+                                "that have one (e.g. --model technical --precision int8)")
     mine = write_tiny_model(tmp_path / "mine.onnx")
     with pytest.raises(ModelNotFound) as error:
         int8_variant(mine)
@@ -73,7 +73,7 @@ def test_an_int8_copy_of_another_checkpoint_is_refused(tmp_path: Path, monkeypat
         onnx.save(model, str(path))
     monkeypatch.setattr("nima_rt.io.model_file.BUNDLED_DIR", folder)
     with pytest.raises(ModelNotFound) as error:
-        int8_variant(None)
+        int8_variant("technical")
     assert str(error.value) == (
         f"{folder / 'technical.int8.onnx'}: INT8 copy of another model (checkpoint sha256 bbbbbbbbbbbb, "
         "technical.onnx has aaaaaaaaaaaa); rebuild it with tools/ship_int8.py, or use --precision fp32")

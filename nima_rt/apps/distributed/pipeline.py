@@ -27,7 +27,7 @@ from nima_rt.apps.distributed.shards import RANKED_FILE, ModelRecord, RunRecord,
 from nima_rt.apps.distributed.stages import ModelPayload, ScoreActor, decode_batch, from_columns
 from nima_rt.io.decode import Preprocess
 from nima_rt.io.manifests import ManifestError, check_model_names
-from nima_rt.io.model_file import column_names, load_model_file
+from nima_rt.io.model_file import column_names, expand_models, load_model_file
 from nima_rt.io.results import ScoreBatch
 from nima_rt.runtime.backends import probe_backends
 from nima_rt.runtime.rank_output import RankSummary, rank_output
@@ -171,7 +171,7 @@ def score_with_ray(
     """
     say = log or (lambda message: None)
     started = time.perf_counter()
-    files = [load_model_file(spec) for spec in config.models]
+    files = [load_model_file(spec) for spec in expand_models(config.models)]
     if config.backend is not None:  # a misspelt --backend, or one that --device excludes, fails before Ray starts
         for model_file in files:
             probe_backends(model_file, config.device, config.backend)
@@ -246,7 +246,7 @@ def _scoring_dataset(inputs: InputList, pending: list[int], specs: list[Preproce
     """The Ray Data pipeline: pending shards' paths -> decode tasks on CPUs -> a pool of scoring actors."""
     import ray.data
 
-    payloads = [ModelPayload.load(spec) for spec in config.models]
+    payloads = [ModelPayload.load(spec) for spec in expand_models(config.models)]
     scorer_config = ScorerConfig(batch_size=plan.batch_size, workers=1, threads=plan.threads,
                                  device=plan.device, backend=config.backend,
                                  gpu_decode="off",  # actors get decoded arrays; decode tasks run on CPUs

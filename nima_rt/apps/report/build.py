@@ -172,7 +172,7 @@ def build_report(
         title=config.title, columns=list(columns), rank_column=rank_column, thumb_size=config.thumb_size,
         page_dir=os.path.abspath(page.parent), root=root,
         footer=f"Written by nima-rt {__version__} on {stamp}. Click a photo to open the original.",
-        rank_rule=rule.text() if config.rank_by is not None else None,
+        rank_rule=rule.text() if config.rank_by is not None or len(rule.columns) > 1 else None,  # a default rule too
     )
     html = render_page(list(listings.values()), info)
     try:
