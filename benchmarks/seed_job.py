@@ -78,7 +78,7 @@ def checks(folder: Path, files: list[Path], model) -> None:  # type: ignore[no-u
     dist = np.concatenate([model.predict(keras_inputs(files[i:i + KERAS_BATCH]), verbose=0)
                            for i in range(0, len(files), KERAS_BATCH)]).astype(np.float64)
     keras_mean = dist @ np.arange(1, 11)
-    ours = np.array([together["aesthetic"][str(p)] for p in files])
+    ours = np.array([together["aesthetic"][str(folder / p.name)] for p in files])  # the run scored the job folder
     print(f"default job vs each model alone, {len(files)} JPEGs: aesthetic and technical scores "
           f"{'identical (CSV, 6 decimals)' if same else 'DIFFER'}")
     print(f"default job's aesthetic vs Keras (exact path): max |d mean| {np.abs(ours - keras_mean).max():.2e}, "
