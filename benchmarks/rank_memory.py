@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from nima_rt.io.results import ScoreBatch, ScoreColumns  # noqa: E402
-from nima_rt.io.writers import open_writer  # noqa: E402
+from nima_rt.io.score_output import open_output  # noqa: E402
 
 CHUNK = 20_000  # rows per written batch
 
@@ -54,7 +54,7 @@ def write_scores(path: Path, rows: int, per_listing: int, spread: bool) -> None:
     """A score file of ``rows`` rows of one model ``m``: photo i is listings/L<i // per_listing>/<i>.jpg."""
     rng = np.random.default_rng(23)
     fmt = path.suffix.lstrip(".")
-    writer = open_writer(fmt, str(path), ["m"])
+    writer = open_output(fmt, str(path), ["m"], overwrite=True).writer
     order = paths_in_order(rows, per_listing, spread)
     for start in range(0, rows, CHUNK):
         chunk = order[start: start + CHUNK]
@@ -125,8 +125,7 @@ def main() -> None:
                     write_scores(source, rows, options.per_listing, spread=case == "spread")
                 ranking = ["--top", "3"] if case == "sort" else ["--group-by", "parent", "--top", "3"]
                 out = folder / f"ranked-{case}-{rows}.{fmt}"
-                peak, seconds = measure(["rank", str(source), *ranking, "-o",
-                                         str(out), "-q"])
+                peak, seconds = measure(["rank", str(source), *ranking, "-o", str(out), "--overwrite", "-q"])
                 size = source.stat().st_size / 1e6
                 print(f"{fmt + ' ' + case:<34}{rows:>10,}{size:>9.0f}{peak / 1024:>14.0f}"
                       f"{(peak - base) / 1024:>16.0f}{seconds:>9.1f}", flush=True)

@@ -9,7 +9,16 @@ from __future__ import annotations
 import typer
 
 from nima_rt.cli import options
-from nima_rt.cli.common import EXIT_BROKEN_PIPE, EXIT_NOTHING_SCORED, fail, note, ranked_line, silence_stdout
+from nima_rt.cli.common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_NOTHING_SCORED,
+    EXIT_USAGE,
+    fail,
+    note,
+    ranked_line,
+    silence_stdout,
+)
+from nima_rt.io.output_file import OutputConflict
 from nima_rt.io.writers import OutputError
 from nima_rt.runtime.rank_output import RankOptions, rank_output
 from nima_rt.runtime.settings import SettingError
@@ -35,17 +44,23 @@ def rank(
     no_formula_escape: bool = typer.Option(
         False, "--no-formula-escape", help="CSV: write cells starting with = + - @ as they are."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an --output that already exists (one of the SCORES is ranked in place "
+        "without it)."
+    ),
     quiet: options.Quiet = False,
 ) -> None:
     """Rank the rows of finished runs: best first (per listing with --group-by, the best one marked), carried
     manifest columns kept. Streams: memory is bounded by the largest listing when rows arrive grouped."""
     try:
         ranking = RankOptions(output=output, format=fmt, sort=True, sort_by=sort_by, rank_by=rank_by, top=top,
-                              group_by=group_by, escape_formulas=not no_formula_escape)
+                              group_by=group_by, escape_formulas=not no_formula_escape, overwrite=overwrite)
     except SettingError as exc:
         raise typer.BadParameter(str(exc), param_hint=exc.option) from None
     try:
         summary = rank_output(scores, ranking)
+    except OutputConflict as exc:  # an output that is not the rank's to replace unasked: the user chooses
+        fail(str(exc), EXIT_USAGE)
     except (SettingError, OutputError) as exc:
         fail(str(exc))
     except BrokenPipeError:  # `| head` closed stdout: stop quietly

@@ -29,6 +29,7 @@ from typing import Any
 
 from nima_rt.io.files import atomic_path
 from nima_rt.io.locations import SourceError, is_uri, open_filesystem
+from nima_rt.io.output_file import OutputExists
 from nima_rt.io.score_output import open_output
 from nima_rt.io.score_reader import ScoreFiles
 from nima_rt.io.score_rows import ScoreRow
@@ -62,6 +63,7 @@ class RankOptions:
     top: int | None = None  # keep the K best (per listing when grouping)
     group_by: str | None = None  # parent | dir:N | COLUMN | none (nima_rt.runtime.grouping)
     escape_formulas: bool = True  # CSV: prefix cells starting with = + - @ with ' (spreadsheets)
+    overwrite: bool = False  # replace an existing output that is not one of the sources
     resolved_format: str = field(init=False)
     grouping: Grouping | None = field(init=False)
 
@@ -136,6 +138,7 @@ def rank_output(sources: Sequence[str | os.PathLike[str]], options: RankOptions)
     be written (the output is then untouched), SettingError for a rule or grouping the rows cannot serve.
     """
     started = time.perf_counter()
+    _check_replaceable(sources, options)
     files = ScoreFiles(sources)
     names = ", ".join(os.fspath(s) for s in sources)
     rule = options.check(files.columns, files.carried, names)
@@ -152,6 +155,25 @@ def rank_output(sources: Sequence[str | os.PathLike[str]], options: RankOptions)
     summary.listings = len(groups)
     summary.elapsed = time.perf_counter() - started
     return summary
+
+
+def _check_replaceable(sources: Sequence[str | os.PathLike[str]], options: RankOptions) -> None:
+    """OutputExists when the output is a local file holding data that is none of the sources and
+    ``overwrite`` was not given (a score file is never replaced unasked; ranking in place is asked)."""
+    output = options.output
+    if options.overwrite or output in (None, "-") or is_uri(output) or not os.path.isfile(output):
+        return
+    if os.path.getsize(output) == 0 or any(_same_file(output, source) for source in sources):
+        return
+    raise OutputExists(f"{output}: already holds {os.path.getsize(output)} bytes; pass --overwrite to replace it "
+                       "(or rank it in place by naming it among the SCORES)")
+
+
+def _same_file(output: str, source: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.samefile(output, source)
+    except OSError:
+        return False
 
 
 def ranked_rows(files: ScoreFiles, options: RankOptions, rule: RankRule) -> Iterator[tuple[ScoreRow, dict | None]]:

@@ -66,7 +66,7 @@ class RunOptions:
             raise SettingError("--overwrite", "--overwrite replaces the output, --resume continues it: choose one")
         ranking = RankOptions(output=self.output, format=self.format, sort=self.sort, sort_by=self.sort_by,
                               rank_by=self.rank_by, top=self.top, group_by=self.group_by,
-                              escape_formulas=self.escape_formulas)
+                              escape_formulas=self.escape_formulas, overwrite=True)  # the run checks its output
         object.__setattr__(self, "ranking", ranking)
         object.__setattr__(self, "resolved_format", ranking.resolved_format)
         try:

@@ -76,6 +76,14 @@ def test_rank_errors_and_exit_codes(tiny_model: Path, photo_dir: Path, tmp_path:
     unchanged = scores.read_bytes()
     failed = run("rank", scores, "--sort-by", "other", "-o", scores)
     assert failed.exit_code == 1 and scores.read_bytes() == unchanged  # a failed rank step leaves its output alone
+    other = tmp_path / "other.csv"
+    other.write_text("keep me\n")
+    refused = run("rank", scores, "--top", "1", "-o", other)
+    assert refused.exit_code == 2 and other.read_text() == "keep me\n"
+    assert refused.stderr == (f"error: {other}: already holds 8 bytes; pass --overwrite to replace it (or rank it in "
+                              "place by naming it among the SCORES)\n")
+    assert run("rank", scores, "--top", "1", "-o", other, "--overwrite", "-q").exit_code == 0
+    assert len(other.read_text().splitlines()) == 2
 
 
 def test_score_takes_json_jsonl_and_group_by_none(tiny_model: Path, photo_dir: Path, tmp_path: Path) -> None:

@@ -237,7 +237,8 @@ def _with_ranking(summary: RunSummary, store: ShardStore, config: RayScoreConfig
         return summary
     target = store.location(RANKED_FILE)
     say(f"ranking {config.output} into {target}")
-    ranked = rank_output([config.output], dataclasses.replace(config.ranking, output=target, format="parquet"))
+    ranked = rank_output([config.output], dataclasses.replace(config.ranking, output=target, format="parquet",
+                                                              overwrite=True))  # the run's own, re-ranked
     return dataclasses.replace(summary, ranked=ranked)
 
 
