@@ -131,3 +131,22 @@ def test_unfinished_runs_and_foreign_files_are_one_line_errors(tmp_path: Path) -
     bad.write_text(bad.read_text().replace("5.5", "five", 1))
     with pytest.raises(OutputError, match=r"bad.csv:2: a model score needs a number mean, std and 10 dist values"):
         list(ScoreFiles([bad]).rows())
+
+
+def test_uris_read_and_rank_like_local_files(tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    from nima_rt.runtime.rank_output import RankOptions, rank_output
+
+    folder = ray_folder(tmp_path / "out")
+    memory = fsspec.filesystem("memory")
+    for path in folder.iterdir():
+        if not path.name.startswith("."):
+            memory.pipe(f"/nima-test-uri/out/{path.name}", path.read_bytes())
+    uri = "memory://nima-test-uri/out"
+    assert [r.path for r in ScoreFiles([uri]).rows()] == [r.path for r in ScoreFiles([folder]).rows()]
+    summary = rank_output([uri], RankOptions(output="memory://nima-test-uri/picks.csv", group_by="listing_id"))
+    assert (summary.rows, summary.listings) == (10, 4)  # listings "1", "2", "=2" and "" (the failed row's)
+    local = tmp_path / "picks.csv"
+    rank_output([folder], RankOptions(output=str(local), group_by="listing_id"))
+    assert memory.cat("/nima-test-uri/picks.csv").decode("utf-8") == local.read_text(encoding="utf-8")
+    assert not [name for name in memory.ls("/nima-test-uri", detail=False) if ".tmp-" in name]
