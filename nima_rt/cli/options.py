@@ -14,7 +14,7 @@ import typer
 
 from nima_rt.cli.common import fail, note
 from nima_rt.contract.choices import DEVICES, GPU_DECODE_MODES, PRECISIONS
-from nima_rt.io.decode import DecodeOptions
+from nima_rt.io.decode import DEFAULT_DECODE_MEMORY, DEFAULT_MAX_PIXELS, DecodeOptions
 from nima_rt.runtime.backends import BACKENDS
 from nima_rt.runtime.scorer import Scorer, ScorerConfig
 from nima_rt.train import load_contract_module
@@ -68,6 +68,19 @@ FullDecode = Annotated[
                  help="Decode JPEGs in full instead of DCT-scaled (slower; see docs/guide/runtime.md)."),
 ]
 Workers = Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Decode threads (default: all cores).")]
+MaxPixels = Annotated[
+    int | None,
+    typer.Option("--max-pixels", min=1, metavar="N",
+                 help=f"Refuse (error row) an image that decodes to more than N pixels, after the JPEG draft "
+                 f"(default {DEFAULT_MAX_PIXELS}, Pillow's limit; a 100 MP camera JPEG decodes at 1/8 scale).")
+]
+MemoryBudget = Annotated[
+    int | None,
+    typer.Option("--memory-budget", min=16, metavar="MB",
+                 help=f"Decode memory in MB: what one image's decode may need (more is an error row) and all "
+                 f"decodes in flight may hold (default {DEFAULT_DECODE_MEMORY >> 20}; docs/guide/runtime.md"
+                 "#memory-budget).")
+]
 
 # -- batch / threads ------------------------------------------------------------------------------
 BatchSize = Annotated[
@@ -114,13 +127,17 @@ def scorer_config(
     precision: str | None = None,
     gpu_decode: str = "auto",
     full_decode: bool = False,
+    max_pixels: int | None = None,
+    memory_budget: int | None = None,
 ) -> ScorerConfig:
     """The library config for the shared options above (the one place they meet ``ScorerConfig``); a split the
-    cores cannot make (``--threads 1 --streams 2``) is a usage error."""
+    cores cannot make (``--threads 1 --streams 2``) is a usage error. ``memory_budget`` is in MB."""
+    decode = DecodeOptions(jpeg_draft=not full_decode, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                           decode_memory=memory_budget << 20 if memory_budget else DEFAULT_DECODE_MEMORY)
     try:
         return ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, streams=streams, device=device,
                             backend=backend, precision=precision, gpu_decode=gpu_decode,
-                            decode=DecodeOptions(jpeg_draft=not full_decode), checkpoint_loader=load_contract_module)
+                            decode=decode, checkpoint_loader=load_contract_module)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--streams") from None
 

@@ -43,6 +43,8 @@ def report(
     precision: options.Precision = None,
     gpu_decode: options.GpuDecode = "auto",
     full_decode: options.FullDecode = False,
+    max_pixels: options.MaxPixels = None,
+    memory_budget: options.MemoryBudget = None,
     quiet: options.Quiet = False,
 ) -> None:
     """Write an HTML page: photos ranked best first within each listing folder, best one marked,
@@ -71,7 +73,8 @@ def report(
         else:
             scorer_config = options.scorer_config(
                 batch_size=batch_size, workers=workers, threads=threads, device=device, backend=backend,
-                precision=precision, gpu_decode=gpu_decode, full_decode=full_decode)
+                precision=precision, gpu_decode=gpu_decode, full_decode=full_decode, max_pixels=max_pixels,
+                memory_budget=memory_budget)
             if grouping is not None:
                 try:
                     grouping.check([], "the photos (give --scores FILE with that column)")

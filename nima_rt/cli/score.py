@@ -68,6 +68,8 @@ def score(
     precision: options.Precision = None,
     gpu_decode: options.GpuDecode = "auto",
     full_decode: options.FullDecode = False,
+    max_pixels: options.MaxPixels = None,
+    memory_budget: options.MemoryBudget = None,
     resume: bool = typer.Option(False, "--resume", help="Continue --output (CSV, JSONL or Parquet): skip the paths "
                                 "already in it, add the rest (a ranked run ranks the whole output when every input "
                                 "is scored)."),
@@ -96,7 +98,8 @@ def score(
         single = {"--strict": strict, "--workers": workers is not None, "--gpu-decode on": gpu_decode == "on",
                   "--full-decode": full_decode, "--precision": precision is not None, "--streams": streams is not None,
                   "--paths-from": paths_from is not None, "--ext": ext is not None, "-": "-" in paths,
-                  "--overwrite": overwrite}
+                  "--overwrite": overwrite, "--max-pixels": max_pixels is not None,
+                  "--memory-budget": memory_budget is not None}
         ranking = _rank_options(sort=sort, sort_by=sort_by, rank_by=rank_by, top=top, group_by=group_by)
         score_ray(engine=engine, paths=paths, models=model, output=output, fmt=fmt, address=address,
                   batch_size=batch_size, threads=threads, device=device, backend=backend, ranking=ranking,
@@ -108,7 +111,7 @@ def score(
                        extensions=tuple(ext.split(",")) if ext is not None else None)
     config = options.scorer_config(batch_size=batch_size, workers=workers, threads=threads, streams=streams,
                                    device=device, backend=backend, precision=precision, gpu_decode=gpu_decode,
-                                   full_decode=full_decode)
+                                   full_decode=full_decode, max_pixels=max_pixels, memory_budget=memory_budget)
     if not paths and paths_from is None:
         raise typer.BadParameter("give at least one PATH ('-' reads paths from stdin)", param_hint="PATH")
     lists = _open_path_lists(paths, paths_from)

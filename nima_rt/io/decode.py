@@ -6,7 +6,9 @@ Every failure becomes a :class:`DecodeError` with a one-line message; nothing he
 
 :func:`load_rgb` is THE "open an image, apply its EXIF orientation, convert it to RGB" of the project
 (the runtime, the report's thumbnails, the labelling app and the dataset builder all call it), with one
-decompression-bomb policy: the declared size is checked before any pixel is decoded.
+decompression-bomb policy, applied before any pixel is decoded: the size the file decodes to (after the
+JPEG draft) against ``max_pixels``, and the memory the whole decode needs against the memory budget
+(:mod:`nima_rt.io.decode_memory`).
 
 Colours follow :mod:`nima_rt.io.colour` (every Pillow mode to 8-bit RGB, docs/guide/runtime.md); decode memory in
 flight is bounded by :mod:`nima_rt.io.decode_memory`. EXIF orientation is applied before resizing;
@@ -16,7 +18,6 @@ a layered PSD).
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 import struct
@@ -26,33 +27,38 @@ from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from nima_rt.contract.messages import one_line
-from nima_rt.contract.spec import Preprocess, resize_image
+from nima_rt.contract.spec import Preprocess, ResizeSpec, resize_image
 from nima_rt.io import decode_policy
 from nima_rt.io.colour import to_rgb
-from nima_rt.io.decode_memory import DEFAULT_DECODE_MEMORY, DecodeBudget, Reservation
+from nima_rt.io.decode_memory import DEFAULT_DECODE_MEMORY, DecodeBudget, OverBudget, Reservation, decode_cost
 from nima_rt.io.files import RefusedFile, open_regular
-from nima_rt.io.plugins import missing_plugin_hint, register_installed
+from nima_rt.io.image_open import (
+    NOT_PHOTO_EXTENSIONS,
+    blp_embedded_size,
+    image_extensions,
+    is_image_path,
+    open_image,
+)
+from nima_rt.io.plugins import missing_plugin_hint
 
 __all__ = [
     "DecodeBudget", "DecodeError", "DecodeOptions", "Preprocess", "decode_bytes", "decode_file", "from_array",
-    "from_pil", "image_extensions", "load_rgb", "path_label", "to_rgb",
+    "from_pil", "image_extensions", "is_image_path", "load_rgb", "path_label", "to_rgb", "NOT_PHOTO_EXTENSIONS",
 ]
 
-DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (about 89.5 MP)
 # A file decoded more than once (models with different decode policies) is read into memory once when it is
 # at most this large; a larger one is read again from its open handle for each decode.
 MAX_ENCODED_IN_MEMORY = 64 << 20
 T = TypeVar("T")
 ORIENTATION_TAG = 0x0112
-# Extensions Pillow registers for formats a photo pipeline has no business walking into (documents, scientific
-# containers, video): a file named so is still tried when given explicitly.
-NOT_PHOTO_EXTENSIONS = frozenset({".pdf", ".eps", ".ps", ".h5", ".hdf", ".bufr", ".grib", ".fit", ".fits",
-                                  ".mpg", ".mpeg", ".wmf", ".emf"})
-# Bytes Pillow keeps per pixel for a decoded image of each mode (RGB is stored in 4 bytes).
-_STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+# EXIF orientation -> the transpose that undoes it (as ImageOps.exif_transpose)
+TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+         5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+         8: Image.Transpose.ROTATE_90}
 
 
 class DecodeError(Exception):
@@ -63,38 +69,16 @@ class DecodeError(Exception):
 class DecodeOptions:
     """Decoder settings shared by every file of a run."""
 
-    max_pixels: int = DEFAULT_MAX_PIXELS  # Pillow's decompression-bomb limit, kept by default
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the most pixels a file may decode to (after the draft): --max-pixels
     jpeg_draft: bool = True  # False: always decode JPEGs in full, whatever the model's metadata allows
-    decode_memory: int = DEFAULT_DECODE_MEMORY  # bytes of decode buffers in flight across threads (DecodeBudget)
+    decode_memory: int = DEFAULT_DECODE_MEMORY  # the memory budget (bytes): the most one decode may need and
+    # all decodes in flight may hold together (DecodeBudget): --memory-budget
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if self.decode_memory < 1:
             raise ValueError(f"decode_memory must be >= 1 byte, got {self.decode_memory}")
-
-
-def image_extensions() -> frozenset[str]:
-    """The file extensions a folder walk picks up: every extension the installed Pillow registers for a
-    format it can open (AVIF, PPM/PGM, PSD, TGA, ICO, JPEG 2000... when the build has them), lower case,
-    minus :data:`NOT_PHOTO_EXTENSIONS`. Installed optional plugins (HEIC/HEIF: :mod:`nima_rt.io.plugins`) count."""
-    Image.init()
-    register_installed()
-    return _extensions_of(len(Image.OPEN), len(Image.EXTENSION))  # recomputed when a plugin registers
-
-
-@functools.lru_cache(maxsize=4)
-def _extensions_of(_formats: int, _extensions: int) -> frozenset[str]:
-    readable = set(Image.OPEN)
-    extensions = {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in readable}
-    if "JPEG" in readable:
-        extensions.add(".mpo")  # multi-picture JPEGs: Pillow's JPEG opener reads them
-    return frozenset(extensions - NOT_PHOTO_EXTENSIONS)
-
-
-def is_image_path(path: os.PathLike[str] | str, extensions: frozenset[str] | None = None) -> bool:
-    """True when the file name ends in an image extension (case-insensitive)."""
-    return os.path.splitext(os.fspath(path))[1].lower() in (extensions or image_extensions())
 
 
 def path_label(path: str | os.PathLike[str]) -> str:
@@ -111,60 +95,36 @@ def path_label(path: str | os.PathLike[str]) -> str:
 
 
 
-def _open_order() -> tuple[str, ...]:
-    """Every format Pillow can open, in an order that does not depend on what was opened before.
-
-    ``Image.open`` imports the plugin of a file's extension first, which moves it ahead in Pillow's
-    global list: after a ``.tga`` the TGA plugin (which has no magic number and accepts almost any
-    header) was tried before ICO and claimed ``.ico`` files. Formats with a magic number go first, by
-    plugin module; those without one (TGA, SPIDER, IM, IPTC, PCD...) last.
-    """
-    Image.init()
-    register_installed()
-    return tuple(sorted(Image.ID, key=lambda f: (Image.OPEN[f][1] is None, Image.OPEN[f][0].__module__, f)))
-
-
-def _blp_embedded_size(image: Image.Image) -> tuple[int, int] | None:
-    """The size of the JPEG a BLP1 texture embeds (its decoder decodes it whatever the texture's declared
-    size: a 700-byte file could make Pillow allocate gigabytes)."""
-    if image.format != "BLP" or getattr(image, "magic", None) != b"BLP1" or image.tile[0].args[0] != 0:
-        return None
-    fp = image.fp
-    fp.seek(image.tile[0].offset + 128)
-    (header_size,) = struct.unpack("<I", fp.read(4))
-    header = fp.read(min(header_size, 1 << 16))
-    for marker in range(0xC0, 0xD0):
-        if marker in (0xC4, 0xC8, 0xCC):
-            continue
-        at = header.find(bytes((0xFF, marker)))
-        if at >= 0 and at + 9 <= len(header):
-            height, width = struct.unpack(">HH", header[at + 5 : at + 9])
-            return width, height
-    return (0, 0)
-
-
-def _check_size(image: Image.Image, label: str, max_pixels: int) -> None:
-    """The decompression-bomb policy, applied to the declared size before any pixel is decoded."""
+def _check_declared(image: Image.Image, label: str) -> None:
+    """What the header declares, checked before anything is decoded: pixels at all, and a BLP texture's
+    embedded JPEG no larger than the texture."""
     width, height = image.size
-    if width * height > max_pixels:
-        raise DecodeError(
-            f"{label}: image is {width}x{height} = {width * height} pixels, above the "
-            f"decompression-bomb limit of {max_pixels} pixels"
-        )
     if width == 0 or height == 0:
         raise DecodeError(f"{label}: image has no pixels ({width}x{height})")
-    embedded = _blp_embedded_size(image)
+    embedded = blp_embedded_size(image)
     if embedded is not None and embedded[0] * embedded[1] > width * height:
         raise DecodeError(
             f"{label}: BLP texture declares {width}x{height} but embeds a {embedded[0]}x{embedded[1]} JPEG"
         )
 
 
-def decode_cost(image: Image.Image) -> int:
-    """Bytes a decode of ``image`` (at its current, possibly drafted, size) may hold at once: the decoded
-    pixels plus up to three 4-byte-per-pixel working copies (orientation, colour conversion, flattening)."""
+def _check_pixels(image: Image.Image, label: str, max_pixels: int) -> None:
+    """The pixel limit, on the size the file decodes to (after the JPEG draft: a 100 MP camera JPEG decoded
+    at 1/8 scale is 1.6 MP)."""
     width, height = image.size
-    return width * height * (_STORED_BYTES.get(image.mode, 4) + 12)
+    if width * height > max_pixels:
+        raise DecodeError(
+            f"{label}: image is {width}x{height} = {width * height} pixels, above the decompression-bomb limit "
+            f"of {max_pixels} pixels (--max-pixels)"
+        )
+
+
+def _allow_pillow(max_pixels: int) -> None:
+    """Pillow checks sizes again while loading some formats (a TIFF's strips, GIF frames, ICO entries) against
+    its process-wide ``Image.MAX_IMAGE_PIXELS``: a run allowed more pixels raises it to match (never lowers
+    it), so what nima-rt accepted is not refused, or warned about on stderr, by Pillow."""
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def _open_file(path: str | os.PathLike[str], label: str) -> BinaryIO:
@@ -181,34 +141,61 @@ def _opened(source: str | os.PathLike[str] | BinaryIO, label: str) -> Iterator[I
     own = not hasattr(source, "read")
     stream = _open_file(source, label) if own else source  # type: ignore[arg-type]
     try:
-        with Image.open(stream, formats=_open_order()) as image:  # type: ignore[arg-type]
+        with open_image(stream) as image:  # type: ignore[arg-type]
             yield image
     finally:
         if own:
             stream.close()  # type: ignore[union-attr]
 
 
-def _rgb_from_open(
-    image: Image.Image, label: str, max_pixels: int, draft_side: int | None, reservation: Reservation
-) -> Image.Image:
-    """Check, draft, decode, orient and colour-convert an opened image; the result is loaded RGB."""
-    _check_size(image, label, max_pixels)
+Resizes = list[tuple[int, ResizeSpec]]  # (side, spec) of each resize a decode feeds
+
+
+def _rgb_from_open(image: Image.Image, label: str, max_pixels: int, draft_side: int | None, reservation: Reservation,
+                   resizes: Resizes, grey_ok: bool = False, owned: bool = True) -> Image.Image:
+    """Check, draft, reserve, decode, colour-convert and turn an opened image; the result is loaded RGB (or L,
+    for a greyscale image when ``grey_ok``). The decode's memory (:func:`decode_cost`, with ``resizes``
+    after it) is reserved before any pixel is decoded; a full-size image is released as soon as the next
+    one is made (``image`` itself only when ``owned``: not a caller's image)."""
+    declared = image.size
+    _check_declared(image, label)
     if draft_side is not None and image.format == "JPEG":
         # DCT-domain downscaling by 1/2, 1/4 or 1/8 while both sides stay >= draft_side.
         image.draft("RGB", (draft_side, draft_side))
-    reservation.take(decode_cost(image))
+    _check_pixels(image, label, max_pixels)
+    turn = _orientation(image) if image.format != "PNG" or "exif" in image.info else 1  # PNG: known once loaded
+    reservation.take(decode_cost(image, declared, turn != 1, grey_ok, resizes), label)
+    _allow_pillow(max_pixels)
     image.load()
-    if image.getexif().get(ORIENTATION_TAG, 1) != 1:  # exif_transpose copies even when nothing turns
-        image = ImageOps.exif_transpose(image) or image
-    rgb = to_rgb(image)
-    rgb.load()
-    return rgb
+    if _orientation(image) != turn:  # a PNG's eXIf chunk after its pixels
+        turn = _orientation(image)
+        reservation.take(decode_cost(image, declared, turn != 1, grey_ok, resizes), label, late=True)
+    out = to_rgb(image, grey_ok)
+    if out is not image and owned:
+        _release(image)
+    if turn in TURNS:
+        turned = out.transpose(TURNS[turn])
+        if out is not image or owned:
+            _release(out)
+        out = turned
+    out.load()
+    return out
+
+
+def _orientation(image: Image.Image) -> int:
+    return int(image.getexif().get(ORIENTATION_TAG, 1) or 1)
+
+
+def _release(image: Image.Image) -> None:
+    """Free a full-size image's pixels now (Pillow's close of the image core; the file, if any, is closed
+    by its owner)."""
+    Image.Image.close(image)
 
 
 def _failure(label: str, exc: BaseException) -> str:
     """The one-line reason for a failed open or decode (the exception itself is dropped by the caller,
     with its traceback and the half-decoded image its frames hold)."""
-    if isinstance(exc, DecodeError):
+    if isinstance(exc, (DecodeError, OverBudget)):
         return str(exc)
     if isinstance(exc, FileNotFoundError):
         return f"{label}: no such file (or a broken symlink)"
@@ -249,21 +236,24 @@ def load_rgb(
     The one opener of the project: regular files only (a FIFO or device is refused, never read), the
     declared size checked against ``max_pixels`` before decoding, formats tried in a fixed order, the
     colour rule of :func:`to_rgb`. ``draft_side`` lets a JPEG decode DCT-scaled while both sides stay
-    >= it. Returns a loaded image whose file is closed; raises :class:`DecodeError` (one line).
+    >= it. A decode needing more than ``budget``'s memory (default: :data:`DEFAULT_DECODE_MEMORY`, for this
+    decode alone) is refused. Returns a loaded image whose file is closed; raises :class:`DecodeError`
+    (one line).
     """
-    return _decode(source, _source_label(source, label), max_pixels, draft_side, budget, lambda rgb: rgb)
+    return _decode(source, _source_label(source, label), max_pixels, draft_side, budget, [], False, lambda rgb: rgb)
 
 
 def _decode(
     source: str | os.PathLike[str] | BinaryIO, shown: str, max_pixels: int, draft_side: int | None,
-    budget: DecodeBudget | None, finish: Callable[[Image.Image], T],
+    budget: DecodeBudget | None, resizes: Resizes, grey_ok: bool, finish: Callable[[Image.Image], T],
 ) -> T:
-    """Open and decode ``source`` to RGB, then ``finish`` it, inside one budget reservation that is given
+    """Open and decode ``source`` to RGB (or L: ``grey_ok``), then ``finish`` it (the ``resizes``), inside one
+    budget reservation (``budget`` None: a budget of the default size for this decode alone) that is given
     back only once nothing (not even a failure's traceback) refers to the decode's buffers."""
     message = None
-    with Reservation(budget) as reservation:
+    with Reservation(budget or DecodeBudget()) as reservation:
         try:
-            return _open_and_finish(source, shown, max_pixels, draft_side, reservation, finish)
+            return _open_and_finish(source, shown, max_pixels, draft_side, reservation, resizes, grey_ok, finish)
         except _DECODE_FAILURES as exc:
             message = _failure(shown, exc)
     raise DecodeError(message)  # raised outside the handler: no reference to the failed image survives
@@ -271,25 +261,31 @@ def _decode(
 
 def _open_and_finish(
     source: str | os.PathLike[str] | BinaryIO, shown: str, max_pixels: int, draft_side: int | None,
-    reservation: Reservation, finish: Callable[[Image.Image], T],
+    reservation: Reservation, resizes: Resizes, grey_ok: bool, finish: Callable[[Image.Image], T],
 ) -> T:
     with _opened(source, shown) as image:
-        rgb = _rgb_from_open(image, shown, max_pixels, draft_side, reservation)
+        rgb = _rgb_from_open(image, shown, max_pixels, draft_side, reservation, resizes, grey_ok)
     return finish(rgb)  # this frame (and the full-size images) ends before the reservation is given back
 
 
 def prepare(image: Image.Image, specs: list[Preprocess], max_pixels: int, label: str) -> list[np.ndarray]:
     """One uint8 [S, S, 3] array per spec from an in-memory Pillow image: EXIF orientation and the colour
     rule, no JPEG draft (these are pixels already)."""
-    return resize_all(_rgb_from_open(image, label, max_pixels, None, Reservation(None)), specs, label)
+    rgb = _rgb_from_open(image, label, max_pixels, None, Reservation(None), _resizes(specs), True, owned=False)
+    return resize_all(rgb, specs, label)
+
+
+def _resizes(specs: list[Preprocess]) -> Resizes:
+    return [(spec.size, spec.resize) for spec in specs]
 
 
 def resize_all(rgb: Image.Image, specs: list[Preprocess], label: str) -> list[np.ndarray]:
-    """One uint8 [S, S, 3] array per spec from an RGB image (the contract's resize)."""
+    """One uint8 [S, S, 3] array per spec from an RGB (or greyscale L) image (the contract's resize; a
+    greyscale image is made RGB once resized, which gives the pixels its RGB copy would)."""
     arrays = []
     for spec in specs:
         resized = resize_image(rgb, spec.size, spec.resize)
-        array = np.asarray(resized, dtype=np.uint8)
+        array = np.asarray(resized if resized.mode == "RGB" else resized.convert("RGB"), dtype=np.uint8)
         if array.shape != (spec.size, spec.size, 3):
             raise DecodeError(f"{label}: decoded to shape {array.shape}, expected ({spec.size}, {spec.size}, 3)")
         arrays.append(array)
@@ -313,17 +309,18 @@ def decode_file(
     shown = _source_label(path, label)
     sides = [decode_policy.draft_side(spec, options.jpeg_draft) for spec in specs]
     if len(set(sides)) == 1:  # one decode whatever the file holds: stream it
-        return _decode(path, shown, options.max_pixels, sides[0], budget, lambda rgb: resize_all(rgb, specs, shown))
+        return _decode(path, shown, options.max_pixels, sides[0], budget, _resizes(specs), True,
+                       lambda rgb: resize_all(rgb, specs, shown))
     arrays: list[np.ndarray] = [np.empty(0, np.uint8)] * len(specs)
     message = None
     try:  # one decode per distinct outcome, one after the other: one full-size image in memory at a time
         with _rewindable(path, shown) as stream:
-            with Image.open(stream, formats=_open_order()) as header:  # the header only: no pixel is decoded
+            with open_image(stream) as header:  # the header only: no pixel is decoded
                 size, is_jpeg = header.size, header.format == "JPEG"
             for side, members in decode_policy.decode_groups(sides, size, is_jpeg):
                 stream.seek(0)
                 group = [specs[index] for index in members]
-                decoded = _decode(stream, shown, options.max_pixels, side, budget,
+                decoded = _decode(stream, shown, options.max_pixels, side, budget, _resizes(group), True,
                                   lambda rgb, g=group: resize_all(rgb, g, shown))
                 for index, array in zip(members, decoded, strict=True):
                     arrays[index] = array

@@ -321,13 +321,16 @@ class Scorer:
             yield take()
 
     def _chunks(self, pending: Iterable[DecodedInput]) -> Iterator[list[DecodedInput]]:
-        """Decoded inputs in groups of ``batch_size`` decoded images (failed inputs ride along)."""
+        """Decoded inputs in groups of ``batch_size`` decoded images, failed inputs riding along; a group
+        also ends once it holds ``batch_size`` failed inputs, so error rows leave as their files fail (a run of
+        200,000 unreadable files writes its rows as it goes, instead of holding them all for a batch of
+        images that never comes) and never more than a batch of them is held."""
         chunk: list[DecodedInput] = []
         ready = 0
         for item in pending:
             chunk.append(item)
             ready += item.arrays is not None
-            if ready >= self.batch_size:
+            if ready >= self.batch_size or len(chunk) - ready >= self.batch_size:
                 yield chunk
                 chunk, ready = [], 0
         if chunk:

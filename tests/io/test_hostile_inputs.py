@@ -116,17 +116,20 @@ def test_a_blp_hiding_a_huge_jpeg_is_refused_before_decoding(tmp_path: Path) -> 
     assert budget.peak == 0  # refused from the header: nothing was reserved, nothing decoded
 
 
-def test_the_budget_serialises_large_decodes(tmp_path: Path) -> None:
+def test_a_decode_above_the_budget_is_refused_and_the_others_reserve_their_cost(tmp_path: Path) -> None:
     path = tmp_path / "grey.jpg"
-    path.write_bytes(jpeg_declaring(2000, 1500))  # decodes (grey) at 3 MP
-    budget = DecodeBudget(limit=10 << 20)
+    path.write_bytes(jpeg_declaring(2000, 1500))  # decodes at 3 MP in full, 250x188 drafted
     options = DecodeOptions(jpeg_draft=False)
-    out = decode_file(path, SAME, options, budget)[0]
-    assert out.shape == (8, 8, 3)
-    assert budget.peak == 2000 * 1500 * 16 and budget.used == 0  # alone though above the limit; given back
+    with pytest.raises(DecodeError) as refused:
+        decode_file(path, SAME, options, DecodeBudget(limit=10 << 20))
+    assert str(refused.value) == (f"{path}: decoding this 2000x1500 RGB image needs about 18 MB, above the memory "
+                                  "budget of 10 MB (--memory-budget)")
+    budget = DecodeBudget(limit=64 << 20)
+    assert decode_file(path, SAME, options, budget)[0].shape == (8, 8, 3)
+    assert 2000 * 1500 * 4 < budget.peak < 2000 * 1500 * 4 + (8 << 20) and budget.used == 0  # pixels and more; back
     drafted = DecodeBudget()
     decode_file(path, SAME, DecodeOptions(), drafted)
-    assert drafted.peak == 250 * 188 * 16  # the draft decodes at 1/8: the reservation follows it
+    assert drafted.peak < 250 * 188 * 4 + (7 << 20)  # the draft decodes at 1/8: the reservation follows it
 
 
 def test_failures_name_the_file_on_one_line_whatever_it_is_called(tmp_path: Path) -> None:

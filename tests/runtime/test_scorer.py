@@ -71,9 +71,9 @@ def test_several_models_read_each_file_once_and_decode_once_per_policy(
         reads.append(path)
         return real_open(path, label)
 
-    def counting_decode(image, label, max_pixels, side, reservation):
+    def counting_decode(image, label, max_pixels, side, *rest, **named):
         decodes.append((label, side))
-        return real_decode(image, label, max_pixels, side, reservation)
+        return real_decode(image, label, max_pixels, side, *rest, **named)
 
     monkeypatch.setattr(decode, "_open_file", counting_open)
     monkeypatch.setattr(decode, "_rgb_from_open", counting_decode)
