@@ -246,12 +246,14 @@ def load_rgb(
 def _decode(
     source: str | os.PathLike[str] | BinaryIO, shown: str, max_pixels: int, draft_side: int | None,
     budget: DecodeBudget | None, resizes: Resizes, grey_ok: bool, finish: Callable[[Image.Image], T],
+    held: int = 0,
 ) -> T:
     """Open and decode ``source`` to RGB (or L: ``grey_ok``), then ``finish`` it (the ``resizes``), inside one
     budget reservation (``budget`` None: a budget of the default size for this decode alone) that is given
-    back only once nothing (not even a failure's traceback) refers to the decode's buffers."""
+    back only once nothing (not even a failure's traceback) refers to the decode's buffers. ``held``: bytes the
+    caller keeps in memory for this decode (the file read once for several decodes), reserved with it."""
     message = None
-    with Reservation(budget or DecodeBudget()) as reservation:
+    with Reservation(budget or DecodeBudget(), held) as reservation:
         try:
             return _open_and_finish(source, shown, max_pixels, draft_side, reservation, resizes, grey_ok, finish)
         except _DECODE_FAILURES as exc:
@@ -314,14 +316,14 @@ def decode_file(
     arrays: list[np.ndarray] = [np.empty(0, np.uint8)] * len(specs)
     message = None
     try:  # one decode per distinct outcome, one after the other: one full-size image in memory at a time
-        with _rewindable(path, shown) as stream:
+        with _rewindable(path, shown) as (stream, held):
             with open_image(stream) as header:  # the header only: no pixel is decoded
                 size, is_jpeg = header.size, header.format == "JPEG"
             for side, members in decode_policy.decode_groups(sides, size, is_jpeg):
                 stream.seek(0)
                 group = [specs[index] for index in members]
                 decoded = _decode(stream, shown, options.max_pixels, side, budget, _resizes(group), True,
-                                  lambda rgb, g=group: resize_all(rgb, g, shown))
+                                  lambda rgb, g=group: resize_all(rgb, g, shown), held)
                 for index, array in zip(members, decoded, strict=True):
                     arrays[index] = array
         return arrays
@@ -331,20 +333,25 @@ def decode_file(
 
 
 @contextmanager
-def _rewindable(source: str | os.PathLike[str] | BinaryIO, label: str) -> Iterator[BinaryIO]:
-    """``source`` as a stream that can be read from the start again: a file's bytes read once into memory
-    (a file above :data:`MAX_ENCODED_IN_MEMORY` is re-read from its open handle instead), a caller's
-    seekable stream as it is, any other stream read into memory."""
+def _rewindable(source: str | os.PathLike[str] | BinaryIO, label: str) -> Iterator[tuple[BinaryIO, int]]:
+    """``source`` as a stream that can be read from the start again, and the bytes read into memory for it: a
+    file's bytes read once (a file above :data:`MAX_ENCODED_IN_MEMORY` is re-read from its open handle
+    instead), a caller's seekable stream as it is, any other stream read into memory."""
     if hasattr(source, "read"):
         stream = source  # type: ignore[assignment]
-        yield stream if stream.seekable() else io.BytesIO(stream.read())  # type: ignore[union-attr]
+        if stream.seekable():  # type: ignore[union-attr]
+            yield stream, 0  # type: ignore[misc]
+        else:
+            data = stream.read()  # type: ignore[union-attr]
+            yield io.BytesIO(data), len(data)
         return
     handle = _open_file(source, label)  # type: ignore[arg-type]
     try:
         if os.fstat(handle.fileno()).st_size > MAX_ENCODED_IN_MEMORY:
-            yield handle
+            yield handle, 0
         else:
-            yield io.BytesIO(handle.read())
+            data = handle.read()
+            yield io.BytesIO(data), len(data)
     finally:
         handle.close()
 

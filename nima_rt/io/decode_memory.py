@@ -238,21 +238,22 @@ class Reservation:
     """One decode's share of a :class:`DecodeBudget`, given back when the decode (failed or not) is over
     and nothing refers to its buffers any more."""
 
-    def __init__(self, budget: DecodeBudget | None) -> None:
-        self.budget, self.nbytes = budget, 0
+    def __init__(self, budget: DecodeBudget | None, held: int = 0) -> None:
+        self.budget, self.held, self.nbytes = budget, held, 0
 
     def take(self, cost: DecodeCost, label: str, late: bool = False) -> None:
-        """Reserve ``cost.peak`` (what it adds to what this decode holds already), waiting for room; raise
-        :class:`OverBudget` (one line naming ``label``) when it exceeds the whole budget. ``late``: a cost
-        found while decoding (buffers already held) is reserved without waiting, so decodes topping up
-        never wait on each other."""
+        """Reserve ``cost.peak`` plus what the caller holds for this decode (``held``: the file's bytes read
+        into memory), less what this decode holds already, waiting for room; raise :class:`OverBudget` (one
+        line naming ``label``) when it exceeds the whole budget. ``late``: a cost found while decoding (buffers
+        already held) is reserved without waiting, so decodes topping up never wait on each other."""
         if self.budget is None:
             return
-        if cost.peak > self.budget.limit:
+        need = cost.peak + self.held
+        if need > self.budget.limit:
             raise OverBudget(f"{label}: decoding this {cost.size[0]}x{cost.size[1]} {cost.mode} image needs about "
-                             f"{_mb(cost.peak)} MB, above the memory budget of {_mb(self.budget.limit)} MB "
+                             f"{_mb(need)} MB, above the memory budget of {_mb(self.budget.limit)} MB "
                              "(--memory-budget)")
-        extra = cost.peak - self.nbytes
+        extra = need - self.nbytes
         if extra > 0:
             self.budget.take(extra, wait=not late)
             self.nbytes += extra

@@ -28,6 +28,11 @@ def test_a_100_mp_camera_jpeg_scores_drafted_and_needs_max_pixels_in_full(tiny_m
     assert full.returncode == 3 and "DecompressionBomb" not in full.stderr
     assert f"{photo}: image is 11648x8736 = 101756928 pixels, above the decompression-bomb limit of 89478485 " \
            "pixels (--max-pixels)" in full.stdout
+    # the default job: the bundled aesthetic model decodes JPEGs in full (its metadata), so it needs both options
+    default = score(photo)
+    assert "101756928 pixels, above the decompression-bomb limit of 89478485 pixels (--max-pixels)" in default.stdout
+    raised = score(photo, "--max-pixels", "110000000")
+    assert "image needs about 395 MB, above the memory budget of 320 MB (--memory-budget)" in raised.stdout
 
 
 def test_max_pixels_raises_the_limit_and_pillow_stays_quiet(tiny_model: Path, tmp_path: Path) -> None:
