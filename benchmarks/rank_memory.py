@@ -54,7 +54,7 @@ def write_scores(path: Path, rows: int, per_listing: int, spread: bool) -> None:
     """A score file of ``rows`` rows of one model ``m``: photo i is listings/L<i // per_listing>/<i>.jpg."""
     rng = np.random.default_rng(23)
     fmt = path.suffix.lstrip(".")
-    writer = open_output(fmt, str(path), ["m"], overwrite=True).writer
+    opened = open_output(fmt, str(path), ["m"], overwrite=True)
     order = paths_in_order(rows, per_listing, spread)
     for start in range(0, rows, CHUNK):
         chunk = order[start: start + CHUNK]
@@ -65,8 +65,8 @@ def write_scores(path: Path, rows: int, per_listing: int, spread: bool) -> None:
         paths = [f"listings/L{i // per_listing:07d}/{i:08d}.jpg" for i in chunk]
         errors = [None if i % 997 else f"listings/L{i // per_listing:07d}/{i:08d}.jpg: not an image file"
                   for i in chunk]
-        writer.write_batch(ScoreBatch(paths, errors, {"m": ScoreColumns(mean, std, dist)}))
-    writer.close()
+        opened.writer.write_batch(ScoreBatch(paths, errors, {"m": ScoreColumns(mean, std, dist)}))
+    opened.close()
 
 
 def measure(args: list[str]) -> tuple[int, float]:

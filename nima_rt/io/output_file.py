@@ -104,16 +104,16 @@ def giving_up(release: Callable[[], None], path: str | os.PathLike[str]) -> Iter
 
 
 class TextClaim:
-    """A CSV/JSONL output held by this run: an open descriptor carrying the lock. :meth:`stream` hands it
-    to the writer (closing the stream releases the lock); :meth:`release` gives it up unused."""
+    """A CSV/JSONL output held by this run: an open descriptor carrying the lock, until :meth:`release`.
+    :meth:`stream` gives the writer a duplicate of it (the same open file, so the same lock): closing the
+    stream keeps the output locked, for what the run still does with it (a ranked run ranks it)."""
 
     def __init__(self, path: Path, fd: int, regular: bool) -> None:
         self.path, self.fd, self.regular = path, fd, regular
 
     def stream(self) -> IO[str]:
-        """The output for appending, as UTF-8 text (owns the descriptor and so the lock from now on)."""
-        fd, self.fd = self.fd, -1
-        return open(fd, "a" if self.regular else "w", encoding="utf-8", newline="")  # noqa: SIM115
+        """The output for appending, as UTF-8 text (its own descriptor; the lock stays with the claim)."""
+        return open(os.dup(self.fd), "a" if self.regular else "w", encoding="utf-8", newline="")  # noqa: SIM115
 
     def release(self) -> None:
         if self.fd >= 0:

@@ -52,9 +52,16 @@ class ParquetClaim:
         return sorted(self.folder.glob("part-*.parquet"))
 
     def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        """Give the output up: its folder goes when it holds no part (a finished run, or one that wrote none),
+        then the lock."""
+        if self.fd < 0:
+            return
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass  # it holds parts (kept for --resume) or is already gone
+        os.close(self.fd)
+        self.fd = -1
 
 
 def claim_parquet(path: str | os.PathLike[str], resume: bool, overwrite: bool) -> ParquetClaim:
@@ -63,7 +70,7 @@ def claim_parquet(path: str | os.PathLike[str], resume: bool, overwrite: bool) -
     ``resume`` nor ``overwrite`` was asked; for ``overwrite`` remove them. Raises OutputError (one line)."""
     pyarrow()  # the missing extra is said before anything is made
     claim = _lock_folder(Path(path))
-    with giving_up(lambda: _give_up(claim), path):
+    with giving_up(claim.release, path):
         _drop_merged_parts(claim)
         for temporary in claim.folder.glob(".*.tmp"):
             temporary.unlink()
@@ -100,15 +107,6 @@ def _lock_folder(path: Path) -> ParquetClaim:
             raise
         os.close(fd)  # the folder was removed (and maybe made again) while we waited for it: take the new one
     raise OutputError(f"{path}: cannot lock the output (its parts folder {folder.name} keeps changing)")
-
-
-def _give_up(claim: ParquetClaim) -> None:
-    """Release a claim that will not be used; its folder goes when it holds nothing."""
-    try:
-        claim.folder.rmdir()
-    except OSError:
-        pass  # it holds parts (kept for --resume) or is already gone
-    claim.release()
 
 
 def _has_data(path: Path) -> bool:
@@ -165,7 +163,8 @@ def parquet_done_paths(claim: ParquetClaim, columns: Sequence[str], carried: Seq
 
 class ResumableParquetWriter:
     """Rows of a claimed Parquet output (:func:`claim_parquet`) as parts, merged into the output by
-    :meth:`close`; :meth:`abort` keeps the finished parts for ``--resume``."""
+    :meth:`close`; :meth:`abort` keeps the finished parts for ``--resume``. Neither releases the claim
+    (``claim.release()``: the run may still need the output to itself)."""
 
     def __init__(self, claim: ParquetClaim, columns: list[str], extra: tuple[str, ...] | list[str] = (),
                  part_rows: int | None = None, part_seconds: float | None = None) -> None:
@@ -207,7 +206,7 @@ class ResumableParquetWriter:
 
     def close(self) -> None:
         """Finish the last part, then replace the output with the earlier output's rows and every part's, in
-        order; remove the parts and release the lock."""
+        order, and remove the parts."""
         self._finish_part()
         parts = self.claim.parts()
         merged = self.claim.folder / f".merged-{os.getpid()}.parquet.tmp"
@@ -226,10 +225,9 @@ class ResumableParquetWriter:
             raise
         for part in parts:
             part.unlink()
-        _give_up(self.claim)
 
     def abort(self) -> None:
-        """Drop the unfinished part and release the lock; finished parts stay for ``--resume``. Never raises."""
+        """Drop the unfinished part; finished parts stay for ``--resume``. Never raises."""
         part, self.part = self.part, None
         if part is not None:
             part.abort()
@@ -237,4 +235,3 @@ class ResumableParquetWriter:
                 self.part_path.unlink(missing_ok=True)
             except OSError:
                 pass  # a temporary name: the next claim of this output removes it
-        _give_up(self.claim)

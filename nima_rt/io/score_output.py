@@ -3,7 +3,7 @@ wrote, and make the writer.
 
     opened = open_output("csv", "scores.csv", ["technical"], resume=True)
     todo = [path for path in paths if path not in opened.done]
-    ... opened.writer.write_batch(batch) ...; opened.writer.close()
+    ... opened.writer.write_batch(batch) ...; opened.close()
 
 CSV and JSONL rows are appended to the output itself and flushed batch by batch; Parquet rows go to
 complete part files merged into the output at the end (:mod:`nima_rt.io.parquet_parts`). Either way a
@@ -13,7 +13,7 @@ killed run followed by ``resume`` ends with every row once.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -23,12 +23,26 @@ from nima_rt.io.score_reader import DonePaths, done_paths
 from nima_rt.io.writers import CsvWriter, JsonlWriter, OutputError, RowWriter
 
 
+def _nothing_held() -> None:
+    """Standard output holds no lock."""
+
+
 @dataclass
 class OpenedOutput:
-    """The writer of a run's rows and the paths an earlier run already wrote (empty unless resuming)."""
+    """The writer of a run's rows, the paths an earlier run already wrote (empty unless resuming) and the
+    output's lock: held until :meth:`release`, after the writer is closed (or aborted) and whatever else the
+    run does with the output (a ranked run ranks it) is done."""
 
     writer: RowWriter
     done: DonePaths
+    release: Callable[[], None] = _nothing_held
+
+    def close(self) -> None:
+        """Close the writer, then release the output."""
+        try:
+            self.writer.close()
+        finally:
+            self.release()
 
 
 def open_output(fmt: str, output: str | None, columns: Sequence[str], carried: Sequence[str] = (), *,
@@ -54,15 +68,16 @@ def open_output(fmt: str, output: str | None, columns: Sequence[str], carried: S
         with giving_up(parquet.release, output):
             done = (parquet_done_paths(parquet, columns, carried, ranked) if resume
                     else DonePaths(set(), csv_cells=False))
-        return OpenedOutput(ResumableParquetWriter(parquet, columns, carried + done.ranked), done)
+        return OpenedOutput(ResumableParquetWriter(parquet, columns, carried + done.ranked), done, parquet.release)
     claim = claim_text(output, resume, overwrite, fmt)
     with giving_up(claim.release, output):
         done = (done_paths(output, fmt, columns, carried, ranked) if resume and claim.size
                 else DonePaths(set(), csv_cells=fmt == "csv"))
         header = claim.size == 0
         stream = claim.stream()
-    writer = _text_writer(fmt, stream, output, columns, carried + done.ranked, header, escape_formulas)
-    return OpenedOutput(writer, done)
+    with giving_up(claim.release, output):
+        writer = _text_writer(fmt, stream, output, columns, carried + done.ranked, header, escape_formulas)
+    return OpenedOutput(writer, done, claim.release)
 
 
 def _text_writer(fmt: str, stream: IO[str], name: str, columns: list[str], extra: tuple[str, ...], header: bool,

@@ -29,7 +29,7 @@ from nima_rt.io.inputs import InputItem, Paths, WalkReport, carried_columns, ite
 from nima_rt.io.manifests import ManifestError, check_model_names
 from nima_rt.io.output_file import OutputExists, exists_message, giving_up
 from nima_rt.io.results import ScoreBatch, ScoreResult
-from nima_rt.io.score_output import open_output
+from nima_rt.io.score_output import OpenedOutput, open_output
 from nima_rt.io.writers import RowWriter
 from nima_rt.runtime.rank_output import GROUP_COLUMNS, RankOptions, RankSummary, rank_output
 from nima_rt.runtime.ranking import RankRule
@@ -135,18 +135,19 @@ def score_run(
         options.ranking.check(scorer.columns, carried, "the manifests given" if carried else "the inputs")
     items: Iterable[InputItem] = iter_inputs(paths, options.walked_extensions, summary.walk)
     with _store(options) as (store, fmt):
-        writer, items, summary.resumed = _open_output(scorer.columns, carried, items, options, store, fmt)
-        with giving_up(writer.abort, store or "stdout"):
-            if on_resume is not None:
-                on_resume(summary.resumed)
-        values: deque[dict[str, str] | None] = deque()
-        batches = scorer.score_item_batches(_tracked(items, values))
-        try:
-            summary.stopped_at = _write_batches(writer, batches, values, carried, options.strict,
+        opened, items, summary.resumed = _open_output(scorer.columns, carried, items, options, store, fmt)
+        try:  # the output stays this run's until it is written and, for a ranked run, ranked
+            with giving_up(opened.writer.abort, store or "stdout"):
+                if on_resume is not None:
+                    on_resume(summary.resumed)
+            values: deque[dict[str, str] | None] = deque()
+            batches = scorer.score_item_batches(_tracked(items, values))
+            summary.stopped_at = _write_batches(opened.writer, batches, values, carried, options.strict,
                                                 store or "stdout", summary, on_result)
             if options.ranks and summary.stopped_at is None and store is not None:
                 summary.ranked = rank_output([store], options.ranking)
         finally:
+            opened.release()
             summary.elapsed = time.perf_counter() - started
     if options.strict and summary.stopped_at is None and summary.failed:
         summary.stopped_at = f"{summary.failed} file(s) failed"
@@ -198,8 +199,8 @@ def _counted(batch: ScoreBatch, summary: RunSummary, on_result: Callable[[ScoreR
 
 
 def _open_output(columns: list[str], carried: list[str], items: Iterable[InputItem], options: RunOptions,
-                 store: str | None, fmt: str) -> tuple[RowWriter, Iterable[InputItem], int]:
-    """The row writer of the claimed store (appending when resuming), the inputs still to score and the rows
+                 store: str | None, fmt: str) -> tuple[OpenedOutput, Iterable[InputItem], int]:
+    """The claimed store and its row writer (appending when resuming), the inputs still to score and the rows
     already written (:func:`nima_rt.io.score_output.open_output`: lock, overwrite policy, torn tail). A ``top``
     run's ranked output, apart from its store, is not replaced unasked either."""
     output = options.output if options.output != "-" else None
@@ -211,8 +212,8 @@ def _open_output(columns: list[str], carried: list[str], items: Iterable[InputIt
                          overwrite=options.overwrite, escape_formulas=options.escape_formulas)
     done = opened.done
     if not len(done):
-        return opened.writer, items, 0
-    return opened.writer, (item for item in items if item.path not in done), len(done)
+        return opened, items, 0
+    return opened, (item for item in items if item.path not in done), len(done)
 
 
 def _write_batches(writer: RowWriter, batches: Iterable[ScoreBatch], values: deque[dict[str, str] | None],

@@ -41,7 +41,7 @@ def batch(paths: list[str], failed: tuple[int, ...] = ()) -> ScoreBatch:
 def write_all(fmt: str, out: Path, paths: list[str], **kwargs: bool) -> None:
     opened = open_output(fmt, str(out), ["tiny"], **kwargs)
     opened.writer.write_batch(batch(paths))
-    opened.writer.close()
+    opened.close()
 
 
 def written_paths(fmt: str, out: Path) -> list[str]:
@@ -72,11 +72,11 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_output(fmt: str, t
         assert str(busy.value) == (f"{out}: another nima-rt run is writing this output; wait for it to end (or "
                                    "stop it), then --resume")
     first.writer.write_batch(batch(["c.jpg"]))
-    first.writer.close()  # the lock goes with the writer
+    first.close()  # the lock goes with the output
     second = open_output(fmt, str(out), ["tiny"], resume=True)
     assert sorted(second.done.written) == ["a.jpg", "b.jpg", "c.jpg"]
     second.writer.write_batch(batch(["d.jpg"]))
-    second.writer.close()
+    second.close()
     assert written_paths(fmt, out) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
 
 
@@ -134,6 +134,7 @@ def test_a_tail_torn_at_any_byte_is_cut_back_to_the_last_complete_record(text_fm
             assert [path in opened.done for path in ODD_PATHS] == [i < records for i in range(len(ODD_PATHS))]
             assert len(opened.done) == records
             opened.writer.abort()
+            opened.release()
 
 
 def test_a_csv_path_with_a_line_break_survives_a_kill_and_resume(tmp_path: Path) -> None:
@@ -144,7 +145,7 @@ def test_a_csv_path_with_a_line_break_survives_a_kill_and_resume(tmp_path: Path)
     opened = open_output("csv", str(out), ["tiny"], resume=True)
     assert set(opened.done.written) == {"a.jpg"}
     opened.writer.write_batch(batch([p for p in ODD_PATHS if p not in opened.done]))
-    opened.writer.close()
+    opened.close()
     assert written_paths("csv", out) == ODD_PATHS
     rows = list(csv.reader(io.StringIO(out.read_bytes().decode("utf-8"))))
     assert all(len(row) == len(rows[0]) for row in rows)
@@ -165,10 +166,12 @@ def parquet_writer_parts(out: Path, paths: list[str], part_rows: int) -> list[Pa
     """Write ``paths`` into the parts of ``out`` (``part_rows`` a part) without merging them; the parts."""
     from nima_rt.io.parquet_parts import ResumableParquetWriter, claim_parquet, parts_folder
 
-    writer = ResumableParquetWriter(claim_parquet(out, resume=True, overwrite=False), ["tiny"], part_rows=part_rows)
+    claim = claim_parquet(out, resume=True, overwrite=False)
+    writer = ResumableParquetWriter(claim, ["tiny"], part_rows=part_rows)
     for path in paths:
         writer.write_batch(batch([path]))
     writer.abort()  # as a kill would leave it (minus the unfinished part)
+    claim.release()
     return sorted(parts_folder(out).glob("part-*.parquet"))
 
 
@@ -182,7 +185,7 @@ def test_parquet_parts_are_complete_files_and_resume_continues_them(tmp_path: Pa
     opened = open_output("parquet", str(out), ["tiny"], resume=True)
     assert sorted(opened.done.written) == [f"{i}.jpg" for i in range(6)]
     opened.writer.write_batch(batch(["6.jpg"]))
-    opened.writer.close()
+    opened.close()
     assert written_paths("parquet", out) == [f"{i}.jpg" for i in range(7)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]  # parts and temporary files gone
 
@@ -194,12 +197,12 @@ def test_parts_merged_before_a_kill_are_not_counted_twice(tmp_path: Path) -> Non
     saved = tmp_path / "saved"
     shutil.copytree(parts[0].parent, saved)
     opened = open_output("parquet", str(out), ["tiny"], resume=True)
-    opened.writer.close()  # merges the parts into s.parquet, then removes them
+    opened.close()  # merges the parts into s.parquet, then removes them
     shutil.copytree(saved, parts[0].parent)  # as if killed after the rename, before the parts were removed
     again = open_output("parquet", str(out), ["tiny"], resume=True)
     assert sorted(again.done.written) == [f"{i}.jpg" for i in range(4)]
     again.writer.write_batch(batch(["4.jpg"]))
-    again.writer.close()
+    again.close()
     assert written_paths("parquet", out) == [f"{i}.jpg" for i in range(5)]
 
 
@@ -220,7 +223,7 @@ def test_a_ranked_parquet_output_is_written_through_parts_too(tmp_path: Path) ->
     opened = open_output("parquet", str(out), ["tiny"], ("group", "rank", "best"))
     score = ModelScore(5.0, 1.0, (0.1,) * 10)
     opened.writer.write(ScoreResult("a.jpg", None, {"tiny": score}), {"group": "g", "rank": 1, "best": True})
-    opened.writer.close()
+    opened.close()
     table = pq.read_table(out)
     assert table.column("rank").to_pylist() == [1] and str(table.schema.field("best").type) == "bool"
 
@@ -252,3 +255,31 @@ def test_an_interrupted_ranked_parquet_run_resumes_to_the_uninterrupted_rows(
     assert (again.done, again.resumed) == (0, 6)
     assert pq.read_table(resumed).equals(pq.read_table(whole))  # ranked, row for row
     assert not parts.parts_folder(resumed).exists()
+
+
+@pytest.mark.parametrize("ranked_fmt", ["csv", "parquet"])
+def test_a_ranked_run_holds_its_output_until_it_is_ranked(
+    tiny_model: Path, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ranked_fmt: str
+) -> None:
+    if ranked_fmt == "parquet":
+        pytest.importorskip("pyarrow.parquet")
+    import nima_rt.runtime.run as run_module
+    from nima_rt import Scorer
+
+    out = tmp_path / f"ranked.{ranked_fmt}"
+    real_rank = run_module.rank_output
+    tried: list[str] = []
+
+    def rank_while_another_run_starts(sources, options):  # noqa: ANN001, ANN202
+        with pytest.raises(OutputBusy):  # another run on this output, while it is being ranked: refused
+            open_output(ranked_fmt, str(out), ["tiny"], ranked=True, resume=True)
+        tried.append("refused")
+        return real_rank(sources, options)
+
+    monkeypatch.setattr(run_module, "rank_output", rank_while_another_run_starts)
+    with Scorer([tiny_model]) as scorer:
+        summary = run_module.score_run(scorer, [photo_dir], RunOptions(output=str(out), group_by="parent"))
+    assert tried == ["refused"] and summary.ranked is not None
+    again = open_output(ranked_fmt, str(out), ["tiny"], ranked=True, resume=True)  # released once ranked
+    assert len(again.done) == 6
+    again.release()

@@ -33,9 +33,9 @@ CARRIED = {"listing_id": ["1", "1", "2", "=2", ""], "city": ["Paris", "Paris", "
 
 
 def write(path: Path, fmt: str, carried: dict[str, list[str]] | None = CARRIED) -> Path:
-    writer = open_output(fmt, str(path), ["tiny"], tuple(carried or ())).writer
-    writer.write_batch(batch(), carried)
-    writer.close()
+    opened = open_output(fmt, str(path), ["tiny"], tuple(carried or ()))
+    opened.writer.write_batch(batch(), carried)
+    opened.close()
     return path
 
 
@@ -60,10 +60,10 @@ def test_every_format_reads_back_row_for_row(tmp_path: Path, fmt: str) -> None:
 
 def test_csv_formula_escapes_are_undone(tmp_path: Path) -> None:
     out = tmp_path / "f.csv"
-    writer = open_output("csv", str(out), ["tiny"], ("listing_id",)).writer
+    opened = open_output("csv", str(out), ["tiny"], ("listing_id",))
     picked = batch().take([0])
-    writer.write_batch(ScoreBatch(["=cmd.jpg"], picked.errors, picked.scores), {"listing_id": ["=SUM(A1)"]})
-    writer.close()
+    opened.writer.write_batch(ScoreBatch(["=cmd.jpg"], picked.errors, picked.scores), {"listing_id": ["=SUM(A1)"]})
+    opened.close()
     assert "'=cmd.jpg" in out.read_text() and "'=SUM(A1)" in out.read_text()
     [row] = ScoreFiles([out]).rows()
     assert (row.path, row.cell, row.carried) == ("=cmd.jpg", "'=cmd.jpg", {"listing_id": "=SUM(A1)"})
