@@ -370,7 +370,7 @@ def _tensorrt(request: ExportRequest, onnx_path: Path, metadata: ModelMetadata, 
     else:
         evaluation = verification_set(request.verify_images, metadata, request.verify_count)
     engine = build_engine(onnx_path, output, metadata, request.precision, request.tensorrt,
-                          calibration.images if calibration is not None else None, log)
+                          calibration.images if calibration is not None else None, log, request.calibration_method)
     result = ExportResult(output, metadata, onnx_path=onnx_path)
     if not request.verify and request.precision != "int8":  # INT8 is always checked
         engine.write()

@@ -53,6 +53,8 @@ class QuantizeSettings:
     float_depthwise: bool = True
     float_stages: int = 0  # leading backbone stages (nodes named ``.../blocks.N/...``, N < float_stages) kept float32
     float_head: bool = False  # the convolutions after the last stage and every Gemm kept float32
+    # TensorRT's explicit quantisation (export/tensorrt_build.py): int8 activations with zero point 0, biases float
+    signed_activations: bool = False
 
     @property
     def label(self) -> str:
@@ -135,11 +137,12 @@ def quantize_qdq(fp32_model: Path, output: Path, calibration: np.ndarray, metada
                 op_types_to_quantize=QUANTIZED_OPS,
                 per_channel=settings.per_channel,
                 reduce_range=settings.reduce_range,
-                activation_type=QuantType.QUInt8,
+                activation_type=QuantType.QInt8 if settings.signed_activations else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=keep,
                 calibrate_method=methods[settings.method],
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": settings.signed_activations,
+                               "QuantizeBias": not settings.signed_activations},
             )
     quantized = onnx.load(str(output))
     set_metadata(quantized, metadata)

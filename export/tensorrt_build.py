@@ -1,11 +1,21 @@
-"""Build a TensorRT engine from a contract ONNX file with the TensorRT 10 Python API.
+"""Build a TensorRT engine from a contract ONNX file, the same way on TensorRT 10.x and 11.x.
 
-- the ONNX parser reads the graph (uint8 NHWC input, cast and normalisation inside);
-- one optimisation profile covers the dynamic batch (``min``/``opt``/``max``);
-- FP16 sets the builder's FP16 flag; INT8 sets INT8 (and FP16 for the layers INT8 cannot run) with
-  an entropy calibrator (``IInt8EntropyCalibrator2``) fed with images decoded by the runtime's own
-  decoder; its calibration cache is kept beside the engine, keyed by the ONNX file's sha256;
-- a timing cache (per TensorRT version and GPU, in the user cache folder) makes rebuilds fast.
+Every network is **strongly typed**: the types in the ONNX graph are the engine's, so the precision
+is chosen by the graph TensorRT parses, not by builder flags (TensorRT 11 removed ``BuilderFlag.FP16``,
+``BuilderFlag.INT8`` and the INT8 calibrator API; strongly typed networks exist since TensorRT 9):
+
+- fp32: the float32 contract ONNX as given; the TF32 flag is cleared (fp32 means fp32: the 1e-4 bar);
+- fp16: the fp16 ONNX made by the export's own converter (:func:`nima_rt.export.onnx_export.to_fp16`,
+  the file ``--precision fp16`` writes: uint8 input, fp16 network, the contract's nodes and outputs float32);
+- int8: a Q/DQ ONNX made by the export's own quantiser (:func:`nima_rt.export.quantize.quantize_qdq`)
+  with TensorRT's rules (:data:`TENSORRT_QDQ`: signed int8 with zero point 0, weights per channel,
+  bias left float) from calibration images decoded by the runtime's decoder; TensorRT runs the Q/DQ
+  layers in INT8 and the rest in the graph's float32. The Q/DQ file is kept beside the engine,
+  keyed by the calibration method and the ONNX file's sha256 (the calibration cache of this design).
+
+The ONNX parser reads the graph; one optimisation profile covers the dynamic batch
+(``min``/``opt``/``max``); a timing cache (per TensorRT version and GPU, in the user cache folder)
+makes rebuilds fast.
 
 The engine and its sidecar ``<engine>.json`` (:func:`nima_rt.contract.spec.engine_sidecar_json`) are
 first written under a provisional name, loaded by the runtime's own TensorRT backend (which checks
@@ -14,17 +24,18 @@ Runtime on CPU). Only when INT8 keeps Spearman >= 0.99 (unless forced), or fp32/
 the ONNX tolerances, are they renamed to the requested name; otherwise both are deleted.
 
 GPU name and compute capability come from :func:`nima_rt.runtime.backends.cuda_driver.probe_gpu`, the same
-probe the runtime compares the sidecar with; device memory for calibration batches comes from
-NVIDIA's cuda-python runtime bindings, which the TensorRT backend uses too.
+probe the runtime compares the sidecar with.
 
-Nothing here imports ``tensorrt`` at module level: ``import nima_rt.export`` works without it.
+Nothing here imports ``tensorrt`` at module level: ``import nima_rt.export`` works without it. Every
+``trt.*`` call below is checked against NVIDIA's real bindings of TensorRT 10 and 11 on CPU
+(tests/runtime/test_gpu_conformance.py); building still needs a GPU.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,15 +46,15 @@ import numpy as np
 
 from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import INPUT_NAME, ContractError, EngineInfo, ModelMetadata, engine_sidecar_json
-from nima_rt.export.images import ImageSet, batches
+from nima_rt.export.images import ImageSet
 from nima_rt.io.files import file_sha256, write_bytes_atomic
 from nima_rt.io.model_file import load_model_file, sidecar_path
+from nima_rt.runtime.backends.base import BackendUnavailable
 
 TENSORRT_MISSING = (
     "TensorRT export needs the 'gpu' extra (the tensorrt Python package is not installed): "
     "pip install 'nima-rt[gpu]'"
 )
-CALIBRATION_BATCH = 8
 PROVISIONAL_TAG = ".unverified"
 
 Log = Callable[[str], None]
@@ -65,7 +76,7 @@ class TensorRTSettings:
     opt_batch: int = 64
     max_batch: int = 256
     timing_cache: Path | None = None  # default: user cache folder, per TensorRT version and GPU
-    calibration_cache: Path | None = None  # default: beside the engine, keyed by the ONNX sha256
+    calibration_cache: Path | None = None  # INT8: the Q/DQ ONNX (default: beside the engine, keyed by the ONNX sha256)
     workspace_gib: float | None = None  # builder scratch memory limit (default: TensorRT's)
 
     def check(self) -> None:
@@ -77,25 +88,33 @@ class TensorRTSettings:
 
 
 def tensorrt_installed() -> bool:
-    return importlib.util.find_spec("tensorrt") is not None
+    """Whether a ``tensorrt`` package is there at all (:func:`require_tensorrt` checks it is the real one)."""
+    from nima_rt.runtime.backends.tensorrt_engine import module_installed
+
+    return module_installed("tensorrt")
 
 
-def require_tensorrt() -> None:
-    """Raise :class:`TensorRTUnavailable` naming what is missing: the package, a GPU, cuda-python."""
+def require_tensorrt() -> Any:
+    """NVIDIA's ``tensorrt`` module when export can build here, else :class:`TensorRTUnavailable` naming
+    what is missing: the package, a GPU, a real and supported TensorRT, cuda-python."""
     if not tensorrt_installed():
         raise TensorRTUnavailable(TENSORRT_MISSING)
-    from nima_rt.runtime.backends.base import BackendUnavailable
     from nima_rt.runtime.backends.cuda_driver import probe_gpu
-    from nima_rt.runtime.backends.tensorrt_engine import import_cudart
+    from nima_rt.runtime.backends.tensorrt_engine import import_cudart, import_tensorrt
 
     try:
         probe_gpu()
     except BackendUnavailable as exc:
         raise TensorRTUnavailable(f"TensorRT export needs an NVIDIA GPU ({exc})") from None
     try:
+        trt = import_tensorrt()
+    except BackendUnavailable as exc:
+        raise TensorRTUnavailable(f"TensorRT export needs NVIDIA's TensorRT ({exc})") from None
+    try:
         import_cudart()
     except BackendUnavailable as exc:
         raise TensorRTUnavailable(f"TensorRT export needs NVIDIA's CUDA runtime bindings ({exc})") from None
+    return trt
 
 
 def default_timing_cache(tensorrt_version: str, gpu_name: str) -> Path:
@@ -104,8 +123,9 @@ def default_timing_cache(tensorrt_version: str, gpu_name: str) -> Path:
     return base / f"timing-{tensorrt_version}-{gpu}.cache"
 
 
-def default_calibration_cache(engine: Path, onnx_sha256: str) -> Path:
-    return engine.with_name(f"{engine.stem}.int8-calibration-{onnx_sha256[:12]}.cache")
+def default_calibration_cache(engine: Path, onnx_sha256: str, method: str = "minmax") -> Path:
+    """Where the INT8 Q/DQ ONNX of ``engine`` is kept: ``<stem>.int8-qdq-<method>-<sha12>.onnx``."""
+    return engine.with_name(f"{engine.stem}.int8-qdq-{method}-{onnx_sha256[:12]}.onnx")
 
 
 def _logger_class(trt: Any) -> type:
@@ -124,62 +144,6 @@ def _logger_class(trt: Any) -> type:
                 self._log(f"tensorrt warning: {one_line(msg)}")
 
     return Logger
-
-
-def _cuda(cudart: Any, function: str, *args: Any) -> Any:
-    """The runtime backend's ``cuda_call``, failing as a build error."""
-    from nima_rt.runtime.backends.tensorrt_engine import CudaError, cuda_call
-
-    try:
-        return cuda_call(cudart, function, *args)
-    except CudaError as exc:
-        raise TensorRTBuildFailed(str(exc)) from None
-
-
-def _calibrator_class(trt: Any) -> type:
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        """Feeds decoded uint8 batches to the builder; keeps the calibration cache."""
-
-        def __init__(self, cudart: Any, images: np.ndarray, cache: Path, log: Log) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batch = min(CALIBRATION_BATCH, len(images))
-            usable = len(images) - len(images) % self.batch  # every batch must be full
-            self.batches = list(batches(images[:usable], self.batch))
-            self.cudart = cudart
-            self.buffer = int(_cuda(cudart, "cudaMalloc", self.batches[0].nbytes))
-            self.cache = cache
-            self.index = 0
-            self._log = log
-
-        def get_batch_size(self) -> int:
-            return self.batch
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.index >= len(self.batches):
-                return None
-            host = self.batches[self.index]
-            _cuda(self.cudart, "cudaMemcpy", self.buffer, host.ctypes.data, host.nbytes,
-                  self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
-            self.index += 1
-            return [self.buffer]
-
-        def read_calibration_cache(self) -> bytes | None:
-            if self.cache.is_file():
-                self._log(f"INT8: reusing calibration cache {self.cache} (delete it to recalibrate)")
-                return self.cache.read_bytes()
-            return None
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            self.cache.parent.mkdir(parents=True, exist_ok=True)
-            self.cache.write_bytes(bytes(cache))
-            self._log(f"INT8: wrote calibration cache {self.cache}")
-
-        def free(self) -> None:
-            if self.buffer:
-                _cuda(self.cudart, "cudaFree", self.buffer)
-                self.buffer = 0
-
-    return EntropyCalibrator
 
 
 def _first_error(logger: Any, fallback: str) -> str:
@@ -241,30 +205,58 @@ class BuiltEngine:
         return drift, warning
 
 
-def build_engine(onnx_path: Path, output: Path, metadata: ModelMetadata, precision: str,
-                 settings: TensorRTSettings, calibration: np.ndarray | None, log: Log) -> BuiltEngine:
-    """Parse ``onnx_path`` and build an engine in memory (see :class:`BuiltEngine` for writing)."""
-    settings.check()
-    if precision == "int8" and calibration is None:
+def tensorrt_qdq_settings(method: str = "minmax") -> Any:
+    """The export quantiser's recipe with TensorRT's explicit-quantisation rules: int8 activations and
+    weights, symmetric (TensorRT takes zero point 0 only, no uint8), weights per channel at full 8 bits,
+    biases left float (TensorRT has no int32 DequantizeLinear); the float32 stem and depthwise
+    convolutions of the CPU recipe are kept (docs/guide/export.md measured why)."""
+    from nima_rt.export.quantize import QuantizeSettings
+
+    return QuantizeSettings(method=method, reduce_range=False, signed_activations=True)
+
+
+def strongly_typed_flags(trt: Any) -> int:
+    """``create_network`` flags: strongly typed. TensorRT 11 knows no other mode (its flag is deprecated
+    and ignored, so none is passed); on 10.x ``STRONGLY_TYPED`` asks for it."""
+    if int(str(trt.__version__).split(".", 1)[0]) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def network_onnx(onnx_path: Path, output: Path, metadata: ModelMetadata, precision: str,
+                 settings: TensorRTSettings, calibration: np.ndarray | None, method: str, scratch: Path,
+                 log: Log) -> Path:
+    """The ONNX file whose types are the engine's precision: the float32 file itself, its fp16 copy
+    (in ``scratch``) or its Q/DQ INT8 copy (kept beside the engine and reused; see the module docstring)."""
+    if precision == "fp32":
+        return onnx_path
+    import onnx
+
+    from nima_rt.export.onnx_export import save_model, to_fp16
+
+    if precision == "fp16":
+        half = scratch / f"{onnx_path.stem}.fp16.onnx"
+        save_model(to_fp16(onnx.load(str(onnx_path))), half)
+        log(f"fp16: TensorRT parses the fp16 copy of {onnx_path.name} (strongly typed network)")
+        return half
+    if calibration is None:
         raise ContractError("an INT8 engine needs calibration images")
-    require_tensorrt()
-    import tensorrt as trt
+    from nima_rt.export.quantize import quantize_qdq
 
-    from nima_rt.runtime.backends.cuda_driver import probe_gpu
-    from nima_rt.runtime.backends.tensorrt_engine import import_cudart
+    qdq = settings.calibration_cache or default_calibration_cache(output, file_sha256(onnx_path), method)
+    if qdq.is_file():
+        log(f"INT8: reusing the Q/DQ model {qdq} (delete it to recalibrate)")
+        return qdq
+    log(f"INT8: calibrating on {len(calibration)} images ({method}) into Q/DQ model {qdq}")
+    staged = scratch / qdq.name
+    quantize_qdq(onnx_path, staged, calibration, metadata, tensorrt_qdq_settings(method))
+    qdq.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(qdq, staged.read_bytes())
+    return qdq
 
-    gpu = probe_gpu()
-    logger = _logger_class(trt)(log)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-        reason = "; ".join(errors)[:300]
-        raise TensorRTBuildFailed(f"{onnx_path}: TensorRT's ONNX parser refused the model ({reason})")
-    if network.num_inputs != 1 or network.get_input(0).name != INPUT_NAME:
-        raise TensorRTBuildFailed(f"{onnx_path}: expected one input {INPUT_NAME!r}")
-    size = metadata.input_size
+
+def _builder_config(trt: Any, builder: Any, settings: TensorRTSettings, size: int, precision: str) -> Any:
+    """Workspace limit, the one batch profile, and TF32 off for fp32 (the precision is the graph's)."""
     config = builder.create_builder_config()
     if settings.workspace_gib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_gib * (1 << 30)))
@@ -274,30 +266,47 @@ def build_engine(onnx_path: Path, output: Path, metadata: ModelMetadata, precisi
     config.add_optimization_profile(profile)
     if precision == "fp32":
         config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: the 1e-4 tolerance applies
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    onnx_sha = file_sha256(onnx_path)
-    calibrator = None
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        cache = settings.calibration_cache or default_calibration_cache(output, onnx_sha)
-        calibrator = _calibrator_class(trt)(import_cudart(), calibration, cache, log)
-        calibration_profile = builder.create_optimization_profile()
-        shape = (calibrator.batch, size, size, 3)
-        calibration_profile.set_shape(INPUT_NAME, shape, shape, shape)
-        config.set_calibration_profile(calibration_profile)
-        config.int8_calibrator = calibrator
-        log(f"INT8: calibrating on {len(calibrator.batches) * calibrator.batch} images, batch {calibrator.batch}")
-    timing_path = settings.timing_cache or default_timing_cache(trt.__version__, gpu.name)
-    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
-    config.set_timing_cache(timing, ignore_mismatch=False)
-    log(f"building {precision} engine for {gpu.name} (sm {gpu.compute_capability}), TensorRT {trt.__version__}, "
-        f"batch {settings.min_batch}/{settings.opt_batch}/{settings.max_batch}")
+    return config
+
+
+def build_engine(onnx_path: Path, output: Path, metadata: ModelMetadata, precision: str,
+                 settings: TensorRTSettings, calibration: np.ndarray | None, log: Log,
+                 calibration_method: str = "minmax") -> BuiltEngine:
+    """Parse the ``precision`` graph of ``onnx_path`` (float32) into a strongly typed network and build
+    an engine in memory (see :class:`BuiltEngine` for writing)."""
+    settings.check()
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ContractError(f"TensorRT precision must be fp32, fp16 or int8, got {precision!r}")
+    if precision == "int8" and calibration is None:
+        raise ContractError("an INT8 engine needs calibration images")
+    trt = require_tensorrt()
+    from nima_rt.runtime.backends.cuda_driver import probe_gpu
+    from nima_rt.runtime.backends.tensorrt_engine import start_failure
+
+    gpu = probe_gpu()
+    logger = _logger_class(trt)(log)
     try:
+        builder = trt.Builder(logger)
+    except TypeError as exc:  # what real TensorRT raises when it cannot initialise CUDA
+        raise TensorRTUnavailable(start_failure("trt.Builder", exc)) from None
+    network = builder.create_network(strongly_typed_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    with tempfile.TemporaryDirectory(prefix="nima-rt-tensorrt-") as scratch:  # alive until the build is done
+        graph = network_onnx(onnx_path, output, metadata, precision, settings, calibration, calibration_method,
+                             Path(scratch), log)
+        if not parser.parse_from_file(str(graph)):
+            errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+            reason = "; ".join(errors)[:300]
+            raise TensorRTBuildFailed(f"{graph}: TensorRT's ONNX parser refused the model ({reason})")
+        if network.num_inputs != 1 or network.get_input(0).name != INPUT_NAME:
+            raise TensorRTBuildFailed(f"{graph}: expected one input {INPUT_NAME!r}")
+        config = _builder_config(trt, builder, settings, metadata.input_size, precision)
+        timing_path = settings.timing_cache or default_timing_cache(trt.__version__, gpu.name)
+        timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
+        config.set_timing_cache(timing, ignore_mismatch=False)
+        log(f"building {precision} engine for {gpu.name} (sm {gpu.compute_capability}), TensorRT "
+            f"{trt.__version__}, strongly typed, batch {settings.min_batch}/{settings.opt_batch}/{settings.max_batch}")
         plan = builder.build_serialized_network(network, config)
-    finally:
-        if calibrator is not None:
-            calibrator.free()
     if plan is None:
         raise TensorRTBuildFailed(f"{onnx_path}: TensorRT could not build the engine "
                                   f"({_first_error(logger, 'no error reported')})")
@@ -312,7 +321,7 @@ def build_engine(onnx_path: Path, output: Path, metadata: ModelMetadata, precisi
         min_batch=settings.min_batch,
         opt_batch=settings.opt_batch,
         max_batch=settings.max_batch,
-        source_onnx_sha256=onnx_sha,
+        source_onnx_sha256=file_sha256(onnx_path),
         created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
     )
     return BuiltEngine(bytes(plan), output, metadata, info)

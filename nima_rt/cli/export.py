@@ -43,7 +43,7 @@ def export(
     ),
     calibration_count: int = typer.Option(128, "--calibration-count", help="Images used for INT8 calibration."),
     calibration_method: str = typer.Option(
-        "minmax", "--calibration-method", help="ONNX INT8 range estimate: minmax | entropy | percentile."
+        "minmax", "--calibration-method", help="INT8 range estimate (ONNX and TensorRT): minmax | entropy | percentile."
     ),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="onnxslim pass (kept only if outputs match)."),
     force: bool = typer.Option(
@@ -54,7 +54,7 @@ def export(
     max_batch: int = typer.Option(256, "--max-batch", help="TensorRT profile: largest batch."),
     timing_cache: Path | None = typer.Option(None, "--timing-cache", help="TensorRT timing cache file."),
     calibration_cache: Path | None = typer.Option(
-        None, "--calibration-cache", help="TensorRT INT8 calibration cache (default: beside the engine)."
+        None, "--calibration-cache", help="TensorRT INT8: the Q/DQ ONNX calibrated into (default: beside the engine)."
     ),
     workspace_gib: float | None = typer.Option(None, "--workspace-gib", help="TensorRT builder memory limit."),
     kind: str | None = typer.Option(

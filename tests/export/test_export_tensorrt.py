@@ -113,18 +113,17 @@ def test_fp32_engine_matches_onnx_within_1e4(tmp_path: Path) -> None:
     assert load_model_file(engine).engine.precision == "fp32"
 
 
-def test_int8_engine_is_calibrated_checked_and_its_cache_kept(tmp_path: Path) -> None:
+def test_int8_engine_is_calibrated_checked_and_its_qdq_model_kept(tmp_path: Path) -> None:
     source = brightness_onnx_file(tmp_path / "brightness.onnx", outlier=0.0)
     engine = tmp_path / "brightness.int8.engine"
     args = [source, "-o", engine, "--precision", "int8", "--opt-batch", 16, "--max-batch", 32,
             "--verify-count", 50, "--calibration-count", 32, "--timing-cache", tmp_path / "timing.cache"]
     first = _export(*args)
     assert first.exit_code == 0, first.output
-    assert "INT8: calibrating on 32 images, batch 8" in first.stderr
-    caches = sorted(tmp_path.glob("brightness.int8.int8-calibration-*.cache"))
-    assert len(caches) == 1 and caches[0].name.endswith(f"{file_sha256(source)[:12]}.cache")
-    assert load_model_file(engine).engine.precision == "int8"
+    qdq = tmp_path / f"brightness.int8.int8-qdq-minmax-{file_sha256(source)[:12]}.onnx"
+    assert f"INT8: calibrating on 32 images (minmax) into Q/DQ model {qdq}" in first.stderr
+    assert qdq.is_file() and load_model_file(engine).engine.precision == "int8"
     second = _export(*args)
     assert second.exit_code == 0, second.output
-    assert f"INT8: reusing calibration cache {caches[0]} (delete it to recalibrate)" in second.stderr
+    assert f"INT8: reusing the Q/DQ model {qdq} (delete it to recalibrate)" in second.stderr
     assert not list(tmp_path.glob("*.unverified.*"))

@@ -1,10 +1,19 @@
-"""Helpers shared by the tests marked ``gpu`` and benchmarks/gpu_check.py: a TensorRT engine built
-by the export command's builder, and a random-weight checkpoint + ONNX export pair."""
+"""Helpers shared by the GPU tests and benchmarks/gpu_check.py: a TensorRT engine built by the export
+command's builder, a random-weight checkpoint + ONNX export pair, and the gpu extra's requirements."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+
+from packaging.requirements import Requirement
+
+from helpers.paths import REPO
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
+    import tomli as tomllib
 
 from nima_rt.contract.spec import ModelMetadata
 from nima_rt.io.model_file import load_model_file
@@ -44,3 +53,10 @@ def build_model_pair(folder: Path, backbone: str = "mobilenet_v2", size: int = 2
     proto, _ = finish_model(traced, exported, str(onnx_path), simplify_graph=False)
     save_model(proto, onnx_path)
     return onnx_path
+
+
+def gpu_extra() -> dict[str, Requirement]:
+    """pyproject.toml's ``gpu`` extra, by package name."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = [Requirement(text) for text in project["optional-dependencies"]["gpu"]]
+    return {r.name: r for r in requirements}

@@ -1,11 +1,12 @@
 """The TensorRT engine backend's buffering, splitting and padding, on CPU against honest fakes.
 
-``FakeCudaRuntime`` mimics cuda-python's runtime calls with *lazy* streams: nothing queued on a
-stream runs until the host synchronises on it (an event or the stream), and a stream waiting on an
-event first runs the other stream up to that event. That is the most adversarial schedule CUDA
-allows, so a missing event wait (a pinned buffer overwritten while its upload is pending, an
-input overwritten while an execution still reads it) gives wrong numbers here. ``FakeTensorRT``
-runs the tiny model's numpy reference on the bytes at the addresses TensorRT was given.
+``FakeCudaRuntime`` (tests/helpers/gpu_fakes.py) mimics cuda-python's runtime calls with *lazy* streams:
+nothing queued on a stream runs until the host synchronises on it (an event or the stream), and a stream
+waiting on an event first runs the other stream up to that event. That is the most adversarial schedule
+CUDA allows, so a missing event wait (a pinned buffer overwritten while its upload is pending, an
+input overwritten while an execution still reads it) gives wrong numbers here. ``FakeTensorRT``'s
+engine runs the tiny model's ONNX graph on the bytes at the addresses TensorRT was given, and the
+results are compared with the model's numpy reference.
 
 What this cannot show: real overlap, real TensorRT and CUDA behaviour. The test marked ``gpu`` at
 the end builds a real engine where TensorRT and a GPU exist (run by benchmarks/gpu_check.py).
@@ -13,206 +14,31 @@ the end builds a real engine where TensorRT and a GPU exist (run by benchmarks/g
 
 from __future__ import annotations
 
-import ctypes
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.tiny_models import reference_scores
+from helpers.gpu_fakes import FakeCudaRuntime, FakeTensorRT, fake_plan
+from helpers.tiny_models import reference_scores, tiny_model_proto
+from onnx import TensorProto
 
 from nima_rt.contract.spec import ContractError, EngineInfo, ModelMetadata, engine_sidecar_json
 from nima_rt.io.model_file import load_model_file
 from nima_rt.runtime.backends import BackendOptions, choose_backend, cuda_driver, tensorrt_engine
 
 SIZE = 16
+VERSION = "10.16.1.11"
 H200 = cuda_driver.GpuInfo(name="NVIDIA H200", compute_capability="9.0", driver_version="12.8", device_count=1)
 
 
-class FakeCudaRuntime:
-    """cuda-python's runtime API (the calls the backend makes), with lazily executed streams."""
-
-    cudaStreamNonBlocking = 1
-    cudaEventDisableTiming = 2
-
-    class cudaMemcpyKind:  # noqa: N801 - mirrors cuda-python's name
-        cudaMemcpyHostToDevice = "H2D"
-        cudaMemcpyDeviceToHost = "D2H"
-
-    def __init__(self) -> None:
-        self.memory: dict[int, ctypes.Array] = {}
-        self.streams: dict[int, list] = {}
-        self.done: dict[int, int] = {}
-        self.events: dict[int, tuple[int, int] | None] = {}
-        self.calls: list[tuple] = []
-        self._next = 1
-
-    def _id(self) -> int:
-        self._next += 1
-        return self._next
-
-    def _alloc(self, size: int) -> tuple[int, int]:
-        buffer = ctypes.create_string_buffer(size)
-        self.memory[ctypes.addressof(buffer)] = buffer
-        return 0, ctypes.addressof(buffer)
-
-    cudaMalloc = _alloc
-    cudaMallocHost = _alloc
-
-    def _free(self, pointer: int) -> tuple[int]:
-        del self.memory[pointer]
-        return (0,)
-
-    cudaFree = _free
-    cudaFreeHost = _free
-
-    def cudaStreamCreateWithFlags(self, flags: int) -> tuple[int, int]:  # noqa: N802
-        stream = self._id()
-        self.streams[stream], self.done[stream] = [], 0
-        return 0, stream
-
-    def cudaEventCreateWithFlags(self, flags: int) -> tuple[int, int]:  # noqa: N802
-        event = self._id()
-        self.events[event] = None
-        return 0, event
-
-    def enqueue(self, stream: int, op) -> None:
-        self.streams[stream].append(op)
-
-    def _run_until(self, stream: int, position: int) -> None:
-        ops = self.streams[stream]
-        while self.done[stream] < position:
-            op = ops[self.done[stream]]
-            self.done[stream] += 1
-            op()
-
-    def cudaEventRecord(self, event: int, stream: int) -> tuple[int]:  # noqa: N802
-        self.calls.append(("record", event, stream))
-        self.events[event] = (stream, len(self.streams[stream]))
-        return (0,)
-
-    def _wait_for(self, event: int) -> None:
-        if self.events[event] is not None:  # never recorded: nothing to wait for (as in CUDA)
-            self._run_until(*self.events[event])
-
-    def cudaEventSynchronize(self, event: int) -> tuple[int]:  # noqa: N802
-        self.calls.append(("sync", event))
-        self._wait_for(event)
-        return (0,)
-
-    def cudaStreamWaitEvent(self, stream: int, event: int, flags: int) -> tuple[int]:  # noqa: N802
-        target = self.events[event]
-        self.enqueue(stream, lambda: target is not None and self._run_until(*target))
-        return (0,)
-
-    def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: str, stream: int) -> tuple[int]:  # noqa: N802
-        self.calls.append(("copy", kind, stream, count))
-        self.enqueue(stream, lambda: ctypes.memmove(dst, src, count))
-        return (0,)
-
-    def cudaStreamSynchronize(self, stream: int) -> tuple[int]:  # noqa: N802
-        self._run_until(stream, len(self.streams[stream]))
-        return (0,)
-
-    def cudaStreamDestroy(self, stream: int) -> tuple[int]:  # noqa: N802
-        del self.streams[stream]
-        return (0,)
-
-    def cudaEventDestroy(self, event: int) -> tuple[int]:  # noqa: N802
-        del self.events[event]
-        return (0,)
-
-    def cudaGetErrorName(self, error: int) -> tuple[int, bytes]:  # noqa: N802
-        return 0, b"cudaErrorFake"
-
-
-class FakeTensorRT:
-    """The slice of the TensorRT 10 Python API the backend uses, computing the tiny reference model."""
-
-    __version__ = "10.3.0"
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level: int) -> None:
-            self.level = level
-
-    class TensorIOMode:
-        INPUT = "INPUT"
-        OUTPUT = "OUTPUT"
-
-    class DataType:
-        UINT8 = "UINT8"
-        FLOAT = "FLOAT"
-
-    def __init__(self, cuda: FakeCudaRuntime, profile: tuple[int, int, int], input_dtype: str = "UINT8") -> None:
-        self.cuda, self.profile, self.input_dtype = cuda, profile, input_dtype
-        self.executed: list[int] = []
-
-    def Runtime(self, logger):  # noqa: N802 - mirrors tensorrt.Runtime
-        return self
-
-    def deserialize_cuda_engine(self, data: bytes):
-        return FakeEngine(self)
-
-
-class FakeEngine:
-    names = ["images", "dist", "mean", "std"]
-
-    def __init__(self, trt: FakeTensorRT) -> None:
-        self.trt = trt
-        self.num_io_tensors = 4
-
-    def get_tensor_name(self, index: int) -> str:
-        return self.names[index]
-
-    def get_tensor_mode(self, name: str) -> str:
-        return "INPUT" if name == "images" else "OUTPUT"
-
-    def get_tensor_dtype(self, name: str) -> str:
-        return self.trt.input_dtype if name == "images" else "FLOAT"
-
-    def get_tensor_profile_shape(self, name: str, profile: int):
-        return [(batch, SIZE, SIZE, 3) for batch in self.trt.profile]
-
-    def create_execution_context(self):
-        return FakeContext(self.trt)
-
-
-class FakeContext:
-    def __init__(self, trt: FakeTensorRT) -> None:
-        self.trt = trt
-        self.shape: tuple[int, ...] = ()
-        self.addresses: dict[str, int] = {}
-
-    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        low, _, high = self.trt.profile
-        self.shape = tuple(shape)
-        return low <= shape[0] <= high
-
-    def set_tensor_address(self, name: str, address: int) -> None:
-        self.addresses[name] = address
-
-    def execute_async_v3(self, stream: int) -> bool:
-        rows, addresses = self.shape[0], dict(self.addresses)  # captured at enqueue, as TensorRT does
-
-        def run() -> None:
-            nbytes = rows * SIZE * SIZE * 3
-            images = np.frombuffer(ctypes.string_at(addresses["images"], nbytes), np.uint8)
-            outputs = reference_scores(images.reshape(rows, SIZE, SIZE, 3))
-            for name, array in zip(("dist", "mean", "std"), outputs, strict=True):
-                data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
-                ctypes.memmove(addresses[name], data, len(data))
-            self.trt.executed.append(rows)
-
-        self.trt.cuda.enqueue(stream, run)
-        return True
-
-
-def write_engine(folder: Path, profile: tuple[int, int, int]) -> Path:
+def write_engine(folder: Path, profile: tuple[int, int, int], input_dtype: int = TensorProto.UINT8) -> Path:
+    """A fake engine of the tiny model (its ONNX graph inside, tests/helpers/gpu_fakes.py) and its sidecar."""
+    proto = tiny_model_proto(name="tiny", size=SIZE)
+    proto.graph.input[0].type.tensor_type.elem_type = input_dtype
     engine = folder / "tiny.engine"
-    engine.write_bytes(b"fake engine")
-    info = EngineInfo("10.3.0", H200.name, H200.compute_capability, "fp16", *profile, "0" * 64)
+    engine.write_bytes(fake_plan(proto.SerializeToString(), "images", SIZE, profile))
+    info = EngineInfo(VERSION, H200.name, H200.compute_capability, "fp16", *profile, "0" * 64)
     sidecar = engine_sidecar_json(ModelMetadata(name="tiny", kind="technical", input_size=SIZE), info)
     (folder / "tiny.engine.json").write_text(sidecar, encoding="utf-8")
     return engine
@@ -220,8 +46,8 @@ def write_engine(folder: Path, profile: tuple[int, int, int]) -> Path:
 
 def open_backend(folder: Path, profile: tuple[int, int, int], **kwargs) -> tuple[object, FakeTensorRT]:
     cuda = FakeCudaRuntime()
-    trt = FakeTensorRT(cuda, profile, **kwargs)
-    backend = tensorrt_engine.TensorRTBackend(load_model_file(write_engine(folder, profile)), trt, cuda)
+    trt = FakeTensorRT(cuda, VERSION)
+    backend = tensorrt_engine.TensorRTBackend(load_model_file(write_engine(folder, profile, **kwargs)), trt, cuda)
     return backend, trt
 
 
@@ -281,8 +107,8 @@ def test_close_frees_every_buffer_event_and_stream(tmp_path: Path) -> None:
 
 
 def test_engine_not_following_the_contract_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ContractError, match="engine input must be one uint8 tensor 'images', found images:FLOAT"):
-        open_backend(tmp_path, (1, 4, 16), input_dtype="FLOAT")
+    with pytest.raises(ContractError, match="must be one uint8 tensor 'images', found images:DataType.FLOAT"):
+        open_backend(tmp_path, (1, 4, 16), input_dtype=TensorProto.FLOAT)
 
 
 def test_wrong_input_shape_is_refused_before_any_copy(tmp_path: Path) -> None:
@@ -294,9 +120,8 @@ def test_wrong_input_shape_is_refused_before_any_copy(tmp_path: Path) -> None:
 
 def test_auto_choice_opens_the_engine_when_everything_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cuda = FakeCudaRuntime()
-    trt = FakeTensorRT(cuda, (1, 8, 32))
+    trt = FakeTensorRT(cuda, VERSION)
     monkeypatch.setattr(cuda_driver, "probe_gpu", lambda: H200)
-    monkeypatch.setattr(tensorrt_engine, "tensorrt_version", lambda: "10.3.0")
     monkeypatch.setattr(tensorrt_engine, "import_cudart", lambda: cuda)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     choice = choose_backend(load_model_file(write_engine(tmp_path, (1, 8, 32))), options=BackendOptions())
@@ -305,33 +130,6 @@ def test_auto_choice_opens_the_engine_when_everything_matches(tmp_path: Path, mo
     assert_matches_reference(choice.backend.run(batch), batch)
     assert trt.executed == [8, 8, 4]
     choice.backend.close()
-
-
-def test_real_cuda_python_accepts_every_call_the_backend_makes() -> None:
-    """The fakes mirror cuda-python; this checks the real binding takes the same calls and argument
-    types (without a driver each returns an error code, which the backend turns into one line)."""
-    cudart = pytest.importorskip("cuda.bindings.runtime")
-    cuda = tensorrt_engine._Cuda(cudart)
-    stream, event = cudart.cudaStream_t(), cudart.cudaEvent_t()
-    kind = cudart.cudaMemcpyKind
-    calls = [
-        ("cudaStreamCreateWithFlags", cudart.cudaStreamNonBlocking),
-        ("cudaEventCreateWithFlags", cudart.cudaEventDisableTiming),
-        ("cudaMallocHost", 1024),
-        ("cudaMalloc", 1024),
-        ("cudaMemcpyAsync", 0, 0, 0, kind.cudaMemcpyHostToDevice, stream),
-        ("cudaMemcpyAsync", 0, 0, 0, kind.cudaMemcpyDeviceToHost, stream),
-        ("cudaStreamWaitEvent", stream, event, 0),
-        ("cudaEventRecord", event, stream),
-        ("cudaEventSynchronize", event),
-        ("cudaStreamSynchronize", stream),
-    ]
-    for name, *args in calls:
-        try:
-            cuda(name, *args)
-        except RuntimeError as exc:
-            assert str(exc).startswith(f"CUDA {name} failed: cudaError"), str(exc)
-    assert int(stream) == 0 and int(event) == 0  # handles convert to the ints TensorRT takes
 
 
 # -- on a real GPU --------------------------------------------------------------------------------

@@ -43,6 +43,11 @@ from nima_rt.runtime.backends.base import BackendOptions, BackendOutput, Backend
 
 NAME = "tensorrt"
 INSTALL_HINT = "pip install 'nima-rt[gpu]'"
+# TensorRT major versions this code is written and checked for (tests/runtime/test_gpu_conformance.py
+# checks every call against NVIDIA's bindings of each; pyproject.toml's gpu extra must stay inside them).
+SUPPORTED_TENSORRT_MAJORS = (10, 11)
+CUDA_MAJOR = 13  # the CUDA the gpu extra's wheels are built for (tensorrt-cu13, cuda-python 13, onnxruntime-gpu)
+CUDART_MODULE = "cuda.bindings.runtime"
 REBUILD_HINT = "rebuild it on this machine with `nima-rt export MODEL.onnx --format tensorrt`"
 OUTPUT_TAILS: dict[str, tuple[int, ...]] = {"dist": (NUM_BINS,), "mean": (), "std": ()}
 
@@ -73,25 +78,56 @@ def engine_mismatch(model: ModelFile, target: EngineTarget) -> str | None:
     return None
 
 
-def tensorrt_version() -> str:
-    """``tensorrt.__version__``; raise BackendUnavailable when the package is missing or broken."""
-    if importlib.util.find_spec("tensorrt") is None:
+def module_installed(name: str) -> bool:
+    """Whether ``import name`` could find something (an entry in ``sys.modules`` counts)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # in sys.modules without a __spec__ (set by hand)
+        return True
+
+
+def import_tensorrt() -> ModuleType:
+    """NVIDIA's ``tensorrt`` module, checked to be the real thing and a supported major version.
+
+    Raises BackendUnavailable (one line) when it is missing, does not import, is only an empty
+    namespace package (``tensorrt-stubs`` installs ``tensorrt/__init__.pyi`` and nothing else, so
+    ``import tensorrt`` succeeds on a machine without TensorRT), or is a major version this code was
+    not written for (:data:`SUPPORTED_TENSORRT_MAJORS`, the bounds of the ``gpu`` extra).
+    """
+    if not module_installed("tensorrt"):
         raise BackendUnavailable(f"tensorrt is not installed: {INSTALL_HINT}")
     try:
         trt = importlib.import_module("tensorrt")
     except Exception as exc:  # a broken install raises OSError/ImportError from its loader
         raise BackendUnavailable(f"tensorrt does not import: {one_line(exc)}") from None
-    return str(trt.__version__)
+    version = getattr(trt, "__version__", None)
+    if getattr(trt, "__file__", None) is None or not isinstance(version, str) or not hasattr(trt, "Builder"):
+        where = ", ".join(str(p) for p in getattr(trt, "__path__", [])) or "unknown"
+        raise BackendUnavailable(f"tensorrt at {where} is an empty package (type stubs such as tensorrt-stubs?), "
+                                 f"not NVIDIA's TensorRT: {INSTALL_HINT}")
+    major = version.split(".", 1)[0]
+    if not major.isdigit() or int(major) not in SUPPORTED_TENSORRT_MAJORS:
+        supported = " and ".join(f"{m}.x" for m in SUPPORTED_TENSORRT_MAJORS)
+        raise BackendUnavailable(f"TensorRT {version} is not supported (nima-rt is written for TensorRT {supported}): "
+                                 f"{INSTALL_HINT}")
+    return trt
+
+
+def tensorrt_version() -> str:
+    """``tensorrt.__version__`` of a usable TensorRT (see :func:`import_tensorrt`)."""
+    return str(import_tensorrt().__version__)
 
 
 def import_cudart() -> ModuleType:
-    """NVIDIA's CUDA runtime bindings (cuda-python >= 12.6 layout first, then the older one)."""
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise BackendUnavailable(f"cuda-python is not installed: {INSTALL_HINT}")
+    """NVIDIA's CUDA runtime bindings, ``cuda.bindings.runtime`` (cuda-bindings 13, the ``gpu`` extra)."""
+    try:
+        return importlib.import_module(CUDART_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name in ("cuda", "cuda.bindings", CUDART_MODULE):
+            raise BackendUnavailable(f"cuda-python is not installed: {INSTALL_HINT}") from None
+        raise BackendUnavailable(f"{CUDART_MODULE} does not import: {one_line(exc)}") from None
+    except ImportError as exc:  # installed but broken (a missing shared library, a wrong build)
+        raise BackendUnavailable(f"{CUDART_MODULE} does not import: {one_line(exc)}") from None
 
 
 def current_target() -> EngineTarget:
@@ -128,7 +164,15 @@ def create(model: ModelFile, options: BackendOptions) -> TensorRTBackend:
     reason = availability(model)
     if reason is not None:
         raise BackendUnavailable(reason)
-    return TensorRTBackend(model, importlib.import_module("tensorrt"), import_cudart())
+    return TensorRTBackend(model, import_tensorrt(), import_cudart())
+
+
+def start_failure(factory: str, exc: BaseException) -> str:
+    """The one line for a TensorRT factory that returned nothing. NVIDIA's bindings raise
+    ``TypeError: pybind11::init(): factory function returned nullptr`` from ``trt.Builder`` and
+    ``trt.Runtime`` when TensorRT cannot initialise CUDA (no usable GPU, a driver too old for its CUDA)."""
+    return (f"TensorRT could not start: {factory} failed ({one_line(exc)}); TensorRT could not initialise CUDA "
+            f"(check the NVIDIA driver, that the GPU is visible, and that the driver supports CUDA {CUDA_MAJOR})")
 
 
 class CudaError(RuntimeError):
@@ -185,7 +229,10 @@ class TensorRTBackend:
         self._events: list[Any] = []
         self.slots: list[_Slot] = []
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
+        try:
+            self.runtime = trt.Runtime(self.logger)
+        except TypeError as exc:
+            raise BackendUnavailable(start_failure("trt.Runtime", exc)) from None
         self.engine = self.runtime.deserialize_cuda_engine(model.path.read_bytes())
         if self.engine is None:
             raise ContractError(f"{model.path}: TensorRT could not deserialize the engine (see the messages above)")
