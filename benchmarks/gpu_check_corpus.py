@@ -38,7 +38,7 @@ def make_corpus(check: Check) -> list[str]:
         from nima_rt.io.inputs import iter_inputs
 
         return [item.path for item in iter_inputs([check.args.images]) if item.error is None]
-    count, sizes = (24, [(320, 240), (400, 300)]) if check.args.dry_run else (2048, [(1024, 768), (1600, 1200)])
+    count, sizes = (32, [(320, 240), (400, 300)]) if check.args.dry_run else (2048, [(1024, 768), (1600, 1200)])
     folder = check.out / "corpus"
     folder.mkdir(parents=True, exist_ok=True)
 
