@@ -26,7 +26,8 @@ import pytest
 pytest.importorskip("torch")
 
 from helpers.export_models import brightness_onnx_file  # noqa: E402
-from helpers.gpu_fakes import FAKE_GPU_NAME, PLAN_MAGIC, install_fake_gpu  # noqa: E402
+from helpers.gpu_fakes import FAKE_GPU_NAME, install_fake_gpu  # noqa: E402
+from helpers.tensorrt_fake import PLAN_MAGIC  # noqa: E402
 
 from nima_rt.export import tensorrt_build  # noqa: E402
 from nima_rt.export.api import ExportRequest, run_export  # noqa: E402

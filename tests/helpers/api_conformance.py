@@ -32,12 +32,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from helpers.api_types import TRT, TRT_FACTORIES, TypeInference, attribute_chain
+from helpers.pybind_signatures import accepts, overloads
+
 SOURCE_FOLDERS = ("nima_rt", "train", "export")
-TRT_FACTORIES = {"import_tensorrt", "require_tensorrt"}
 CUDA_FUNCTION = re.compile(r"^cuda[A-Z]\w*$")
 DRIVER_FUNCTION = re.compile(r"^cu[A-Z]\w*$")
 DRIVER_CONSTANT = re.compile(r"^(CU_[A-Z0-9_]+|CUDA_SUCCESS)$")
-TRT = "module:tensorrt"
+TENSORRT_MODULES = ("tensorrt", "tensorrt_bindings")
 
 
 def discover(repo: Path) -> list[Path]:
@@ -84,80 +86,7 @@ class Report:
             self.problems.append(f"{where} {what}: {problem}")
 
 
-# -- pybind11 signatures --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Overload:
-    params: tuple[tuple[str, bool], ...]  # (name, has default), self excluded
-    returns: str
-
-
-def _split_top(text: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in text:
-        if char in "([<{":
-            depth += 1
-        elif char in ")]>}":
-            depth -= 1
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    return [p.strip() for p in parts + [current] if p.strip()]
-
-
-def overloads(function: Any, name: str) -> list[Overload] | None:
-    """The signatures pybind11 wrote into ``function.__doc__``; None when it has none (not pybind11)."""
-    found = []
-    for line in (getattr(function, "__doc__", None) or "").splitlines():
-        line = re.sub(r"^\d+\.\s+", "", line.strip())
-        if not line.startswith(f"{name}(") or line.startswith(f"{name}(*args, **kwargs)"):
-            continue
-        body, _, returns = line[len(name) + 1:].rpartition(") -> ")
-        params = [p for p in _split_top(body) if not p.startswith("self")]
-        found.append(Overload(tuple((p.split(":")[0].split("=")[0].strip(), "=" in p) for p in params),
-                              returns.strip()))
-    return found or None
-
-
-def accepts(overload: Overload, positional: int, keywords: list[str]) -> bool:
-    names = [name for name, _ in overload.params]
-    if positional > len(names) or any(k not in names[positional:] for k in keywords):
-        return False
-    return all(default or index < positional or name in keywords
-               for index, (name, default) in enumerate(overload.params))
-
-
-def return_class(trt: ModuleType, text: str) -> Any:
-    """The TensorRT class a signature's return annotation names, or None (bool, list[...], ...)."""
-    if "[" in text:
-        return None
-    name = re.split(r"[.:]+", text)[-1]
-    for candidate in (name, name[1:] if name.startswith("I") else None):
-        value = getattr(trt, candidate, None) if candidate else None
-        if inspect.isclass(value):
-            return value
-    return None
-
-
 # -- the walk -------------------------------------------------------------------------------------
-
-
-def _chain(node: ast.AST) -> tuple[ast.AST, list[str]]:
-    """``a.b.c`` -> (Name a, ["b", "c"])."""
-    names = []
-    while isinstance(node, ast.Attribute):
-        names.append(node.attr)
-        node = node.value
-    return node, names[::-1]
-
-
-def _self_key(node: ast.AST, cls: str | None) -> str | None:
-    if cls and isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
-        return f"{cls}.self.{node.attr}"
-    return None
 
 
 class _ProblemsOnly(Report):
@@ -172,7 +101,7 @@ class _ProblemsOnly(Report):
             self.target.site(kind, where, what, problem)
 
 
-class Checker:
+class Checker(TypeInference):
     """Types values, then checks each use, for one module at a time (see the module docstring)."""
 
     def __init__(self, trt: ModuleType, cudart: ModuleType, driver: ModuleType) -> None:
@@ -205,114 +134,8 @@ class Checker:
     def check_file(self, path: Path, repo: Path) -> None:
         self.file = str(path.relative_to(repo))
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        self.types: dict[str, Any] = {}
-        self.functions: dict[str, tuple[str, ast.FunctionDef]] = {}  # name -> (qualified scope, node)
-        self._collect_functions(tree, None)
-        for _ in range(3):  # assignments may use values typed further down: iterate to a fixed point
-            self._infer(tree, None, None)
+        self.start(tree)
         self._check(tree, None, None)
-
-    # - typing -
-    def _collect_functions(self, node: ast.AST, func: str | None) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef):
-                scope = f"{func}.{child.name}" if func else child.name
-                self.functions.setdefault(child.name, (scope, child))
-                self._collect_functions(child, scope)
-            elif isinstance(child, ast.ClassDef):
-                self._collect_functions(child, func)
-
-    def _scope(self, node: ast.AST, cls: str | None, func: str | None) -> tuple[str | None, str | None]:
-        if isinstance(node, ast.ClassDef):
-            return node.name, func
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            return cls, f"{func}.{node.name}" if func else node.name
-        return cls, func
-
-    def _key(self, name: str, func: str | None) -> str:
-        return f"{func}:{name}"
-
-    def lookup(self, node: ast.AST, cls: str | None, func: str | None) -> Any:
-        """The type of ``node``: TRT (the module), a TensorRT class (instances), or None (unknown)."""
-        if isinstance(node, ast.Name):
-            scope = func
-            while True:
-                key = self._key(node.id, scope)
-                if key in self.types:
-                    return self.types[key]
-                if not scope:
-                    return TRT if node.id == "trt" else None
-                scope = scope.rpartition(".")[0] or None
-        key = _self_key(node, cls)
-        if key:
-            return self.types.get(key)
-        if isinstance(node, ast.Call):
-            callee = node.func
-            if isinstance(callee, ast.Name) and callee.id in TRT_FACTORIES:
-                return TRT
-            if isinstance(callee, ast.Name) and callee.id in self.functions:
-                return self.types.get(f"return:{self.functions[callee.id][0]}")
-            if isinstance(callee, ast.Attribute) and isinstance(callee.value, ast.Name) and (
-                    callee.attr == "import_module" and node.args and isinstance(node.args[0], ast.Constant)
-                    and node.args[0].value == "tensorrt"):
-                return TRT
-            base = self.lookup(callee, cls, func) if isinstance(callee, ast.Attribute) else None
-            if inspect.isclass(base):
-                return base  # a TensorRT constructor
-            if isinstance(callee, ast.Attribute):
-                owner = self.lookup(callee.value, cls, func)
-                if inspect.isclass(owner):
-                    signatures = overloads(getattr(owner, callee.attr, None), callee.attr) or []
-                    types = {return_class(self.trt, o.returns) for o in signatures} - {None}
-                    return types.pop() if len(types) == 1 else None
-            return None
-        if isinstance(node, ast.Attribute):
-            owner = self.lookup(node.value, cls, func)
-            if owner is TRT:
-                value = getattr(self.trt, node.attr, None)
-                return value if inspect.isclass(value) else None
-        return None
-
-    def _bind(self, target: ast.AST, value: Any, cls: str | None, func: str | None) -> None:
-        if value is None:
-            return
-        if isinstance(target, ast.Name):
-            self.types[self._key(target.id, func)] = value
-        elif _self_key(target, cls):
-            self.types[_self_key(target, cls)] = value
-
-    def _infer(self, node: ast.AST, cls: str | None, func: str | None) -> None:
-        for child in ast.iter_child_nodes(node):
-            inner_cls, inner_func = self._scope(child, cls, func)
-            if isinstance(child, ast.Import):
-                for alias in child.names:
-                    if alias.name == "tensorrt":
-                        self.types[self._key(alias.asname or "tensorrt", func)] = TRT
-            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                for arg in child.args.args + child.args.kwonlyargs:
-                    if arg.arg == "trt":
-                        self.types[self._key("trt", inner_func)] = TRT
-            elif isinstance(child, ast.Call) and isinstance(child.func, ast.Name) and child.func.id in self.functions:
-                scope, definition = self.functions[child.func.id]
-                params = [a.arg for a in definition.args.args]
-                bound = list(zip(params, child.args, strict=False))
-                bound += [(k.arg, k.value) for k in child.keywords if k.arg]
-                for name, value in bound:
-                    value_type = self.lookup(value, cls, func)
-                    if value_type is not None:
-                        self.types[self._key(name, scope)] = value_type
-            elif isinstance(child, ast.Return) and func and child.value is not None:
-                value_type = self.lookup(child.value, cls, func)
-                if value_type is not None:
-                    self.types[f"return:{func}"] = value_type
-            elif isinstance(child, ast.Assign):
-                for target in child.targets:
-                    if isinstance(target, ast.Tuple) and isinstance(child.value, ast.Tuple):
-                        for t, v in zip(target.elts, child.value.elts, strict=False):
-                            self._bind(t, self.lookup(v, cls, func), cls, func)
-                    else:
-                        self._bind(target, self.lookup(child.value, cls, func), cls, func)
-            self._infer(child, inner_cls, inner_func)
 
     # - checking -
     def _check(self, node: ast.AST, cls: str | None, func: str | None, in_chain: bool = False) -> None:
@@ -329,6 +152,9 @@ class Checker:
             self._check_cuda_name(node.value, where)
         elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             self._check_driver_constant(node.targets[0].id, node.value, where)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in TENSORRT_MODULES:
+            self.report.site("tensorrt", where, f"from {node.module} import ...",
+                             "import the module (import tensorrt as trt) so the check can follow its calls")
         for child in ast.iter_child_nodes(node):
             chained = (isinstance(node, ast.Call) and child is node.func) or (
                 isinstance(node, ast.Attribute) and child is node.value)
@@ -339,7 +165,7 @@ class Checker:
         """Check a (maximal) attribute chain; returns the object it names when it is on the tensorrt module.
         ``record=False`` (a callee, recorded with its call): only a problem is recorded."""
         report = self.report if record else _ProblemsOnly(self.report)
-        root, names = _chain(node)
+        root, names = attribute_chain(node)
         root_type = self.lookup(root, cls, func)
         if root_type is TRT:
             value: Any = self.trt
@@ -378,7 +204,7 @@ class Checker:
             return
         positional, keywords = len(call.args), [k.arg for k in call.keywords if k.arg]
         starred = any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords)
-        root, names = _chain(callee)
+        root, names = attribute_chain(callee)
         target = self._resolve_chain(callee, cls, func, where, record=False)
         if CUDA_FUNCTION.match(callee.attr):
             if not starred:
@@ -426,7 +252,7 @@ class Checker:
 
     def _check_subclass(self, node: ast.ClassDef, cls: str | None, func: str | None, where: str) -> None:
         for base in node.bases:
-            if not isinstance(base, ast.Attribute) or self.lookup(_chain(base)[0], cls, func) is not TRT:
+            if not isinstance(base, ast.Attribute) or self.lookup(attribute_chain(base)[0], cls, func) is not TRT:
                 continue
             value = self._resolve_chain(base, cls, func, where)
             if value is None:

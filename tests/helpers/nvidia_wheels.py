@@ -124,3 +124,16 @@ def install_target(requirements: list[str], dest: Path) -> Path:
     if not dest.is_dir():
         pip("install", "--no-deps", "--quiet", "--target", str(dest), *requirements)
     return dest
+
+
+def cuda_bindings_site(major: int, cache: Path) -> Path | None:
+    """None when the installed ``cuda.bindings`` is of CUDA ``major`` (torch depends on it), else a folder with
+    NVIDIA's ``cuda-bindings`` of that major installed from the registry (put it first on ``PYTHONPATH``)."""
+    try:
+        from importlib.metadata import version
+
+        if int(version("cuda-bindings").split(".")[0]) == major:
+            return None
+    except Exception:  # not installed (PackageNotFoundError) or an unreadable version
+        pass
+    return install_target([f"cuda-bindings>={major},<{major + 1}", "cuda-pathfinder"], cache / f"cuda-bindings-{major}")

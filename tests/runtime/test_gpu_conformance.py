@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from helpers.gpu_helpers import gpu_extra
-from helpers.nvidia_wheels import RegistryUnreachable, build_stub, install_target, tensorrt_site
+from helpers.nvidia_wheels import RegistryUnreachable, build_stub, cuda_bindings_site, install_target, tensorrt_site
 from helpers.paths import REPO
 from packaging.version import Version
 
@@ -61,20 +61,23 @@ def nvidia_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("nvidia")
 
 
-def _fetch(requirement: str, cache: Path) -> tuple[Path, str, Path]:
+def _fetch(requirement: str, cache: Path) -> tuple[list[Path], str, Path]:
+    """Folders for PYTHONPATH (TensorRT, and cuda-bindings unless the installed one is CUDA 13), the version,
+    the stub library folder."""
     try:
         site, version = tensorrt_site(requirement, cache)
+        cuda = cuda_bindings_site(CUDA_MAJOR, cache)
     except RegistryUnreachable as exc:
         pytest.skip(str(exc))
     try:
         stub = build_stub(cache, Version(version).major)
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-    return site, version, stub
+    return [site] + ([cuda] if cuda else []), version, stub
 
 
-def run_conformance(site: Path, stub: Path, *modules: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(REPO / "tests")]),
+def run_conformance(sites: list[Path], stub: Path, *modules: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, sites), str(REPO / "tests")]),
                LD_LIBRARY_PATH=str(stub), CUDA_VISIBLE_DEVICES="")
     done = subprocess.run([sys.executable, "-m", "helpers.conformance_run", *map(str, modules)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=300)
@@ -84,10 +87,10 @@ def run_conformance(site: Path, stub: Path, *modules: Path) -> dict:
 
 @pytest.mark.parametrize("requirement", TARGETS.values(), ids=TARGETS.keys())
 def test_every_tensorrt_and_cuda_call_site_matches_nvidias_bindings(requirement: str, nvidia_cache: Path) -> None:
-    site, version, stub = _fetch(requirement, nvidia_cache)
-    result = run_conformance(site, stub)
-    assert (result["tensorrt"], result["tensorrt_file"]) == (version, str(site / "tensorrt" / "__init__.py"))
-    assert Version(result["cuda_bindings"]).major == CUDA_MAJOR, result["cuda_bindings"]
+    sites, version, stub = _fetch(requirement, nvidia_cache)
+    result = run_conformance(sites, stub)
+    assert (result["tensorrt"], result["tensorrt_file"]) == (version, str(sites[0] / "tensorrt" / "__init__.py"))
+    assert Version(result["cuda_bindings"]).major == CUDA_MAJOR, result["cuda_bindings"]  # the extra's major
     assert result["problems"] == []
     assert {"export/tensorrt_build.py", "nima_rt/runtime/backends/tensorrt_engine.py",
             "nima_rt/runtime/backends/cuda_driver.py"} <= set(result["modules"])
@@ -113,6 +116,7 @@ def test_every_tensorrt_and_cuda_call_site_matches_nvidias_bindings(requirement:
 
 PLANTED = '''
 import ctypes
+from tensorrt import Builder
 
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 76
 
@@ -140,22 +144,23 @@ def run(engine):
 
 
 def test_planted_calls_that_tensorrt_11_removed_or_never_had_are_caught(nvidia_cache: Path, tmp_path: Path) -> None:
-    site, _, stub = _fetch(TARGETS[f"newest {max(SUPPORTED_TENSORRT_MAJORS)}.x"], nvidia_cache)
+    sites, _, stub = _fetch(TARGETS[f"newest {max(SUPPORTED_TENSORRT_MAJORS)}.x"], nvidia_cache)
     planted = tmp_path / "planted.py"
     planted.write_text(PLANTED, encoding="utf-8")
-    problems = run_conformance(site, stub, planted)["problems"]
+    problems = run_conformance(sites, stub, planted)["problems"]
     expected = [
-        ":7 trt.IInt8EntropyCalibrator2: no attribute 'IInt8EntropyCalibrator2'",
-        ":14 trt.BuilderFlag.FP16: no attribute 'FP16' on trt.BuilderFlag",
-        ":15 IBuilderConfig.int8_calibrator: IBuilderConfig has no attribute 'int8_calibrator'",
-        ":16 IBuilderConfig.set_calibration_profile: IBuilderConfig has no attribute 'set_calibration_profile'",
-        ":17 Builder.create_network(_, _): no overload takes these arguments; the bindings have (flags=…)",
-        ':18 "cudaMallocc": not a function of cuda.bindings.runtime',
-        ":19 cudaMemcpyAsync(_, _, _, _): cudaMemcpyAsync(dst, src, count, kind: 'cudaMemcpyKind', stream) does not "
+        ":3 from tensorrt import ...: import the module (import tensorrt as trt) so the check can follow its calls",
+        ":8 trt.IInt8EntropyCalibrator2: no attribute 'IInt8EntropyCalibrator2'",
+        ":15 trt.BuilderFlag.FP16: no attribute 'FP16' on trt.BuilderFlag",
+        ":16 IBuilderConfig.int8_calibrator: IBuilderConfig has no attribute 'int8_calibrator'",
+        ":17 IBuilderConfig.set_calibration_profile: IBuilderConfig has no attribute 'set_calibration_profile'",
+        ":18 Builder.create_network(_, _): no overload takes these arguments; the bindings have (flags=…)",
+        ':19 "cudaMallocc": not a function of cuda.bindings.runtime',
+        ":20 cudaMemcpyAsync(_, _, _, _): cudaMemcpyAsync(dst, src, count, kind: 'cudaMemcpyKind', stream) does not "
         "take 4 arguments (missing a required argument: 'stream')",
-        ":20 cuDeviceGetNames: not in cuda.bindings.driver",
-        ":4 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 76: the driver's value is 75",
-        ":25 ?.create_execution_context(...): a TensorRT method called on a value whose TensorRT type cannot be "
+        ":21 cuDeviceGetNames: not in cuda.bindings.driver",
+        ":5 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 76: the driver's value is 75",
+        ":26 ?.create_execution_context(...): a TensorRT method called on a value whose TensorRT type cannot be "
         "inferred (assign it from a trt call so the check can follow it)",
     ]
     assert sorted(problem.split("planted.py", 1)[1] for problem in problems) == sorted(expected)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.gpu_fakes import FakeCudaRuntime, FakeTensorRT, fake_plan
+from helpers.gpu_fakes import FakeCudaRuntime
+from helpers.tensorrt_fake import FakeTensorRT, fake_plan
 from helpers.tiny_models import reference_scores, tiny_model_proto
 from onnx import TensorProto
 
