@@ -26,7 +26,7 @@ from onnx import TensorProto
 
 from nima_rt.contract.spec import ContractError, EngineInfo, ModelMetadata, engine_sidecar_json
 from nima_rt.io.model_file import load_model_file
-from nima_rt.runtime.backends import BackendOptions, choose_backend, cuda_driver, tensorrt_engine
+from nima_rt.runtime.backends import BackendOptions, BackendUnavailable, choose_backend, cuda_driver, tensorrt_engine
 
 SIZE = 16
 VERSION = "10.16.1.11"
@@ -131,6 +131,19 @@ def test_auto_choice_opens_the_engine_when_everything_matches(tmp_path: Path, mo
     assert_matches_reference(choice.backend.run(batch), batch)
     assert trt.executed == [8, 8, 4]
     choice.backend.close()
+
+
+@pytest.mark.parametrize("version", ["12.0.0.1", "9.3.0.1"])
+def test_tensorrt_of_a_major_the_code_was_not_written_for_is_refused(version: str, monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(FakeCudaRuntime(), version))
+    monkeypatch.setattr(cuda_driver, "probe_gpu", lambda: H200)
+    reason = (f"TensorRT {version} is not supported (nima-rt is written for TensorRT 10.x and 11.x): "
+              "pip install 'nima-rt[gpu]'")
+    with pytest.raises(BackendUnavailable) as caught:
+        tensorrt_engine.import_tensorrt()
+    assert str(caught.value) == reason
+    assert tensorrt_engine.availability(load_model_file(write_engine(tmp_path, (1, 8, 32)))) == reason
 
 
 # -- on a real GPU --------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ TensorRT version, the compute capability and the GPU name must all match, else t
 refused with a message naming both sides (TensorRT engines are not portable across versions or
 GPUs).
 
-Execution follows the TensorRT 10 Python API: ``IExecutionContext.set_input_shape`` /
-``set_tensor_address`` / ``execute_async_v3`` on device buffers. Memory, streams and events come
+Execution uses ``IExecutionContext.set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3`` on
+device buffers, the same calls in TensorRT 10 and 11 (:data:`SUPPORTED_TENSORRT_MAJORS`; every call is
+checked against NVIDIA's bindings of both in tests/runtime/test_gpu_conformance.py). Memory, streams and events come
 from NVIDIA's cuda-python runtime bindings (``cuda.bindings.runtime``), imported lazily. We chose
 cuda-python over torch because it is what the TensorRT samples use, it is small (a TensorRT
 deployment need not carry a 2 GB torch install), and PyTorch CUDA wheels already depend on it.
@@ -21,7 +22,8 @@ chunk k-1's results before queueing chunk k+1 already implies both slot rules; t
 waits keep each rule local to the slot, so a change of the reading order cannot break them.)
 
 Not yet run on a GPU: the pipeline logic is tested on CPU against fakes of ``tensorrt`` and
-``cuda.bindings.runtime`` (tests/runtime/test_gpu_tensorrt.py); real runs are in benchmarks/gpu_check.py.
+``cuda.bindings.runtime`` (tests/runtime/test_gpu_tensorrt.py), the calls against the real bindings;
+real runs are in benchmarks/gpu_check.py.
 """
 
 from __future__ import annotations
