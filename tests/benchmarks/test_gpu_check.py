@@ -44,8 +44,12 @@ def test_dry_run_reaches_every_gpu_path_for_every_bundled_model(tmp_path: Path) 
             speed = by_item[("model-only", item)]
             assert speed["status"] == "ok" and set(speed["data"]["batches"]) == {"1", "4", "8"}, speed
             parity = by_item[("parity", item)]
-            assert parity["status"] == "ok" and "(within " in parity["result"], parity
-            assert parity["data"]["same_graph"]["spearman"] > 0.99
+            assert parity["status"] == "ok" and parity["data"]["same_graph"]["spearman"] > 0.99, parity
+            if (backend, precision) == ("onnxruntime-tensorrt", "fp16"):  # the runtime picks layer precisions
+                assert parity["data"]["reference"] == "fp32" and parity["data"]["bar"].startswith(
+                    ("no bar: the model's fp16 check did not pass", "max|d mean| <= 0.02")), parity
+            else:
+                assert "(within " in parity["result"], parity
         if float32:  # bundled models ship without their checkpoint: torch-cuda says so
             torch_row = by_item[("model-only", f"{label}: torch-cuda fp16")]
             assert torch_row["status"] == "skipped" and f"{path.stem}.pt beside {path.name}" in torch_row["result"]
