@@ -53,7 +53,7 @@ from gpu_check_paths import ModelUnderTest, models_to_check, step_engines, step_
 from gpu_check_results import Check, one_line, table, write_results  # noqa: E402
 
 from nima_rt.io.decode import Preprocess  # noqa: E402
-from nima_rt.io.model_file import DEFAULT_MODEL, bundled_models  # noqa: E402
+from nima_rt.io.model_file import bundled_models, default_models  # noqa: E402
 from nima_rt.runtime.backends import BackendUnavailable, cuda_driver, tensorrt_engine  # noqa: E402
 
 TARGET_MODEL_ONLY = 20_000  # images/s at batch 256, fp16, best backend (data-centre GPU)
@@ -161,10 +161,10 @@ def decoded(paths: list[str], item: ModelUnderTest, seed: int) -> np.ndarray:
 
 def step_models(check: Check, corpus: list[str]) -> tuple[ModelUnderTest | None, Path | None]:
     """Engines, throughput and parity for every model; returns the float32 model decode and end-to-end use
-    (the default bundled model where there is one) and its fp16 engine."""
+    (the first default model where this install bundles it) and its fp16 engine."""
     evaluation, calibration = (corpus[:16], corpus[16:32]) if check.args.dry_run else (corpus[:64], corpus[-128:])
     first, first_engine = None, None
-    default = bundled_models().get(DEFAULT_MODEL)
+    default = next((bundled_models()[name] for name in default_models()), None)  # the first default model
     for item in models_to_check(check):
         images = decoded(evaluation, item, 1)
         engines: dict[str, Path] = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from helpers.paths import REPO
 
-from nima_rt.io.model_file import DEFAULT_MODEL, bundled_models
+from nima_rt.io.model_file import bundled_models, default_models
 
 
 def test_dry_run_reaches_every_gpu_path_for_every_bundled_model(tmp_path: Path) -> None:
@@ -61,8 +61,9 @@ def test_dry_run_reaches_every_gpu_path_for_every_bundled_model(tmp_path: Path) 
     assert len(decode) == 2 and all(r["status"] == "ok" for r in decode)
     ends = [r for r in results["rows"] if r["step"] == "end-to-end"]
     assert [r["status"] for r in ends] == ["ok", "ok"] and all(r["data"]["errors"] == 0 for r in ends)
-    if DEFAULT_MODEL in bundled:  # end to end runs the default model's fp16 engine through the Scorer
-        assert all(r["data"]["summary"][0] == f"{DEFAULT_MODEL}: backend: tensorrt" for r in ends), ends
+    if default_models():  # end to end runs the first default model's fp16 engine through the Scorer
+        first = default_models()[0]
+        assert all(r["data"]["summary"][0] == f"{first}: backend: tensorrt" for r in ends), ends
         assert "decode: nvJPEG" in ends[1]["data"]["summary"][-1]
     assert by_item[("target", "model-only >= 20,000 images/s, b256 fp16")]["status"] == "skipped"
     assert {r["step"] for r in results["rows"]} >= {"environment", "tests", "models", "engines", "model-only",
