@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,8 @@ class Checker(TypeInference):
         import numpy
 
         common: set[str] = set()
-        for kind in (object, str, bytes, list, dict, set, tuple, int, float, numpy.ndarray, pathlib.Path, ModuleType):
+        for kind in (object, str, bytes, list, dict, set, tuple, int, float, numpy.ndarray, pathlib.Path, ModuleType,
+                     io.BufferedReader, io.BytesIO, io.TextIOWrapper):
             common |= set(dir(kind))
         names = set()
         for value in vars(self.trt).values():
