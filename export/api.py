@@ -25,7 +25,6 @@ from nima_rt.export.tensorrt_build import TensorRTSettings
 from nima_rt.io.model_file import ENGINE_SUFFIXES, ModelFile, load_model_file
 
 FORMATS = ("onnx", "tensorrt")
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 Log = Callable[[str], None]
 

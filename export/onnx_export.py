@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,13 +318,3 @@ def finish_model(model: onnx.ModelProto, metadata: ModelMetadata, label: str, si
     check_contract_graph(model, metadata.input_size, label)
     report = GraphReport(Path(label), traced_nodes, len(model.graph.node), note.startswith("simplified"), note)
     return model, report
-
-
-def describe_ops(model: onnx.ModelProto, ops: Iterable[str]) -> dict[str, int]:
-    """How many nodes of each of ``ops`` the graph has (used in reports and tests)."""
-    wanted = set(ops)
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.op_type in wanted:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts

@@ -7,10 +7,11 @@ import json
 import typer
 
 from nima_rt.cli.common import fail
+from nima_rt.contract.choices import SettingError
 from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import ContractError
 from nima_rt.io.model_file import bundled_models, load_model_file
-from nima_rt.runtime.backends import BackendUnavailable, choose_backend, probe_backends
+from nima_rt.runtime.backends import BackendUnavailable, check_backend_settings, choose_backend, probe_backends
 from nima_rt.runtime.precision import precision_note
 
 
@@ -21,6 +22,10 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Print a model's contract metadata and every backend as available / unavailable / chosen."""
+    try:
+        check_backend_settings(device, backend)
+    except SettingError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
     try:
         model_file = load_model_file(model)
         statuses = probe_backends(model_file, device, backend)

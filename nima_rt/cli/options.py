@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from nima_rt.cli.common import fail, note
-from nima_rt.contract.choices import DEVICES, GPU_DECODE_MODES, PRECISIONS
+from nima_rt.contract.choices import DEVICES, SettingError
 from nima_rt.io.decode import DEFAULT_DECODE_MEMORY, DEFAULT_MAX_PIXELS, DecodeOptions
 from nima_rt.runtime.backends import BACKENDS
 from nima_rt.runtime.scorer import Scorer, ScorerConfig
@@ -39,16 +39,16 @@ Models = Annotated[
 ]
 
 # -- device / backend / precision ----------------------------------------------------------------
-Device = Annotated[str, typer.Option("--device", callback=one_of(DEVICES), help=" | ".join(DEVICES))]
+Device = Annotated[str, typer.Option("--device", help=" | ".join(DEVICES))]
 BackendName = Annotated[
     str | None,
-    typer.Option("--backend", callback=one_of([entry.name for entry in BACKENDS]),
-                 help="Force one backend (see `nima-rt info`)."),
+    typer.Option("--backend", help=f"Force one backend: {' | '.join(entry.name for entry in BACKENDS)} "
+                 "(see `nima-rt info`)."),
 ]
 Precision = Annotated[
     str | None,
     typer.Option(
-        "--precision", callback=one_of(PRECISIONS),
+        "--precision",
         help="Backend precision (default: the model's policy: fp32 unless its metadata records a passed fp16 "
         "check; docs/guide/runtime.md). int8: the bundled model's INT8 copy (CPU; docs/guide/export.md).",
     ),
@@ -58,7 +58,7 @@ Precision = Annotated[
 GpuDecode = Annotated[
     str,
     typer.Option(
-        "--gpu-decode", callback=one_of(GPU_DECODE_MODES),
+        "--gpu-decode",
         help="Decode JPEGs on the GPU (nvJPEG): auto (when a model runs on CUDA) | on | off.",
     ),
 ]
@@ -130,16 +130,16 @@ def scorer_config(
     max_pixels: int | None = None,
     memory_budget: int | None = None,
 ) -> ScorerConfig:
-    """The library config for the shared options above (the one place they meet ``ScorerConfig``); a split the
-    cores cannot make (``--threads 1 --streams 2``) is a usage error. ``memory_budget`` is in MB."""
+    """The library config for the shared options above (the one place they meet ``ScorerConfig``, which checks
+    them once); a value it refuses is a usage error naming the option. ``memory_budget`` is in MB."""
     decode = DecodeOptions(jpeg_draft=not full_decode, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                            decode_memory=memory_budget << 20 if memory_budget else DEFAULT_DECODE_MEMORY)
     try:
         return ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, streams=streams, device=device,
                             backend=backend, precision=precision, gpu_decode=gpu_decode,
                             decode=decode, checkpoint_loader=load_contract_module)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--streams") from None
+    except SettingError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
 
 
 def open_scorer(models: list[str] | None, config: ScorerConfig, quiet: bool) -> Scorer:

@@ -18,10 +18,10 @@ from nima_rt.cli.common import (
     ranked_line,
     silence_stdout,
 )
+from nima_rt.contract.choices import SettingError
 from nima_rt.io.output_file import OutputConflict
 from nima_rt.io.writers import OutputError
 from nima_rt.runtime.rank_output import RankOptions, rank_output
-from nima_rt.runtime.settings import SettingError
 
 
 def rank(

@@ -71,6 +71,7 @@ def score_ray(
     from nima_rt.apps.distributed.inputs import InputError
     from nima_rt.apps.distributed.pipeline import IncompleteRun, score_with_ray
     from nima_rt.apps.distributed.plan import PlanError, RayScoreConfig
+    from nima_rt.contract.choices import SettingError
     from nima_rt.contract.spec import ContractError
     from nima_rt.runtime.backends import BackendUnavailable
 
@@ -80,6 +81,9 @@ def score_ray(
             batch_size=batch_size, threads=threads, device=device, backend=backend, ranking=ranking,
             ray_logs=ray_logs,
         )
+    except SettingError as exc:  # a setting the config refuses (checked there, once)
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+    try:
         summary = score_with_ray(list(paths), config, log=None if quiet else note)
     except (ContractError, BackendUnavailable, InputError, OutputError, PlanError, IncompleteRun, ValueError,
             ImportError) as exc:  # SettingError (a rank rule or grouping the run cannot serve) is a ValueError

@@ -1,8 +1,9 @@
 """The values a run's settings can take, declared once, and the one check that enforces them.
 
-The library's config dataclasses (``ScorerConfig``, ``RayScoreConfig``) validate with
-:func:`check_choice`; the CLI offers the same tuples as its option choices, so a wrong value is a
-usage error there and a ``ValueError`` naming the setting through the Python API.
+One validation point per setting: the library's config dataclass that holds it (``ScorerConfig``,
+``RayScoreConfig``, ``RunOptions``...) checks it in ``__post_init__`` with :func:`check_choice` (or raises
+:class:`SettingError` itself); the CLI does not check again, it turns the SettingError into a usage error
+naming the option (exit 2). Through the Python API it is a ``ValueError`` naming the setting.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ GPU_DECODE_MODES = ("auto", "on", "off")
 ENGINES = ("local", "ray")
 
 
-def check_choice(setting: str, value: object, allowed: Sequence[object]) -> None:
-    """Raise ``ValueError("<setting> must be one of a, b, got 'x'")`` unless ``value`` is allowed."""
+class SettingError(ValueError):
+    """A setting that cannot be used (alone or with another); ``option`` is the CLI option it comes from, so
+    the CLI can turn it into a usage error naming that option (exit 2)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+def check_choice(setting: str, value: object, allowed: Sequence[object], option: str | None = None) -> None:
+    """Raise ``SettingError("<setting> must be one of a, b, got 'x'")`` unless ``value`` is allowed; ``option``
+    is the CLI option (default: ``setting``)."""
     if value not in allowed:
-        raise ValueError(f"{setting} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        raise SettingError(option or setting, f"{setting} must be one of {', '.join(map(str, allowed))}, got {value!r}")

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from nima_rt.contract.choices import SettingError
 from nima_rt.io.files import atomic_path
 from nima_rt.io.locations import SourceError, is_uri, open_filesystem
 from nima_rt.io.output_file import OutputExists
@@ -44,7 +45,6 @@ from nima_rt.runtime.ranking import (
     resolve_rank_rule,
     uses_default_rule,
 )
-from nima_rt.runtime.settings import SettingError
 
 GROUP_COLUMNS = ("group", "rank", "best")
 

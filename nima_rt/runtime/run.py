@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nima_rt.contract.choices import SettingError
 from nima_rt.io.inputs import InputItem, Paths, WalkReport, carried_columns, iter_inputs, normalize_extensions
 from nima_rt.io.manifests import ManifestError, check_model_names
 from nima_rt.io.output_file import OutputExists, exists_message, giving_up
@@ -34,7 +35,6 @@ from nima_rt.io.writers import RowWriter
 from nima_rt.runtime.rank_output import GROUP_COLUMNS, RankOptions, RankSummary, rank_output
 from nima_rt.runtime.ranking import RankRule
 from nima_rt.runtime.scorer import Scorer
-from nima_rt.runtime.settings import SettingError
 
 SPOOL_FORMAT = "jsonl"  # a ranked run to stdout keeps its rows here until it ranks them (lossless text)
 

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from nima_rt.contract.choices import DEVICES, GPU_DECODE_MODES, PRECISIONS, check_choice
+from nima_rt.contract.choices import GPU_DECODE_MODES, PRECISIONS, SettingError, check_choice
 from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import check_output_values
 from nima_rt.io.decode import (
@@ -49,7 +49,14 @@ from nima_rt.io.memory_inputs import (
 from nima_rt.io.model_file import ModelFile, column_names, expand_models, load_model_file, split_model_spec
 from nima_rt.io.results import ScoreBatch, ScoreColumns, ScoreResult
 from nima_rt.io.variants import int8_variant
-from nima_rt.runtime.backends import BACKENDS, Backend, BackendChoice, BackendOptions, choose_backend
+from nima_rt.runtime.backends import (
+    BACKENDS,
+    Backend,
+    BackendChoice,
+    BackendOptions,
+    check_backend_settings,
+    choose_backend,
+)
 from nima_rt.runtime.backends.base import concurrent_runs
 from nima_rt.runtime.cpu_plan import CpuPlan, plan_cpu
 from nima_rt.runtime.gpu_decode import choose_gpu_decode
@@ -81,17 +88,20 @@ class ScorerConfig:
     checkpoint_loader: Callable[[Path], Any] | None = None  # torch-cuda only: see BackendOptions
 
     def __post_init__(self) -> None:
-        check_choice("gpu_decode", self.gpu_decode, GPU_DECODE_MODES)
-        check_choice("--device", self.device, DEVICES)
+        check_choice("gpu_decode", self.gpu_decode, GPU_DECODE_MODES, "--gpu-decode")
+        check_backend_settings(self.device, self.backend)
         if self.precision is not None:
-            check_choice("precision", self.precision, PRECISIONS)
+            check_choice("precision", self.precision, PRECISIONS, "--precision")
         if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+            raise SettingError("--batch-size", f"batch size must be >= 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise SettingError("--workers", f"workers must be >= 1, got {self.workers}")
         if self.prefetch_batches < 1:
-            raise ValueError(f"prefetch_batches must be >= 1, got {self.prefetch_batches}")
-        plan_cpu(None, self.workers, self.threads, self.streams)  # raises ValueError for a bad split
+            raise SettingError("prefetch_batches", f"prefetch_batches must be >= 1, got {self.prefetch_batches}")
+        try:
+            plan_cpu(None, self.workers, self.threads, self.streams)
+        except ValueError as exc:  # a split the cores cannot make (--threads 1 --streams 2)
+            raise SettingError("--streams", str(exc)) from None
 
 
 @dataclass

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from nima_rt import RunOptions, Scorer, score_run
+from nima_rt.contract.choices import SettingError
 from nima_rt.io.results import ModelScore, ScoreResult
 from nima_rt.io.score_reader import ScoreFiles
 from nima_rt.runtime.grouping import Grouping, folder_at_depth, parse_grouping
 from nima_rt.runtime.rank_output import RankOptions, rank_output
 from nima_rt.runtime.ranking import rank_groups
-from nima_rt.runtime.settings import SettingError
 
 FLAT = tuple([0.1] * 10)
 

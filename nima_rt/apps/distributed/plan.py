@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nima_rt.contract.choices import DEVICES, check_choice
+from nima_rt.runtime.backends import check_backend_settings
 from nima_rt.runtime.rank_output import RankOptions
 from nima_rt.runtime.scorer import DEFAULT_BATCH_SIZE
 
@@ -49,7 +49,7 @@ class RayScoreConfig:
             raise ValueError(f"shard size must be >= 1, got {self.shard_size}")
         if (self.batch_size is not None and self.batch_size < 1) or self.decode_batch < 1:
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_size} and {self.decode_batch}")
-        check_choice("--device", self.device, DEVICES)
+        check_backend_settings(self.device, self.backend)
         if self.actors is not None and self.actors < 1:
             raise ValueError(f"actors must be >= 1, got {self.actors}")
         for name in ("actor_cpus", "decode_cpus"):

@@ -6,6 +6,7 @@ from nima_rt.runtime.backends.select import (
     BackendChoice,
     BackendEntry,
     BackendStatus,
+    check_backend_settings,
     choose_backend,
     probe_backends,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "BackendOutput",
     "BackendStatus",
     "BackendUnavailable",
+    "check_backend_settings",
     "choose_backend",
     "probe_backends",
 ]

@@ -93,14 +93,20 @@ def _availability(entry: BackendEntry, model: ModelFile) -> str | None:
         return f"probe failed ({one_line(exc)})"
 
 
-def probe_backends(model: ModelFile, device: str = "auto", backend: str | None = None) -> list[BackendStatus]:
-    """Every backend allowed by ``device``/``backend``, in preference order, with its availability."""
+def check_backend_settings(device: str, backend: str | None) -> None:
+    """SettingError unless ``device`` is a device and ``backend`` (when given) a registered backend."""
     check_choice("--device", device, DEVICES)
+    if backend is not None:
+        check_choice("--backend", backend, [entry.name for entry in BACKENDS])
+
+
+def probe_backends(model: ModelFile, device: str = "auto", backend: str | None = None) -> list[BackendStatus]:
+    """Every backend allowed by ``device``/``backend``, in preference order, with its availability.
+
+    ``device`` and ``backend`` are checked where they are set (``ScorerConfig``, ``RayScoreConfig``, the info
+    command: :func:`check_backend_settings`); a backend the device excludes is a ValueError here."""
     entries = [e for e in BACKENDS if device == "auto" or e.device == device]
     if backend is not None:
-        names = [e.name for e in BACKENDS]
-        if backend not in names:
-            raise ValueError(f"--backend must be one of {', '.join(names)}, got {backend!r}")
         entries = [e for e in entries if e.name == backend]
         if not entries:
             raise ValueError(f"backend {backend} does not run on --device {device}")
