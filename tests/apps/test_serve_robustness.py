@@ -85,8 +85,11 @@ def test_broken_and_hostile_images_are_422(service: Service) -> None:
     assert bomb.status == 422
     assert "above the decompression-bomb limit" in bomb.json()["error"] or \
         "could be decompression bomb" in bomb.json()["error"]
+    # A JPEG declaring 60000x60000 decodes DCT-scaled to 1/8 (7500x7500: under the pixel limit, which applies
+    # to the decoded size, and within the memory budget; docs/guide/runtime.md) for a model that allows the
+    # draft, as the tiny one does: it is answered like any photo, with the memory bound kept.
     huge_jpeg = service.post_image(jpeg_declaring(60000, 60000))
-    assert huge_jpeg.status == 422 and "decompression" in huge_jpeg.json()["error"]
+    assert huge_jpeg.status == 200 and huge_jpeg.json()["images"][0]["error"] is None
 
 
 def test_a_slow_client_gets_408_and_holds_nobody_up(service: Service) -> None:
