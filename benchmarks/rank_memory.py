@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from nima_rt.io.results import ScoreBatch, ScoreColumns  # noqa: E402
-from nima_rt.io.score_output import open_output  # noqa: E402
+from nima_rt.io.scores.open_output import open_output  # noqa: E402
 
 CHUNK = 20_000  # rows per written batch
 

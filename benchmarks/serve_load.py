@@ -134,7 +134,7 @@ def run_naive_server(models: list[str]) -> int:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from nima_rt import Scorer
-    from nima_rt.io.writers import json_row
+    from nima_rt.io.scores.writers import json_row
 
     scorer = Scorer(models or [None])
 

@@ -19,8 +19,8 @@ from nima_rt.cli.common import (
     silence_stdout,
 )
 from nima_rt.contract.choices import SettingError
-from nima_rt.io.output_file import OutputConflict
-from nima_rt.io.writers import OutputError
+from nima_rt.io.scores.output_file import OutputConflict
+from nima_rt.io.scores.writers import OutputError
 from nima_rt.runtime.rank_output import RankOptions, rank_output
 
 

@@ -9,8 +9,8 @@ import typer
 from nima_rt.apps.report.build import ReportConfig, ReportError, build_report
 from nima_rt.cli import options
 from nima_rt.cli.common import Progress, fail, note
-from nima_rt.io.score_reader import ScoreFiles
-from nima_rt.io.writers import OutputError
+from nima_rt.io.scores.reader import ScoreFiles
+from nima_rt.io.scores.writers import OutputError
 from nima_rt.runtime.grouping import GroupingError, parse_grouping
 from nima_rt.runtime.ranking import RankRuleError, resolve_rank_rule
 

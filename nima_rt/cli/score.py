@@ -26,8 +26,8 @@ from nima_rt.cli.common import (
 )
 from nima_rt.contract.choices import ENGINES
 from nima_rt.io.inputs import PathList, iter_inputs, read_path_list
-from nima_rt.io.output_file import OutputConflict
-from nima_rt.io.writers import OutputError
+from nima_rt.io.scores.output_file import OutputConflict
+from nima_rt.io.scores.writers import OutputError
 from nima_rt.runtime.rank_output import RankOptions
 from nima_rt.runtime.run import RunOptions, RunSummary, SettingError, score_run
 

@@ -13,7 +13,7 @@ import typer
 
 from nima_rt.cli.common import fail, note, ranked_line, require_extra
 from nima_rt.contract.messages import one_line
-from nima_rt.io.writers import OutputError, format_for
+from nima_rt.io.scores.writers import OutputError, format_for
 from nima_rt.runtime.rank_output import RankOptions
 
 TEXT_SUFFIXES = (".csv", ".jsonl", ".json")  # an -o that names a text file, which Ray does not write

@@ -5,7 +5,7 @@ label files) goes through :func:`atomic_path`: the data is written to a temporar
 folder, which replaces the target by a rename only when writing succeeded; on any failure the
 temporary file is removed and the target is untouched. (Row outputs that grow while a run goes,
 ``nima-rt score -o``, are appended and flushed instead, or written as Parquet parts, so that ``--resume``
-can continue them: :mod:`nima_rt.io.score_output`; Ray shards on remote filesystems use the filesystem's
+can continue them: :mod:`nima_rt.io.scores.open_output`; Ray shards on remote filesystems use the filesystem's
 own move.)
 
 Every file nima-rt reads that a user names (images, model files, engine sidecars, checkpoints it hashes)

@@ -43,7 +43,7 @@ class Grouping:
         return {"parent": "parent", "dir": f"dir:{self.depth}"}.get(self.kind, self.column)
 
     def key_function(self) -> Callable[[ScoreResult], str]:
-        """The listing of a row (a :class:`~nima_rt.io.score_rows.ScoreRow` for a column grouping)."""
+        """The listing of a row (a :class:`~nima_rt.io.scores.rows.ScoreRow` for a column grouping)."""
         if self.kind == "parent":
             return lambda result: group_of(result.path)
         if self.kind == "dir":

@@ -3,7 +3,7 @@
     from nima_rt.runtime.rank_output import RankOptions, rank_output
     rank_output(["scores.csv"], RankOptions(output="picks.csv", group_by="listing_id", top=3))
 
-The rows of one or several score files or Ray output folders (:mod:`nima_rt.io.score_reader`) are
+The rows of one or several score files or Ray output folders (:mod:`nima_rt.io.scores.reader`) are
 ranked by :mod:`nima_rt.runtime.ranking` and written, with their carried columns, to a file that
 appears whole (a temporary file renamed at the end; the output may be one of the sources) or to stdout.
 ``nima-rt score --group-by/--rank-by/--sort/--top`` writes its rows first and then calls this on them,
@@ -30,11 +30,11 @@ from typing import Any
 from nima_rt.contract.choices import SettingError
 from nima_rt.io.files import atomic_path
 from nima_rt.io.locations import SourceError, is_uri, open_filesystem
-from nima_rt.io.output_file import OutputExists
-from nima_rt.io.score_output import open_output
-from nima_rt.io.score_reader import ScoreFiles
-from nima_rt.io.score_rows import ScoreRow
-from nima_rt.io.writers import CsvWriter, JsonlWriter, OutputError, ParquetWriter, RowWriter, format_for
+from nima_rt.io.scores.open_output import open_output
+from nima_rt.io.scores.output_file import OutputExists
+from nima_rt.io.scores.reader import ScoreFiles
+from nima_rt.io.scores.rows import ScoreRow
+from nima_rt.io.scores.writers import CsvWriter, JsonlWriter, OutputError, ParquetWriter, RowWriter, format_for
 from nima_rt.runtime.grouping import Grouping, GroupingError, parse_grouping
 from nima_rt.runtime.ranking import (
     RULE_COLUMNS,

@@ -28,10 +28,10 @@ from pathlib import Path
 from nima_rt.contract.choices import SettingError
 from nima_rt.io.inputs import InputItem, Paths, WalkReport, carried_columns, iter_inputs, normalize_extensions
 from nima_rt.io.manifests import ManifestError, check_model_names
-from nima_rt.io.output_file import OutputExists, exists_message, giving_up
 from nima_rt.io.results import ScoreBatch, ScoreResult
-from nima_rt.io.score_output import OpenedOutput, open_output
-from nima_rt.io.writers import RowWriter
+from nima_rt.io.scores.open_output import OpenedOutput, open_output
+from nima_rt.io.scores.output_file import OutputExists, exists_message, giving_up
+from nima_rt.io.scores.writers import RowWriter
 from nima_rt.runtime.rank_output import GROUP_COLUMNS, RankOptions, RankSummary, rank_output
 from nima_rt.runtime.ranking import RankRule
 from nima_rt.runtime.scorer import Scorer
@@ -119,8 +119,8 @@ def score_run(
     earlier run wrote before scoring starts. Raises :class:`SettingError` for a rank column, rule or grouping
     the models or manifests cannot serve, or a manifest that cannot be used; :class:`OutputError` (one line)
     when the output cannot be read back or written (what was flushed stays resumable) -- its subclass
-    :class:`~nima_rt.io.output_file.OutputConflict` when another run writes the output or it holds data
-    neither resumed nor overwritten (:mod:`nima_rt.io.score_output`); lets ``BrokenPipeError`` through when
+    :class:`~nima_rt.io.scores.output_file.OutputConflict` when another run writes the output or it holds data
+    neither resumed nor overwritten (:mod:`nima_rt.io.scores.open_output`); lets ``BrokenPipeError`` through when
     standard output was closed. A ``strict`` run that stops leaves its
     rows unranked (resumable).
     """
@@ -201,7 +201,7 @@ def _counted(batch: ScoreBatch, summary: RunSummary, on_result: Callable[[ScoreR
 def _open_output(columns: list[str], carried: list[str], items: Iterable[InputItem], options: RunOptions,
                  store: str | None, fmt: str) -> tuple[OpenedOutput, Iterable[InputItem], int]:
     """The claimed store and its row writer (appending when resuming), the inputs still to score and the rows
-    already written (:func:`nima_rt.io.score_output.open_output`: lock, overwrite policy, torn tail). A ``top``
+    already written (:func:`nima_rt.io.scores.open_output.open_output`: lock, overwrite policy, torn tail). A ``top``
     run's ranked output, apart from its store, is not replaced unasked either."""
     output = options.output if options.output != "-" else None
     if output is not None and store != output and not (options.resume or options.overwrite):

@@ -38,7 +38,7 @@ from nima_rt.cli import app
 from nima_rt.contract.spec import ResizeSpec
 from nima_rt.io.decode import DecodeError, DecodeOptions, Preprocess, decode_file
 from nima_rt.io.files import file_sha256
-from nima_rt.io.writers import OutputError
+from nima_rt.io.scores.writers import OutputError
 
 IMAGES = 200
 
@@ -294,7 +294,7 @@ def test_manifest_of_uris_relative_paths_and_a_missing_file(
 def test_ray_ranks_by_a_manifest_column_and_picks_what_the_local_engine_picks(
     ray_session, corpus: Path, tiny_model: Path, in_process: list, tmp_path: Path
 ) -> None:
-    from nima_rt.io.score_reader import ScoreFiles
+    from nima_rt.io.scores.reader import ScoreFiles
     from nima_rt.runtime.rank_output import RankOptions, rank_output
 
     entries = sorted((r.path for r in in_process), key=lambda p: Path(p).name)  # the hotels interleaved

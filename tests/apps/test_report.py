@@ -21,7 +21,7 @@ from nima_rt.apps.report.page import dist_svg
 from nima_rt.cli import app
 from nima_rt.io.inputs import SKIP_MARKER
 from nima_rt.io.results import ModelScore, ScoreResult
-from nima_rt.io.writers import CsvWriter, JsonlWriter, OutputError, ParquetWriter
+from nima_rt.io.scores.writers import CsvWriter, JsonlWriter, OutputError, ParquetWriter
 from nima_rt.runtime.scorer import Scorer, ScorerConfig
 
 # Listing -> red level of each photo. The tiny model scores redder images higher, so the ranking

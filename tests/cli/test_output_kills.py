@@ -19,12 +19,12 @@ import pytest
 from helpers.paths import REPO
 from PIL import Image
 
-from nima_rt.io.writers import path_from_cell
+from nima_rt.io.scores.writers import path_from_cell
 
 INPUTS = 600
 PART_ROWS = 16  # small Parquet parts, so that a kill lands between parts, not only before the first
 # `nima-rt` with small Parquet parts (the run's only difference from the installed command)
-LAUNCH = (f"import sys, nima_rt.io.parquet_parts as parts; parts.PART_ROWS = {PART_ROWS}; "
+LAUNCH = (f"import sys, nima_rt.io.scores.parquet_parts as parts; parts.PART_ROWS = {PART_ROWS}; "
           "from nima_rt.cli import app; app(prog_name='nima-rt')")
 SLOW = ["--batch-size", "1", "--workers", "1", "--threads", "1", "-q"]  # one image at a time: kills land mid-run
 

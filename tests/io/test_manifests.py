@@ -18,7 +18,7 @@ from PIL import Image
 from nima_rt import RunOptions, Scorer, SettingError, score_run
 from nima_rt.io.inputs import InputItem, PathList, carried_columns, iter_inputs
 from nima_rt.io.manifests import ManifestError, manifest_columns
-from nima_rt.io.score_reader import ScoreFiles
+from nima_rt.io.scores.reader import ScoreFiles
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_lists_and_uris_and_bad_manifests(listing_dir: Path, tmp_path: Path) -> 
 
 def test_a_column_named_like_a_model_and_a_resume_with_other_columns_are_refused(listing_dir: Path,
                                                                                  tmp_path: Path) -> None:
-    from nima_rt.io.writers import OutputError
+    from nima_rt.io.scores.writers import OutputError
 
     named = listing_dir / "named.csv"
     named.write_text("path,tiny\nphotos/L0/int/0.jpg,x\n", encoding="utf-8")

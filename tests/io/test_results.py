@@ -11,7 +11,7 @@ import pytest
 from nima_rt import Scorer
 from nima_rt.io.inputs import iter_inputs
 from nima_rt.io.results import ModelScore, ScoreBatch, ScoreColumns, ScoreResult
-from nima_rt.io.writers import ParquetWriter
+from nima_rt.io.scores.writers import ParquetWriter
 
 pq = pytest.importorskip("pyarrow.parquet")
 

@@ -14,7 +14,7 @@ import pytest
 from nima_rt import RunOptions, Scorer, score_run
 from nima_rt.contract.choices import SettingError
 from nima_rt.io.results import ModelScore, ScoreResult
-from nima_rt.io.score_reader import ScoreFiles
+from nima_rt.io.scores.reader import ScoreFiles
 from nima_rt.runtime.grouping import Grouping, folder_at_depth, parse_grouping
 from nima_rt.runtime.rank_output import RankOptions, rank_output
 from nima_rt.runtime.ranking import rank_groups

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nima_rt import RunOptions, Scorer, SettingError, score_run
-from nima_rt.io.writers import OutputError
+from nima_rt.io.scores.writers import OutputError
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -20,8 +20,8 @@ from typing import Any
 from nima_rt.contract.messages import one_line
 from nima_rt.io.locations import SourceError, is_uri, open_filesystem
 from nima_rt.io.results import ScoreBatch
-from nima_rt.io.score_reader import PART_PATTERN, RUN_FILE, part_name, read_table
-from nima_rt.io.writers import OutputError, ParquetWriter
+from nima_rt.io.scores.reader import PART_PATTERN, RUN_FILE, part_name, read_table
+from nima_rt.io.scores.writers import OutputError, ParquetWriter
 
 TEMP_PREFIX = ".part-"
 RECORD_VERSION = 1
@@ -184,5 +184,5 @@ class ShardStore:
 
 def read_output(output: str) -> Any:
     """A distributed run's output folder (local or URI) as one pyarrow Table, in input order: the shards
-    written so far (the score-file reader, :func:`nima_rt.io.score_reader.read_table`)."""
+    written so far (the score-file reader, :func:`nima_rt.io.scores.reader.read_table`)."""
     return read_table(output, partial=True)

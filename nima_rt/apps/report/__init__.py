@@ -6,6 +6,6 @@
 """
 
 from nima_rt.apps.report.build import ReportConfig, ReportError, ReportSummary, build_report, thumbnails_dir_for
-from nima_rt.io.score_reader import read_score_file
+from nima_rt.io.scores.reader import read_score_file
 
 __all__ = ["ReportConfig", "ReportError", "ReportSummary", "build_report", "read_score_file", "thumbnails_dir_for"]

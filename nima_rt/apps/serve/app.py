@@ -31,7 +31,7 @@ from nima_rt.apps.serve.options import ServeOptions
 from nima_rt.apps.serve.uploads import BodyBudget, BodyReader, HttpError, check_media_type, uploads_of
 from nima_rt.contract.messages import one_line
 from nima_rt.io.results import ScoreResult
-from nima_rt.io.writers import json_row
+from nima_rt.io.scores.writers import json_row
 from nima_rt.runtime.ranking import RankedRow, RankRuleError, rank_groups, rank_rows, resolve_rank_rule
 from nima_rt.runtime.scorer import Scorer
 

@@ -1,5 +1,5 @@
 """The output a run writes: one writer at a time, nothing replaced unasked, torn tails cut at record ends,
-Parquet resumable through its parts (nima_rt/io/output_file.py, parquet_parts.py, score_output.py).
+Parquet resumable through its parts (nima_rt/io/scores/output_file.py, parquet_parts.py, score_output.py).
 
 The same guarantees under real kills and concurrent processes: tests/cli/test_output_kills.py."""
 
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nima_rt.io.output_file import OutputBusy, OutputExists, repair_torn_tail
 from nima_rt.io.results import ModelScore, ScoreBatch, ScoreColumns, ScoreResult
-from nima_rt.io.score_output import open_output
-from nima_rt.io.writers import CsvWriter, JsonlWriter, path_from_cell
+from nima_rt.io.scores.open_output import open_output
+from nima_rt.io.scores.output_file import OutputBusy, OutputExists, repair_torn_tail
+from nima_rt.io.scores.writers import CsvWriter, JsonlWriter, path_from_cell
 from nima_rt.runtime.run import RunOptions, SettingError
 
 FORMATS = ["csv", "jsonl", "parquet"]
@@ -156,7 +156,7 @@ def test_a_damaged_csv_row_stops_resume_with_its_line(tmp_path: Path) -> None:
     write_all("csv", out, ["a.jpg", "b.jpg"])
     lines = out.read_text().splitlines(keepends=True)
     out.write_text(lines[0] + lines[1][:20] + lines[2])  # two rows merged into one (an old concurrent run)
-    from nima_rt.io.writers import OutputError
+    from nima_rt.io.scores.writers import OutputError
 
     with pytest.raises(OutputError, match=r"s.csv:2: cannot resume, a row has \d+ fields where the header has 14"):
         open_output("csv", str(out), ["tiny"], resume=True)
@@ -164,7 +164,7 @@ def test_a_damaged_csv_row_stops_resume_with_its_line(tmp_path: Path) -> None:
 
 def parquet_writer_parts(out: Path, paths: list[str], part_rows: int) -> list[Path]:
     """Write ``paths`` into the parts of ``out`` (``part_rows`` a part) without merging them; the parts."""
-    from nima_rt.io.parquet_parts import ResumableParquetWriter, claim_parquet, parts_folder
+    from nima_rt.io.scores.parquet_parts import ResumableParquetWriter, claim_parquet, parts_folder
 
     claim = claim_parquet(out, resume=True, overwrite=False)
     writer = ResumableParquetWriter(claim, ["tiny"], part_rows=part_rows)
@@ -208,7 +208,7 @@ def test_parts_merged_before_a_kill_are_not_counted_twice(tmp_path: Path) -> Non
 
 def test_resuming_another_runs_parquet_is_refused(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow.parquet")
-    from nima_rt.io.writers import OutputError
+    from nima_rt.io.scores.writers import OutputError
 
     out = tmp_path / "s.parquet"
     write_all("parquet", out, ["a.jpg"])
@@ -232,7 +232,7 @@ def test_an_interrupted_ranked_parquet_run_resumes_to_the_uninterrupted_rows(
     tiny_model: Path, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
-    import nima_rt.io.parquet_parts as parts
+    import nima_rt.io.scores.parquet_parts as parts
     from nima_rt import Scorer, ScorerConfig
     from nima_rt.runtime.run import score_run
 

@@ -1,4 +1,4 @@
-"""What the score-file reader (:mod:`nima_rt.io.score_reader`) gives back: rows and the layout of a file."""
+"""What the score-file reader (:mod:`nima_rt.io.scores.reader`) gives back: rows and the layout of a file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from nima_rt.contract.spec import NUM_BINS
 from nima_rt.io.results import ModelScore, ScoreResult
-from nima_rt.io.writers import OutputError
+from nima_rt.io.scores.writers import OutputError
 
 RANK_COLUMNS = ("group", "rank", "best", "rank_score", "best_by")  # written by ranking, recomputed by it
 

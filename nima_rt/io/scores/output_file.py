@@ -28,7 +28,7 @@ from typing import IO
 import numpy as np
 
 from nima_rt.contract.messages import one_line
-from nima_rt.io.writers import OutputError
+from nima_rt.io.scores.writers import OutputError
 
 try:
     import fcntl

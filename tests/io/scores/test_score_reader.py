@@ -1,4 +1,4 @@
-"""The one score-file reader (nima_rt.io.score_reader): every format the writers make and Ray output folders,
+"""The one score-file reader (nima_rt.io.scores.reader): every format the writers make and Ray output folders,
 read back row for row (carried columns, hostile names, failed rows), several at once, and its one-line
 errors."""
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from nima_rt.io.results import ModelScore, ScoreBatch, ScoreColumns, ScoreResult
-from nima_rt.io.score_output import open_output
-from nima_rt.io.score_reader import RUN_FILE, ScoreFiles, ScoreRow, part_name, read_score_file, read_table
-from nima_rt.io.writers import OutputError
+from nima_rt.io.scores.open_output import open_output
+from nima_rt.io.scores.reader import RUN_FILE, ScoreFiles, ScoreRow, part_name, read_score_file, read_table
+from nima_rt.io.scores.writers import OutputError
 
 DIST = tuple(round(0.05 + 0.01 * k, 6) for k in range(10))
 NAMES = ["L1/a.jpg", "L1/=b.jpg", os.fsdecode(b"L2/caf\xe9.jpg"), "L2/line\nbreak.jpg", "L2/bad.jpg"]
@@ -71,7 +71,7 @@ def test_csv_formula_escapes_are_undone(tmp_path: Path) -> None:
 
 def ray_folder(root: Path, shards: int = 2, expected: int | None = None) -> Path:
     """A Ray output folder as the engine writes it: a run record and part files (scores + sha256 column)."""
-    from nima_rt.io.writers import ParquetWriter
+    from nima_rt.io.scores.writers import ParquetWriter
 
     root.mkdir()
     record = {"inputs": 5 * (expected or shards), "inputs_sha256": "f" * 64, "shard_size": 5, "models": [],

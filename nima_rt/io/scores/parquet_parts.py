@@ -9,7 +9,7 @@ copied, in order, into one file that replaces ``scores.parquet`` by a rename; it
 it took in (``nima_rt.parts``), so a run killed between that rename and the removal of the parts never
 counts them twice. ``--resume`` reads the paths of the output and of the parts, and goes on.
 
-The run's lock (:mod:`nima_rt.io.output_file`) is an exclusive ``flock`` on the parts folder.
+The run's lock (:mod:`nima_rt.io.scores.output_file`) is an exclusive ``flock`` on the parts folder.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from nima_rt.contract.messages import one_line
-from nima_rt.io.output_file import OutputExists, cannot_write, exists_message, giving_up, lock_exclusive
 from nima_rt.io.results import ScoreBatch, ScoreResult
-from nima_rt.io.score_reader import DonePaths, open_source
-from nima_rt.io.score_rows import RANK_COLUMNS
-from nima_rt.io.writers import Carried, OutputError, ParquetWriter, parquet_schema, pyarrow
+from nima_rt.io.scores.output_file import OutputExists, cannot_write, exists_message, giving_up, lock_exclusive
+from nima_rt.io.scores.reader import DonePaths, open_source
+from nima_rt.io.scores.rows import RANK_COLUMNS
+from nima_rt.io.scores.writers import Carried, OutputError, ParquetWriter, parquet_schema, pyarrow
 
 PARTS_SUFFIX = ".parts"
 PART_ROWS = 4096  # rows per part (and per row group of the final file)

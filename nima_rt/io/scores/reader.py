@@ -9,11 +9,11 @@ columns. ``--resume``, ``nima-rt report --scores``, ``nima-rt rank`` and the Ray
 record batch at a time, and rows are made as they are read: reading holds one batch, never the file.
 What holds more is the caller's choice (ranking: :mod:`nima_rt.runtime.rank_output`).
 
-Columns of a score file (schema in :mod:`nima_rt.io.writers`): ``path``, ``error``, the models' scores,
+Columns of a score file (schema in :mod:`nima_rt.io.scores.writers`): ``path``, ``error``, the models' scores,
 then **carried** columns (a manifest's other columns, e.g. ``listing_id``, as text), then the ranking's
 columns (:data:`RANK_COLUMNS`), which re-ranking recomputes. A Ray folder's ``<model>_sha256`` columns
 are read as provenance, not carried. Paths (and carried text) come back as the names they were written
-for (:func:`nima_rt.io.writers.path_from_cell`); :attr:`ScoreRow.cell` keeps the cell as written, which is
+for (:func:`nima_rt.io.scores.writers.path_from_cell`); :attr:`ScoreRow.cell` keeps the cell as written, which is
 what ``--resume`` compares.
 """
 
@@ -31,9 +31,9 @@ from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import NUM_BINS
 from nima_rt.io.locations import SourceError, filesystem_for, is_uri
 from nima_rt.io.results import ModelScore
-from nima_rt.io.score_parquet import ParquetSource, read_arrow
-from nima_rt.io.score_rows import RANK_COLUMNS, Layout, ScoreRow, parse_score
-from nima_rt.io.writers import (
+from nima_rt.io.scores.parquet_reader import ParquetSource, read_arrow
+from nima_rt.io.scores.rows import RANK_COLUMNS, Layout, ScoreRow, parse_score
+from nima_rt.io.scores.writers import (
     OutputError,
     csv_header,
     escape_formula,
@@ -306,8 +306,8 @@ class ScoreFiles:
 
 class DonePaths:
     """The paths a previous run wrote, as written: ``path in done`` compares an input path in its written
-    form (escapes of :func:`~nima_rt.io.writers.text_cell`, and of
-    :func:`~nima_rt.io.writers.escape_formula` for CSV, with or without it). ``ranked`` names the ranking
+    form (escapes of :func:`~nima_rt.io.scores.writers.text_cell`, and of
+    :func:`~nima_rt.io.scores.writers.escape_formula` for CSV, with or without it). ``ranked`` names the ranking
     columns the file holds (a ranked run that ended), which rows appended to it leave empty."""
 
     def __init__(self, written: set[str], csv_cells: bool, ranked: Sequence[str] = ()) -> None:
@@ -326,7 +326,8 @@ class DonePaths:
 def done_paths(path: str | os.PathLike[str], fmt: str, columns: Sequence[str], carried: Sequence[str] = (),
                ranked: bool = False) -> DonePaths:
     """Paths already written in a previous run's CSV/JSONL output, for ``--resume`` (a torn tail is cut when
-    the output is claimed: :func:`nima_rt.io.output_file.claim_text`; Parquet: :mod:`nima_rt.io.parquet_parts`).
+    the output is claimed: :func:`nima_rt.io.scores.output_file.claim_text`; Parquet:
+    :mod:`nima_rt.io.scores.parquet_parts`).
 
     The file must hold this run's model ``columns`` and ``carried`` columns; with ``ranked`` (a run that ranks
     its output when it ends) it may also hold ranking columns, from a run that ended. Raises OutputError

@@ -6,7 +6,7 @@ wrote, and make the writer.
     ... opened.writer.write_batch(batch) ...; opened.close()
 
 CSV and JSONL rows are appended to the output itself and flushed batch by batch; Parquet rows go to
-complete part files merged into the output at the end (:mod:`nima_rt.io.parquet_parts`). Either way a
+complete part files merged into the output at the end (:mod:`nima_rt.io.scores.parquet_parts`). Either way a
 killed run followed by ``resume`` ends with every row once.
 """
 
@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from nima_rt.io.output_file import cannot_write, claim_text, giving_up
-from nima_rt.io.parquet_parts import ResumableParquetWriter, claim_parquet, parquet_done_paths
-from nima_rt.io.score_reader import DonePaths, done_paths
-from nima_rt.io.writers import CsvWriter, JsonlWriter, OutputError, RowWriter
+from nima_rt.io.scores.output_file import cannot_write, claim_text, giving_up
+from nima_rt.io.scores.parquet_parts import ResumableParquetWriter, claim_parquet, parquet_done_paths
+from nima_rt.io.scores.reader import DonePaths, done_paths
+from nima_rt.io.scores.writers import CsvWriter, JsonlWriter, OutputError, RowWriter
 
 
 def _nothing_held() -> None:
@@ -53,8 +53,8 @@ def open_output(fmt: str, output: str | None, columns: Sequence[str], carried: S
 
     An output that already holds data is refused unless ``resume`` (continue it: its paths are returned in
     ``done``; with ``ranked``, a ranked output's ranking columns are kept, left empty in the rows added) or
-    ``overwrite`` (start it again). Raises :class:`~nima_rt.io.output_file.OutputBusy` when another run writes
-    it, :class:`~nima_rt.io.output_file.OutputExists` for data neither resumed nor replaced, and
+    ``overwrite`` (start it again). Raises :class:`~nima_rt.io.scores.output_file.OutputBusy` when another run writes
+    it, :class:`~nima_rt.io.scores.output_file.OutputExists` for data neither resumed nor replaced, and
     :class:`OutputError` (one line, naming the file) for anything else.
     """
     columns, carried = list(columns), tuple(carried)

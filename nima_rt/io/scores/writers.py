@@ -1,9 +1,9 @@
-"""Score rows on disk: CSV, JSONL and Parquet writers (reading them back: :mod:`nima_rt.io.score_reader`).
+"""Score rows on disk: CSV, JSONL and Parquet writers (reading them back: :mod:`nima_rt.io.scores.reader`).
 
 Rows are written and flushed one batch at a time (CSV/JSONL), so a killed run keeps every finished row.
-Which file a run may write, its lock and the repair of a torn tail: :mod:`nima_rt.io.output_file`;
-Parquet outputs written resumably: :mod:`nima_rt.io.parquet_parts`; both opened by
-:func:`nima_rt.io.score_output.open_output`.
+Which file a run may write, its lock and the repair of a torn tail: :mod:`nima_rt.io.scores.output_file`;
+Parquet outputs written resumably: :mod:`nima_rt.io.scores.parquet_parts`; both opened by
+:func:`nima_rt.io.scores.open_output.open_output`.
 
 Text cells, in every format: a path is written as the UTF-8 text of its name, with bytes that are not
 UTF-8 as ``\\xNN`` escapes (:func:`text_cell`); an error is one printable line (line breaks and other

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from nima_rt import Scorer
-from nima_rt.io.score_reader import done_paths
-from nima_rt.io.writers import (
+from nima_rt.io.scores.reader import done_paths
+from nima_rt.io.scores.writers import (
     CsvWriter,
     JsonlWriter,
     ParquetWriter,

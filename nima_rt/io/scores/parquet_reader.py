@@ -1,4 +1,4 @@
-"""Parquet score files for the reader (:mod:`nima_rt.io.score_reader`): one file (or one part of a Ray
+"""Parquet score files for the reader (:mod:`nima_rt.io.scores.reader`): one file (or one part of a Ray
 output folder), read a record batch at a time; pyarrow is imported when a file is opened."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import NUM_BINS
 from nima_rt.io.results import ModelScore
-from nima_rt.io.score_rows import RANK_COLUMNS, Layout, ScoreRow
-from nima_rt.io.writers import OutputError, path_from_cell
+from nima_rt.io.scores.rows import RANK_COLUMNS, Layout, ScoreRow
+from nima_rt.io.scores.writers import OutputError, path_from_cell
 
 BATCH_ROWS = 8192  # rows per record batch read (a batch's rows are made, then dropped)
 
