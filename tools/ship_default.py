@@ -56,7 +56,7 @@ def report_metrics(report: GradedReport) -> dict[str, float]:
 
 def held_out_note(summary: dict) -> str:
     """`` of another collection (python)`` when no test photo shares a collection with a training one."""
-    from nima_rt.train.datasets.references import source_collection
+    from nima_rt.train.datasets.reference_catalog import source_collection
 
     def collections(split: str) -> set[str]:
         return {source_collection(str(r.get("source", ""))) for r in summary["references"] if r["split"] == split}

@@ -36,7 +36,7 @@ def build_dataset(
     from nima_rt.train.datasets.build_dataset import build_dataset as build
     from nima_rt.train.datasets.distortions import DISTORTIONS
     from nima_rt.train.datasets.kadid import LabelSourceError
-    from nima_rt.train.datasets.references import ReferenceError
+    from nima_rt.train.datasets.reference_catalog import ReferenceError
 
     try:
         names = tuple(n.strip() for n in distortions.split(",") if n.strip()) if distortions else tuple(DISTORTIONS)

