@@ -77,6 +77,8 @@ def info(
             typer.echo("licenses:     " + "; ".join(meta.licenses))
         if meta.notes:
             typer.echo("notes:        " + one_line(meta.notes))
+        if meta.blind_spots:
+            typer.echo("blind spots:  " + one_line(meta.blind_spots))
         typer.echo("backends:")
         for entry in backends:
             state = "chosen" if entry["chosen"] else ("available" if entry["available"] else "unavailable")

@@ -7,6 +7,7 @@ import json
 import typer
 
 from nima_rt.cli.common import fail
+from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import ContractError
 from nima_rt.io.model_file import DEFAULT_MODELS, bundled_models, load_model_file
 
@@ -20,7 +21,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
             meta = load_model_file(name).metadata
             rows.append({"name": name, "default": name in DEFAULT_MODELS, "kind": meta.kind,
                          "input_size": meta.input_size, "trained_on": meta.trained_on, "licenses": meta.licenses,
-                         "path": str(path)})
+                         "blind_spots": meta.blind_spots, "path": str(path)})
     except ContractError as exc:
         fail(str(exc))
     if as_json:
@@ -35,6 +36,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
         licenses = row["licenses"]
         more = f" (+{len(licenses) - 1} more: nima-rt info {row['name']})" if len(licenses) > 1 else ""
         typer.echo(f"  licence: {licenses[0] if licenses else 'not recorded'}{more}")
+        if row["blind_spots"]:
+            typer.echo(f"  blind spots: {one_line(row['blind_spots'])}")
     typer.echo("any model file exported by `nima-rt export` works too: --model FILE.onnx (or NAME=FILE.onnx)")
 
 

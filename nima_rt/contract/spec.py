@@ -109,6 +109,9 @@ class ModelMetadata:
     created: str = ""
     licenses: list[str] = field(default_factory=list)
     notes: str = ""
+    # What the model is known not to see, in one line with where it was measured ("over-exposure (-0.38);
+    # cross-source table in docs/reference/models.md"): `nima-rt models` and `nima-rt info` print it.
+    blind_spots: str = ""
     # Reduced-precision checks export ran on this model: {"fp16": {"passed": bool, "max_abs_mean": float,
     # "tolerance": float, "images": int}}. The GPU precision policy reads it (default_gpu_precision).
     precision_checks: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -37,7 +37,8 @@ def reference_scores(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def tiny_model_proto(name: str = "tiny", size: int = 32, kind: str = "technical",
-                     resize: ResizeSpec | None = None, metadata: bool = True) -> onnx.ModelProto:
+                     resize: ResizeSpec | None = None, metadata: bool = True,
+                     blind_spots: str = "") -> onnx.ModelProto:
     scores = np.arange(1, 11, dtype=np.float32)
     nodes = [
         helper.make_node("Cast", [INPUT_NAME], ["x"], to=TensorProto.FLOAT),
@@ -75,7 +76,7 @@ def tiny_model_proto(name: str = "tiny", size: int = 32, kind: str = "technical"
     model.ir_version = 8
     if metadata:
         meta = ModelMetadata(name=name, kind=kind, input_size=size, resize=resize or ResizeSpec(),
-                             backbone="channel-mean", trained_on="nothing (test model)")
+                             backbone="channel-mean", trained_on="nothing (test model)", blind_spots=blind_spots)
         helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
     onnx.checker.check_model(model, full_check=True)
     return model

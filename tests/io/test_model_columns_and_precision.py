@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers.tiny_models import tiny_model_proto
+from helpers.tiny_models import tiny_model_proto, write_tiny_model
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
@@ -81,6 +81,26 @@ def test_info_shows_precision_and_notes(tmp_path: Path) -> None:
     half = runner.invoke(app, ["info", str(fp16_tiny_model(tmp_path / "half.onnx")), "--device", "cpu"])
     assert ("precision:    fp16 (note: an fp16 file runs slower on CPU than its fp32 original: score on CPU with "
             "the fp32 file)") in half.stdout.splitlines()
+
+
+def test_models_and_info_say_a_model_s_blind_spots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    write_tiny_model(bundle / "seer.onnx", name="seer", blind_spots="over-exposure (-0.38); see the table\nbelow")
+    write_tiny_model(bundle / "plain.onnx", name="plain")
+    monkeypatch.setattr("nima_rt.io.model_file.BUNDLED_DIR", bundle)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models"]).stdout.splitlines()
+    assert listed[listed.index(next(line for line in listed if line.startswith("seer:"))) + 2] == (
+        "  blind spots: over-exposure (-0.38); see the table below")
+    assert not any("blind spots" in line for line in listed if "plain" in line)
+    assert sum("blind spots" in line for line in listed) == 1
+    data = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    assert {row["name"]: row["blind_spots"] for row in data["bundled"]} == {
+        "plain": "", "seer": "over-exposure (-0.38); see the table\nbelow"}
+    info = runner.invoke(app, ["info", "seer"]).stdout.splitlines()
+    assert "blind spots:  over-exposure (-0.38); see the table below" in info
+    assert not any(line.startswith("blind spots") for line in runner.invoke(app, ["info", "plain"]).stdout.splitlines())
 
 
 def test_the_cpu_says_what_precision_it_runs(tmp_path: Path, tiny_model: Path) -> None:
