@@ -10,27 +10,12 @@ draft) and ``mobilenet.preprocess_input`` (``x / 127.5 - 1``, inside the graph).
 
 from __future__ import annotations
 
-from nima_rt.contract.spec import ModelMetadata
-from nima_rt.export.importers.base import ImportedModel, ImportRequest
+from nima_rt.export.importers.base import ImportedModel, ImportRequest, imported_model
 
 
 def import_keras(request: ImportRequest) -> ImportedModel:
     """The Keras file as a ContractModule (uint8 NHWC in, dist/mean/std out) and its metadata."""
-    from nima_rt.train.model.contract_module import ContractModule
     from nima_rt.train.model.foreign import keras_model
 
     model = keras_model(request.path, request.keras_padding)
-    metadata = ModelMetadata(
-        name=request.name,
-        kind=request.kind,
-        input_size=model.input_size,
-        resize=model.resize,
-        normalization=model.normalization,
-        backbone=model.config.backbone,
-        trained_on="imported Keras NIMA weights (see notes)",
-        source_checkpoint_sha256=request.sha256,
-        created=request.created,
-        licenses=model.licenses,
-        notes="; ".join([model.description, *model.notes]),
-    )
-    return ImportedModel(ContractModule(model.network, model.normalization).eval(), metadata, model.notes)
+    return imported_model(request, model, "Keras", "; ".join([model.description, *model.notes]))

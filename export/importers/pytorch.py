@@ -10,28 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from nima_rt.contract.spec import ModelMetadata
-from nima_rt.export.importers.base import ImportedModel, ImportRequest
+from nima_rt.export.importers.base import ImportedModel, ImportRequest, imported_model
 
 
 def import_torch(request: ImportRequest, data: Any) -> ImportedModel:
     """The state dict's network (``data``: what ``torch.load`` read from ``request.path``) as a ContractModule;
     refuses layouts it cannot rebuild exactly."""
-    from nima_rt.train.model.contract_module import ContractModule
     from nima_rt.train.model.foreign import torch_model
 
     model = torch_model(request.path, data)
-    metadata = ModelMetadata(
-        name=request.name,
-        kind=request.kind,
-        input_size=model.input_size,
-        resize=model.resize,
-        normalization=model.normalization,
-        backbone=model.config.backbone,
-        trained_on="imported PyTorch NIMA weights (see notes)",
-        source_checkpoint_sha256=request.sha256,
-        created=request.created,
-        licenses=model.licenses,
-        notes=model.description,
-    )
-    return ImportedModel(ContractModule(model.network, model.normalization).eval(), metadata, model.notes)
+    return imported_model(request, model, "PyTorch", model.description)
