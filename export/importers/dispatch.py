@@ -18,7 +18,6 @@ from nima_rt.contract.spec import MODEL_KINDS
 from nima_rt.export.importers.base import ImportedModel, ImportFailed, ImportRequest
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
-SOURCE_KINDS = ("keras", "torch", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class SourceFile:
     (any other readable torch file: a foreign state dict)."""
 
     path: Path
-    kind: str
+    kind: str  # "keras" | "checkpoint" | "torch"
     data: Any = None
 
 
