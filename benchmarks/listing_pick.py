@@ -20,8 +20,11 @@ The rule is **chosen** on the photos of ``--choose`` by a criterion fixed before
 photos (``--criterion``): the highest pick rate of whole listings, averaged over the levels (``all``, the
 default), or of the listings without their over-sharpened copy (``without-sharpening``: for models that all
 score over-sharpened copies above the clean photo, where no rule can pick it and the whole-listing rate would
-measure noise); ties to the rule giving the aesthetic score the larger share (the default job prefers
-aesthetically better photos among technically sound ones). It is **judged** on ``--judge``, which shares no
+measure noise). Rules whose rate is within ``--tie`` of the best count as tied (default: one listing per level
+of the choosing photos, the smallest difference they can show), and of tied rules the one giving the aesthetic
+score the larger share wins: these listings hold technical damage only, so they can tell how well a rule
+avoids a damaged photo, not how attractive its pick is, and the default job prefers aesthetically better photos
+among technically sound ones. It is **judged** on ``--judge``, which shares no
 photo with ``--choose``. Photos are named by package, ``python`` or ``split:train|val|test`` (the split the
 bundled technical model was made with: by default the rule is chosen on its validation photos, which it was
 never trained on, and judged on the Python-package photos, which no model here has seen). Prints the CPU
@@ -208,6 +211,8 @@ def main() -> None:
     parser.add_argument("--criterion", choices=CRITERIA, default="all",
                         help="what the rule is chosen by: the pick rate of whole listings (all), or of listings "
                              "without their over-sharpened copy (when no model sees over-sharpening)")
+    parser.add_argument("--tie", type=float, default=None,
+                        help="pick rates this close to the best are tied (default: 1 / listings per level)")
     parser.add_argument("--rules", default=None, help="';'-separated rules instead of the candidates")
     parser.add_argument("--scores", type=Path, default=None, help="JSONL of the scores: reused when it exists")
     args = parser.parse_args()
@@ -242,11 +247,18 @@ def main() -> None:
     if failed:
         raise SystemExit(f"error: {len(failed)} photos failed to score, e.g. {failed[0]}")
     chosen = table("Choosing", results, chosen_listings, rules, levels)
-    best = max(rules, key=lambda r: (round(chosen[r][args.criterion], 6), aesthetic_share(r), -len(r)))
+    tie = args.tie if args.tie is not None else len(levels) / len(chosen_listings)
+    top = max(chosen[r][args.criterion] for r in rules)
+    tied = [r for r in rules if chosen[r][args.criterion] >= top - tie - 1e-9]
+    best = max(tied, key=lambda r: (aesthetic_share(r), round(chosen[r][args.criterion], 6), -len(r)))
     what = "whole listings" if args.criterion == "all" else "listings without their over-sharpened copy"
-    print(f"\nchosen on {', '.join(choose)} (highest pick rate of {what}, mean of levels "
-          f"{', '.join(map(str, levels))}; ties to the larger aesthetic share): `{best}`")
-    table("Judging (photos not used to choose)", results, held_listings, [best, "technical", "aesthetic"], levels)
+    print(f"\nchosen on {', '.join(choose)} (pick rate of {what}, mean of levels {', '.join(map(str, levels))}; "
+          f"best {top:.1%}, rules within {tie:.1%} of it tied: {len(tied)}; of those the largest aesthetic share): "
+          f"`{best}`")
+    from nima_rt.runtime.ranking import DEFAULT_RANK_RULE
+
+    judged = list(dict.fromkeys([best, DEFAULT_RANK_RULE, "technical", "aesthetic"]))
+    table("Judging (photos not used to choose)", results, held_listings, judged, levels)
 
 
 if __name__ == "__main__":
