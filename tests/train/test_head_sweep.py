@@ -17,7 +17,7 @@ pytest.importorskip("skimage")
 pytest.importorskip("nima_rt.train.datasets.kadid")
 
 from nima_rt.train.data.label_sets import load_label_set  # noqa: E402
-from nima_rt.train.data.sampling import ranking_keys  # noqa: E402
+from nima_rt.train.data.sampling import ranking_keys, ranking_weights  # noqa: E402
 from nima_rt.train.datasets.build_dataset import BuildConfig, Reference, build_dataset  # noqa: E402
 from nima_rt.train.fit.config import resolve_config  # noqa: E402
 from nima_rt.train.fit.head_sweep import HeadOption, cache_features, load_cache, run_sweep  # noqa: E402
@@ -59,6 +59,19 @@ def test_ranking_keys_group_by_photo_view_and_branch_by_type(graded: Path) -> No
     assert int((branches == 0).sum()) == 4  # one clean image per group
 
 
+def test_ranking_weights_follow_the_distortion_column(graded: Path) -> None:
+    labels = load_label_set(graded / "train.csv")
+    weights = ranking_weights(labels, {"underexposure": 20.0})
+    _groups, branches = ranking_keys(labels)
+    assert weights is not None and weights.shape == (28,)
+    # clean images weigh 0, under-exposure 20, the unnamed type (blur) 1.
+    assert sorted(set(weights.tolist())) == [0.0, 1.0, 20.0] and int((weights == 20.0).sum()) == 12
+    assert bool((weights[branches == 0] == 0).all())
+    assert ranking_weights(labels, {}) is None
+    with pytest.raises(ValueError, match="no images of distortion type\\(s\\) halo named in rank_type_weights"):
+        ranking_weights(labels, {"halo": 2.0})
+
+
 def test_sweep_on_cached_features_is_deterministic(graded: Path, tmp_path: Path) -> None:
     config = _config(graded, tmp_path / "runs")
     cache = cache_features(config, tmp_path / "cache" / "features.pt", views=2)
@@ -76,11 +89,24 @@ def test_sweep_on_cached_features_is_deterministic(graded: Path, tmp_path: Path)
         assert 0.0 <= record["val_photo_variance"] <= 1.0  # one validation photo: 0
     lines = (tmp_path / "sweep" / "sweep.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["option"]["name"] for line in lines] == ["plain", "ranked"]
+    # The last epoch instead of the lowest validation EMD, and type-weighted ranking pairs.
+    last, weighted = run_sweep(config, cache, [
+        HeadOption("last", epochs=3, weight_decay=0.0, select="last"),
+        HeadOption("weighted", epochs=3, weight_decay=0.0, rank_weight=1.0, per_group=4, select="last",
+                   rank_type_weights={"underexposure": 20.0})], tmp_path / "sweep3")
+    assert last["epoch"] == weighted["epoch"] == 3
+    assert weighted["option"]["rank_type_weights"] == {"underexposure": 20.0}
+    assert weighted["val_emd"] != last["val_emd"]
+    with pytest.raises(ValueError, match="select must be 'best' or 'last', got 'median'"):
+        run_sweep(config, cache, [HeadOption("bad", select="median")], tmp_path / "sweep4")
 
 
 def test_trainer_runs_with_the_ranking_term_and_grouped_batches(graded: Path, tmp_path: Path) -> None:
     plain = train(_config(graded, tmp_path / "a"), echo=False, progress=False)
     ranked = train(_config(graded, tmp_path / "b", rank_weight=1.0, per_group=4), echo=False, progress=False)
+    weighted = train(_config(graded, tmp_path / "c", rank_weight=1.0, per_group=4,
+                             rank_type_weights={"underexposure": 20.0}), echo=False, progress=False)
+    assert weighted.history[1]["train_emd"] != ranked.history[1]["train_emd"]
     for result in (plain, ranked):
         assert result.best.is_file() and len(result.history) == 3  # epoch 0 + 2 head epochs
     # The ranking term is part of the training loss: the runs differ from the first epoch on.

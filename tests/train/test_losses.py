@@ -130,3 +130,30 @@ def test_cross_photo_term_only_pairs_with_a_large_label_gap() -> None:
     # Different photos (no groups needed): labels 9 vs 4 differ by 5 > 2, predictions 5 < 6 -> 1.25.
     assert nima_loss(pred, target, cross_weight=1.0, cross_gap=2.0).item() == pytest.approx(emd + 1.25)
     assert nima_loss(pred, target, cross_weight=1.0, cross_gap=6.0).item() == pytest.approx(emd)
+
+
+def test_type_weights_weigh_each_pair_by_its_type() -> None:
+    # The by-hand case above with branches [clean, type 1, type 2, clean] leaves pairs (0, 1) with hinge
+    # 0.15 and (0, 2) with hinge 0: a pair weighs the larger of its images' weights (the clean image's is 0),
+    # so with type 1 weighted 3 and type 2 weighted 1: (3 * 0.15 + 1 * 0) / 4.
+    pred = torch.tensor([5.0, 4.9, 3.0, 6.0])
+    target = torch.tensor([9.0, 5.0, 4.0, 8.0])
+    groups = torch.tensor([0, 0, 0, 1])
+    branches = torch.tensor([0, 1, 2, 0])
+    weights = torch.tensor([0.0, 3.0, 1.0, 0.0])
+    assert within_group_margin_loss(pred, target, groups, 0.25, branches, weights=weights).item() == \
+        pytest.approx(0.1125)
+    # Equal weights are the unweighted mean; all-zero weights switch the term off.
+    assert within_group_margin_loss(pred, target, groups, 0.25, branches, weights=torch.tensor([0.0, 1, 1, 0])) \
+        .item() == pytest.approx(0.075)
+    assert within_group_margin_loss(pred, target, groups, 0.25, branches, weights=torch.zeros(4)).item() == 0.0
+
+
+def test_rank_type_weights_are_validated() -> None:
+    from nima_rt.train.fit.config import ConfigError, StageConfig
+
+    with pytest.raises(ConfigError, match=r"head.rank_type_weights must map distortion type names to numbers >= 0"):
+        StageConfig(rank_weight=1.0, rank_type_weights={"underexposure": -1}).validate("head")
+    with pytest.raises(ConfigError, match="head.rank_type_weights needs rank_weight > 0"):
+        StageConfig(rank_type_weights={"underexposure": 20.0}).validate("head")
+    StageConfig(rank_weight=1.0, rank_type_weights={"underexposure": 20.0}).validate("head")

@@ -41,6 +41,8 @@ class StageConfig:
     from runs of this many images of one group (``train/data/sampling.py``; 0 = plain shuffling), so
     batches hold pairs for the ranking term. ``cross_weight``: weight of the same margin term over
     all pairs of a batch, across photos, whose labels differ by more than ``cross_gap`` points.
+    ``rank_type_weights``: per distortion type (a build-dataset split file's ``distortion`` column), the
+    weight of that type's pairs in the ranking term (``{underexposure = 20}``; types not named weigh 1).
     """
 
     epochs: int = 1
@@ -56,6 +58,7 @@ class StageConfig:
     per_group: int = 0
     cross_weight: float = 0.0
     cross_gap: float = 2.0
+    rank_type_weights: dict[str, float] = field(default_factory=dict)
 
     def validate(self, name: str) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -75,6 +78,13 @@ class StageConfig:
             raise ConfigError(f"{name}.rank_weight, {name}.rank_margin and {name}.cross_weight must be >= 0")
         if not self.cross_gap >= 0:
             raise ConfigError(f"{name}.cross_gap must be >= 0")
+        if not isinstance(self.rank_type_weights, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                for k, v in self.rank_type_weights.items()):
+            raise ConfigError(f"{name}.rank_type_weights must map distortion type names to numbers >= 0, "
+                              f"got {self.rank_type_weights!r}")
+        if self.rank_type_weights and not self.rank_weight > 0:
+            raise ConfigError(f"{name}.rank_type_weights needs rank_weight > 0 (they weigh the ranking term's pairs)")
         if not isinstance(self.per_group, int) or self.per_group < 0:
             raise ConfigError(f"{name}.per_group must be an integer >= 0")
         if self.per_group and not self.cache_views:

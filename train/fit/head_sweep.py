@@ -30,7 +30,7 @@ from nima_rt.io.files import RefusedFile, atomic_path, open_regular
 from nima_rt.runtime.metrics import compute_metrics
 from nima_rt.train.data.image_data import ImageDataset
 from nima_rt.train.data.labels import SCORES
-from nima_rt.train.data.sampling import ranking_keys
+from nima_rt.train.data.sampling import ranking_keys, ranking_weights
 from nima_rt.train.evaluation.cross_source import photo_variance_share
 from nima_rt.train.evaluation.graded_eval import PRIMARY_TYPES, graded_report, read_rows
 from nima_rt.train.fit.config import TrainConfig
@@ -57,6 +57,8 @@ class HeadOption:
     per_group: int = 0
     cross_weight: float = 0.0
     cross_gap: float = 2.0
+    rank_type_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    select: str = "best"  # "best": the epoch of the lowest validation EMD; "last": the last epoch
 
 
 def _trainer(config: TrainConfig, out: Path) -> Trainer:
@@ -119,12 +121,15 @@ def _val_rows(config: TrainConfig, val_paths: list[str]) -> list[dict[str, str]]
 
 
 def fit_option(config: TrainConfig, cache: dict[str, Any], option: HeadOption, out: Path) -> dict[str, Any]:
-    """Train one head variant on the cache; the epoch with the lowest val EMD is judged."""
+    """Train one head variant on the cache; the epoch with the lowest val EMD (``select = "best"``) or the last
+    epoch (``"last"``) is judged."""
+    if option.select not in ("best", "last"):
+        raise ValueError(f"head option {option.name!r}: select must be 'best' or 'last', got {option.select!r}")
     train_set, val_set = load_data(config, lambda _message: None)
     stage = dataclasses.replace(config.head, epochs=option.epochs, lr=option.lr, weight_decay=option.weight_decay,
                                 rank_weight=option.rank_weight, rank_margin=option.rank_margin,
                                 per_group=option.per_group, cross_weight=option.cross_weight,
-                                cross_gap=option.cross_gap)
+                                cross_gap=option.cross_gap, rank_type_weights=dict(option.rank_type_weights))
     torch.manual_seed(config.seed)
     head = NimaHead(cache["train"].shape[2], option.dropout, standardize=config.model.head == "multilevel")
     holder = torch.nn.Module()
@@ -132,6 +137,7 @@ def fit_option(config: TrainConfig, cache: dict[str, Any], option: HeadOption, o
     trainer = _trainer(config, out)
     targets = torch.from_numpy(train_set.dists.astype(np.float32))
     groups, branches = ranking_keys(train_set)
+    weights = ranking_weights(train_set, stage.rank_type_weights)
     optimizer = make_optimizer(stage, head.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, InverseTimeDecay(stage.decay))
     scaler = torch.amp.GradScaler("cuda", enabled=False)
@@ -140,12 +146,12 @@ def fit_option(config: TrainConfig, cache: dict[str, Any], option: HeadOption, o
     try:
         for epoch in range(1, option.epochs + 1):
             trainer.train_epoch_cached(holder, cache["train"], cache["train_ok"], targets, epoch, optimizer,
-                                       scheduler, scaler, stage, groups, branches)
+                                       scheduler, scaler, stage, groups, branches, weights)
             head.eval()
             with torch.inference_mode():
                 pred = head(cache["val"][val_ok]).numpy()
             metrics = compute_metrics(val_set.dists[val_ok.numpy()], pred)
-            if metrics["emd"] < best["val_emd"]:
+            if metrics["emd"] < best["val_emd"] or (option.select == "last" and epoch == option.epochs):
                 best = {"val_emd": metrics["emd"], "epoch": epoch, "pred": pred}
     finally:
         trainer.run.close()

@@ -21,7 +21,7 @@ def emd_loss(pred: torch.Tensor, target: torch.Tensor, r: int = 2) -> torch.Tens
 
 def within_group_margin_loss(pred_mean: torch.Tensor, target_mean: torch.Tensor, groups: torch.Tensor,
                              margin: float = 0.25, branches: torch.Tensor | None = None,
-                             min_gap: float = 0.0) -> torch.Tensor:
+                             min_gap: float = 0.0, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Pairwise ranking term inside each group (the same reference photo at different levels).
 
     For every pair ``(i, j)`` of the batch with ``groups[i] == groups[j]`` and a higher label for
@@ -35,7 +35,8 @@ def within_group_margin_loss(pred_mean: torch.Tensor, target_mean: torch.Tensor,
     type are compared with each other and with the clean photo (labels of different types come
     from different human studies and are not on one scale). ``min_gap``: only pairs whose labels
     differ by more than this (with all images in one group: "a clearly better image of any photo
-    must score higher than a clearly worse image of any other").
+    must score higher than a clearly worse image of any other"). ``weights`` (optional, ``[N]``): a pair
+    weighs the larger of its two images' weights and the mean is weighted (per-type emphasis).
     """
     if not (pred_mean.shape == target_mean.shape == groups.shape) or pred_mean.ndim != 1:
         raise ValueError(f"pred_mean, target_mean and groups must be [N], got {list(pred_mean.shape)}, "
@@ -51,21 +52,28 @@ def within_group_margin_loss(pred_mean: torch.Tensor, target_mean: torch.Tensor,
     if not bool(pairs.any()):
         return pred_mean.sum() * 0.0
     gaps = pred_mean.unsqueeze(1) - pred_mean.unsqueeze(0)
-    return torch.relu(margin - gaps[pairs]).mean()
+    hinge = torch.relu(margin - gaps[pairs])
+    if weights is None:
+        return hinge.mean()
+    pair_weights = torch.maximum(weights.unsqueeze(1), weights.unsqueeze(0))[pairs]
+    total = pair_weights.sum()
+    return (hinge * pair_weights).sum() / total if bool(total > 0) else pred_mean.sum() * 0.0
 
 
 def nima_loss(dist: torch.Tensor, target: torch.Tensor, groups: torch.Tensor | None = None,
               rank_weight: float = 0.0, rank_margin: float = 0.25,
               branches: torch.Tensor | None = None, cross_weight: float = 0.0,
-              cross_gap: float = 2.0) -> torch.Tensor:
+              cross_gap: float = 2.0, weights: torch.Tensor | None = None) -> torch.Tensor:
     """EMD, plus ``rank_weight`` times the within-group ranking term of the predicted mean scores,
     plus ``cross_weight`` times the same term over every pair of the batch whose labels differ by
-    more than ``cross_gap`` (across photos: content must not outweigh a large quality difference)."""
+    more than ``cross_gap`` (across photos: content must not outweigh a large quality difference).
+    ``weights``: per-image weights of the within-group term's pairs
+    (:func:`~nima_rt.train.data.sampling.ranking_weights`)."""
     loss = emd_loss(dist, target)
     scores = torch.arange(1, dist.shape[1] + 1, dtype=dist.dtype, device=dist.device)
     if rank_weight > 0 and groups is not None:
         loss = loss + rank_weight * within_group_margin_loss(dist @ scores, target @ scores, groups, rank_margin,
-                                                             branches)
+                                                             branches, weights=weights)
     if cross_weight > 0:
         pred_mean, target_mean = dist @ scores, target @ scores
         everyone = torch.zeros_like(pred_mean, dtype=torch.long)

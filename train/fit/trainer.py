@@ -26,7 +26,7 @@ from nima_rt.contract.spec import ModelMetadata, Preprocess, ResizeSpec
 from nima_rt.runtime.metrics import compute_metrics
 from nima_rt.train.data.image_data import ImageDataset, collate_samples
 from nima_rt.train.data.label_sets import LabelSet
-from nima_rt.train.data.sampling import grouped_order, ranking_keys
+from nima_rt.train.data.sampling import grouped_order, ranking_keys, ranking_weights
 from nima_rt.train.evaluation.evaluate import format_metrics
 from nima_rt.train.fit.config import StageConfig, TrainConfig
 from nima_rt.train.fit.devices import resolve_workers
@@ -131,7 +131,7 @@ class Trainer:
     def step(self, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, dist: torch.Tensor,
              target: torch.Tensor, preds: list[np.ndarray], trues: list[np.ndarray],
              stage: StageConfig | None = None, groups: torch.Tensor | None = None,
-             branches: torch.Tensor | None = None) -> float:
+             branches: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> float:
         """One optimisation step on the loss of ``dist`` against ``target``; records both; returns the loss.
 
         The loss is the EMD, plus the stage's within-group ranking term when ``rank_weight`` > 0.
@@ -140,7 +140,8 @@ class Trainer:
         margin = stage.rank_margin if stage is not None else 0.0
         cross_weight = stage.cross_weight if stage is not None else 0.0
         cross_gap = stage.cross_gap if stage is not None else 0.0
-        loss = nima_loss(dist.float(), target, groups, rank_weight, margin, branches, cross_weight, cross_gap)
+        loss = nima_loss(dist.float(), target, groups, rank_weight, margin, branches, cross_weight, cross_gap,
+                         weights)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -155,8 +156,8 @@ class Trainer:
     def train_epoch_images(self, network: NimaNetwork, dataset: ImageDataset, targets: torch.Tensor,
                            frozen: list[nn.Module], head_only: bool, epoch: int, optimizer: Any, scheduler: Any,
                            scaler: Any, stage: StageConfig | None = None,
-                           groups: torch.Tensor | None = None,
-                           branches: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+                           groups: torch.Tensor | None = None, branches: torch.Tensor | None = None,
+                           weights: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         dataset.set_augmentation_key(epoch)
         set_train_mode(network, frozen)
         loader = self.loader(dataset, shuffle=True, epoch_seed=self.config.seed * 100_003 + epoch)
@@ -178,8 +179,9 @@ class Trainer:
                     dist = network(x)
             batch_groups = groups[batch.indices].to(self.device) if groups is not None else None
             batch_branches = branches[batch.indices].to(self.device) if branches is not None else None
+            batch_weights = weights[batch.indices].to(self.device) if weights is not None else None
             bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues, stage, batch_groups,
-                                       batch_branches))
+                                       batch_branches, batch_weights))
         bar.close()
         if not preds:
             raise ValueError(f"{dataset.labels.source}: none of the {len(dataset)} training images could be decoded")
@@ -188,8 +190,8 @@ class Trainer:
     def train_epoch_cached(self, network: NimaNetwork, cache: torch.Tensor, ok: torch.Tensor,
                            targets: torch.Tensor, epoch: int, optimizer: Any, scheduler: Any,
                            scaler: Any, stage: StageConfig | None = None,
-                           groups: torch.Tensor | None = None,
-                           branches: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+                           groups: torch.Tensor | None = None, branches: torch.Tensor | None = None,
+                           weights: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         views, count = cache.shape[0], cache.shape[1]
         generator = torch.Generator()
         generator.manual_seed(self.config.seed * 100_003 + epoch)
@@ -214,8 +216,9 @@ class Trainer:
                 dist = network.head(feats)
             batch_groups = groups[idx].to(self.device) if groups is not None else None
             batch_branches = branches[idx].to(self.device) if branches is not None else None
+            batch_weights = weights[idx].to(self.device) if weights is not None else None
             bar.update(done, self.step(optimizer, scheduler, scaler, dist, target, preds, trues, stage, batch_groups,
-                                       batch_branches))
+                                       batch_branches, batch_weights))
         bar.close()
         if not preds:
             raise ValueError("none of the training images could be decoded (feature cache is empty)")
@@ -296,6 +299,7 @@ class Trainer:
             if plan.last_epoch < start_epoch:
                 continue
             stage = plan.config
+            weights = ranking_weights(train_set, stage.rank_type_weights)
             frozen = apply_freeze(network, stage.frozen)
             optimizer = make_optimizer(stage, network.parameters())
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, InverseTimeDecay(stage.decay))
@@ -329,7 +333,7 @@ class Trainer:
                     cache, ok, val_feats, val_ok = cached
                     pred, true, skipped = self.train_epoch_cached(network, cache, ok, targets, epoch,
                                                                   optimizer, scheduler, scaler, stage, groups,
-                                                                  branches)
+                                                                  branches, weights)
                     network.eval()
                     with torch.inference_mode():
                         val_pred = network.head(val_feats[val_ok].to(self.device)).float().cpu().numpy()
@@ -338,7 +342,7 @@ class Trainer:
                     pred, true, skipped = self.train_epoch_images(network, train_images, targets, frozen,
                                                                   plan.name == "head" and stage.frozen == "backbone",
                                                                   epoch, optimizer, scheduler, scaler, stage, groups,
-                                                                  branches)
+                                                                  branches, weights)
                     val_pred, val_kept = self.predict(network, val_images)
                 train_metrics = compute_metrics(true, pred)
                 val_metrics = compute_metrics(val_set.dists[val_kept], val_pred)
