@@ -137,3 +137,31 @@ def test_fine_tuning_the_bundled_aesthetic_model_end_to_end(tmp_path: Path, one_
                                       "--out", str(tmp_path / "eval-before")])
     assert before.exit_code == 0, before.output  # the model the run started from, measured the same way
     assert set(json.loads(before.stdout)) >= {"emd", "lcc", "srcc"}
+
+
+def test_a_multilevel_head_on_a_keras_model_s_backbone(tmp_path: Path, one_torch_thread) -> None:
+    # The v3 technical recipe: a new multilevel head on the frozen network of an aesthetic (Keras) model.
+    keras = write_layers_h5(tmp_path / "aesthetic_mine.hdf5", random_mobilenet_layers(seed=3))
+    parent = describe_pretrained(keras)
+    assert parent is not None
+    plain = build_network(ModelConfig(backbone=parent.backbone), keras)
+    network = build_network(ModelConfig(backbone=parent.backbone, head="multilevel"), keras)
+    # The backbone's weights are the model's; the head is new: pooled features + mean/std of the five
+    # resolution stages (conv_pw_1, 3, 5, 11, 13 at alpha 0.25: 16, 32, 64, 128, 256 channels).
+    for name, tensor in plain.backbone.state_dict().items():
+        assert torch.equal(tensor, network.backbone.state_dict()[name]), name
+    assert [info["num_chs"] for info in network.backbone.feature_info] == [16, 32, 64, 128, 256]
+    assert network.feature_dim == 256 + 2 * (16 + 32 + 64 + 128 + 256)
+    x = torch.rand(2, 3, 96, 96) * 2 - 1
+    network.eval()
+    plain.eval()
+    with torch.no_grad():
+        features = network.features(x)
+        units = [plain.backbone.stem(x)]
+        for unit in plain.backbone.blocks:
+            units.append(unit(units[-1]))
+    # conv_pw_N is unit 2N of [stem, dw1, pw1, ...]; the first stage's statistics follow the pooled features.
+    pw1 = units[2].flatten(2)
+    assert torch.allclose(features[:, :256], units[-1].mean(dim=(2, 3)), atol=1e-6)
+    assert torch.allclose(features[:, 256:272], pw1.mean(2), atol=1e-6)
+    assert torch.allclose(features[:, 272:288], torch.sqrt(pw1.var(2, unbiased=False) + 1e-6), atol=1e-6)

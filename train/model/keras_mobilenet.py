@@ -48,6 +48,9 @@ PADDINGS = ("keras", "symmetric")
 KERAS_NORMALIZATION = Normalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 # Keras's filters of conv1 and conv_pw_1..13 at alpha 1.0; each is int(filters * alpha).
 BASE_WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
+# The conv_pw_N whose output ends each resolution (strides 2, 4, 8, 16, 32): the stages whose channel
+# statistics the multilevel head reads, as timm's feature_info lists them for its MobileNets.
+FEATURE_TAPS = (1, 3, 5, 11, 13)
 BACKBONE_NAME = re.compile(r"keras_mobilenet_v1_(?P<alpha>\d+\.\d\d)(?P<symmetric>_symmetric)?(?P<folded>_folded)?")
 
 
@@ -146,6 +149,27 @@ class KerasMobileNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(x)).mean(dim=(2, 3))
+
+    @property
+    def feature_info(self) -> list[dict[str, object]]:
+        """The stages the multilevel head reads (timm's ``feature_info`` layout: one per resolution)."""
+        return [{"module": f"blocks.{2 * tap - 1}", "num_chs": self.spec.widths[tap], "reduction": 2 ** (i + 1)}
+                for i, tap in enumerate(FEATURE_TAPS)]
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int = len(FEATURE_TAPS),
+                              intermediates_only: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(final feature map, the last ``indices`` stage outputs)`` as timm's models return them."""
+        x = self.stem(x)
+        stages = []
+        for index, unit in enumerate(self.blocks):
+            x = unit(x)
+            if index % 2 == 1 and (index + 1) // 2 in FEATURE_TAPS:
+                stages.append(x)
+        return x, stages[len(stages) - indices:]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
+        """Global average pooling of the final feature map (the backbone has no classifier)."""
+        return x.mean(dim=(2, 3))
 
     def units(self) -> list[tuple[str, _ConvBN]]:
         """The weighted units with their Keras layer names (conv1, conv_dw_1, conv_pw_1, ...)."""

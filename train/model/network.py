@@ -86,7 +86,7 @@ def create_backbone(config: ModelConfig, **kwargs: Any) -> nn.Module:
     :mod:`.nima_torch`) so imported weights load into it."""
     foreign = _foreign_backbone(config.backbone)
     if foreign is not None:
-        if config.head == "multilevel":
+        if config.head == "multilevel" and not hasattr(foreign, "forward_intermediates"):
             raise ContractError(f"backbone {config.backbone!r} has no forward_intermediates: use head 'linear'")
         return foreign
     import timm

@@ -163,7 +163,8 @@ def _checkpoint_parent(choice: str, data: dict[str, Any]) -> Parent | None:
 
 def _fine_tune_from(config: ModelConfig, model, choice: str) -> NimaNetwork:  # type: ignore[no-untyped-def]
     """``config``'s network holding the weights of the model ``choice`` names (a checkpoint's dict or a
-    ForeignModel): the architecture must be the model's own."""
+    ForeignModel): the backbone must be the model's own. With another head (a multilevel head on an aesthetic
+    model's backbone, say) the backbone's weights load and the new head starts at random."""
     if isinstance(model, dict):
         network = create_network(config)
         _load_from_checkpoint(network, model, Path(choice))
@@ -171,9 +172,10 @@ def _fine_tune_from(config: ModelConfig, model, choice: str) -> NimaNetwork:  # 
     if model.config.backbone != config.backbone:
         raise PretrainedError(f"{choice}: a {model.config.backbone} network, but backbone {config.backbone!r} was "
                               f"asked for (leave --backbone out to fine-tune the model's own network)")
-    if model.config.head != config.head:
-        raise PretrainedError(f"{choice}: a {model.config.head} head, but head {config.head!r} was asked for")
     network = create_network(config)
+    if model.config.head != config.head:
+        network.backbone.load_state_dict(model.network.backbone.state_dict(), strict=True)
+        return network
     network.load_state_dict(model.network.state_dict(), strict=True)
     return network
 
