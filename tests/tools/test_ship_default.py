@@ -16,3 +16,31 @@ def test_held_out_note_names_a_collection_no_training_photo_came_from() -> None:
     mixed = _summary(("train", "python:sklearn"), ("test", "python:skimage"), ("test", "mate-backgrounds"))
     assert held_out_note(mixed) == ""
     assert held_out_note(_summary(("train", "mate-backgrounds"))) == ""
+
+
+def test_weights_licence_is_the_parent_s_or_imagenet_efficientnet_s() -> None:
+    from ship_default import EFFICIENTNET_LICENSE, weight_licenses
+
+    from nima_rt.contract.spec import ModelMetadata
+
+    fine_tuned = ModelMetadata(name="technical", backbone="keras_mobilenet_v1_1.00_folded",
+                               licenses=["Apache-2.0, Copyright 2018 idealo internet GmbH"])
+    assert weight_licenses(fine_tuned) == ["Apache-2.0, Copyright 2018 idealo internet GmbH"]
+    assert weight_licenses(ModelMetadata(name="technical", backbone="efficientnet_lite0")) == [EFFICIENTNET_LICENSE]
+    assert weight_licenses(ModelMetadata(name="technical", backbone="mobilenet_v2")) == []
+
+
+def test_blind_spots_name_the_weakly_ranked_types_weakest_first() -> None:
+    from ship_default import blind_spots
+
+    from nima_rt.train.evaluation.graded_eval import GradedReport, TypeResult
+
+    def result(rho: float) -> TypeResult:
+        return TypeResult(rho, rho, 10, 30, 30)
+
+    report = GradedReport({"jpeg": result(-1.0), "overexposure": result(-0.383), "tone_mapping": result(-0.297),
+                           "white_balance": result(-0.8)}, ("jpeg",), (2, 3, 4))
+    assert blind_spots(report) == (
+        "blind spots (Spearman of score vs damage level on held-out photos above -0.8): tone mapping (-0.30), "
+        "overexposure (-0.38); cross-source table in docs/reference/models.md")
+    assert blind_spots(GradedReport({"jpeg": result(-1.0)}, ("jpeg",), (2, 3, 4))) == ""
