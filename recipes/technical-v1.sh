@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the bundled model nima_rt/models/technical.onnx (v1 recipe) with today's commands:
 # the 43 v1 reference photos' splits (29 train, 6 validation; every other photo is test), the 10 v1
-# distortion types, recipes/technical-v1.toml (no ranking term). recipes/technical.sh is the v2
+# distortion types, recipes/technical-v1.toml (no ranking term). recipes/technical.sh is the v3
 # recipe and its cross-source evaluation (docs/reference/models.md).
 #
 #   pip install -e '.[train]'
