@@ -75,15 +75,16 @@ def weight_licenses(metadata: ModelMetadata) -> list[str]:
     return [EFFICIENTNET_LICENSE] if metadata.backbone == "efficientnet_lite0" else []
 
 
-def blind_spots(report: GradedReport) -> str:
-    """The held-out types ranked worse than :data:`WEAK_SPEARMAN`, weakest first (``""`` when none)."""
+def blind_spots(report: GradedReport, training_photos: int) -> str:
+    """The model's ``blind_spots`` line: the held-out types ranked worse than :data:`WEAK_SPEARMAN` (weakest
+    first) and how few photos it learnt from."""
     weak = sorted(((r.spearman_mean, name) for name, r in report.types.items() if r.spearman_mean > WEAK_SPEARMAN),
                   reverse=True)
-    if not weak:
-        return ""
     listed = ", ".join(f"{name.replace('_', ' ')} ({value:+.2f})" for value, name in weak)
-    return (f"blind spots (Spearman of score vs damage level on held-out photos above {WEAK_SPEARMAN}): {listed}; "
-            "cross-source table in docs/reference/models.md")
+    ranked = (f"ranks {listed} weakly (Spearman of score vs damage level on held-out photos, above {WEAK_SPEARMAN}); "
+              if weak else "")
+    return (f"{ranked}trained on {training_photos} photos (landscapes, plants, animals, buildings; no interiors or "
+            "rooms); cross-source table in docs/reference/models.md")
 
 
 def finish_metadata(metadata: ModelMetadata, report: GradedReport, dataset_dir: Path) -> ModelMetadata:
@@ -98,10 +99,8 @@ def finish_metadata(metadata: ModelMetadata, report: GradedReport, dataset_dir: 
     metrics.update(report_metrics(report))
     notes = ("technical quality (sharpness, noise, compression, exposure) of the whole photo as seen at "
              "224 x 224; not an aesthetic score. docs/reference/models.md")
-    weak = blind_spots(report)
-    notes = f"{notes}. {weak[0].upper()}{weak[1:]}" if weak else notes
     return dataclasses.replace(metadata, name="technical", kind="technical", trained_on=trained_on,
-                               metrics=metrics,
+                               metrics=metrics, blind_spots=blind_spots(report, splits["train"]),
                                licenses=[LABEL_LICENSE, *weight_licenses(metadata), *photo_licenses(dataset_dir)],
                                notes=f"{notes}; {metadata.notes}" if metadata.notes else notes)
 

@@ -40,7 +40,10 @@ def test_blind_spots_name_the_weakly_ranked_types_weakest_first() -> None:
 
     report = GradedReport({"jpeg": result(-1.0), "overexposure": result(-0.383), "tone_mapping": result(-0.297),
                            "white_balance": result(-0.8)}, ("jpeg",), (2, 3, 4))
-    assert blind_spots(report) == (
-        "blind spots (Spearman of score vs damage level on held-out photos above -0.8): tone mapping (-0.30), "
-        "overexposure (-0.38); cross-source table in docs/reference/models.md")
-    assert blind_spots(GradedReport({"jpeg": result(-1.0)}, ("jpeg",), (2, 3, 4))) == ""
+    assert blind_spots(report, 54) == (
+        "ranks tone mapping (-0.30), overexposure (-0.38) weakly (Spearman of score vs damage level on held-out "
+        "photos, above -0.8); trained on 54 photos (landscapes, plants, animals, buildings; no interiors or rooms); "
+        "cross-source table in docs/reference/models.md")
+    assert blind_spots(GradedReport({"jpeg": result(-1.0)}, ("jpeg",), (2, 3, 4)), 29) == (
+        "trained on 29 photos (landscapes, plants, animals, buildings; no interiors or rooms); cross-source table "
+        "in docs/reference/models.md")
