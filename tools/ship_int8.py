@@ -58,8 +58,8 @@ SPEED_BATCH = 8
 SPEED_TIE = 0.03  # recipes this close in speed count as equally fast
 
 
-def photos_by_split(cache: Path) -> dict[str, list[Path]]:
-    manifest = read_manifest(cache / "manifest.json")
+def photos_by_split(cache: Path, manifest_name: str = "manifest.json") -> dict[str, list[Path]]:
+    manifest = read_manifest(cache / manifest_name)
     splits: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
     for entry in manifest.values():
         splits[str(entry["split"])].append(cache / "photos" / str(entry["file"]))
@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--references", type=Path, required=True,
                         help="reference-photo cache (manifest.json + photos/)")
+    parser.add_argument("--manifest", default="manifest.json",
+                        help="the cache's manifest whose splits to use: the model's own (the bundled technical "
+                             "model's: manifest-holdout-python.json)")
     parser.add_argument("--model", type=Path, default=BUNDLED_DIR / "technical.onnx")
     parser.add_argument("--output", type=Path, default=None, help="default: <model stem>.int8.onnx beside the model")
     parser.add_argument("--calibration-count", type=int, default=192)
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = load_model_file(args.model)
     output = args.output or args.model.with_name(f"{args.model.stem}.int8.onnx")
     spec = Preprocess.for_model(fp32.metadata)
-    split = photos_by_split(args.references)
+    split = photos_by_split(args.references, args.manifest)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     log(f"photos: {len(split['train'])} calibration, {len(split['val'])} selection, {len(split['test'])} gate")
     calibration = calibration_set(split["train"], spec, args.calibration_count, seed=1)
