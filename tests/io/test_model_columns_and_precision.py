@@ -75,7 +75,7 @@ def test_info_shows_precision_and_notes(tmp_path: Path) -> None:
     lines = text.stdout.splitlines()
     assert "precision:    int8" in lines
     notes = next(line for line in lines if line.startswith("notes:        "))
-    assert "INT8 static QDQ" in notes and "Spearman 0.9988" in notes
+    assert "INT8 static QDQ" in notes and "Spearman 0.9946" in notes
     data = json.loads(runner.invoke(app, ["info", "technical.int8", "--json"]).stdout)
     assert data["precision"] == "int8" and "INT8 static QDQ" in data["metadata"]["notes"]
     half = runner.invoke(app, ["info", str(fp16_tiny_model(tmp_path / "half.onnx")), "--device", "cpu"])

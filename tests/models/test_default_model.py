@@ -23,12 +23,12 @@ pytestmark = pytest.mark.skipif("technical" not in bundled_models(), reason="no 
 # Predicted mean scores of the example photos (ONNX Runtime, CPU, fp32), recorded when the model
 # was shipped; tolerance covers ONNX Runtime versions and CPU kernels, not a different model.
 GOLDEN = {
-    "chelsea.jpg": 5.6601,
-    "chelsea_noisy.jpg": 4.8650,
-    "coffee.jpg": 6.8597,
-    "coffee_blurred.jpg": 4.1082,
-    "seeding.jpg": 4.5100,
-    "seeding_dark.jpg": 4.2714,
+    "chelsea.jpg": 5.7470,
+    "chelsea_noisy.jpg": 5.0385,
+    "coffee.jpg": 5.8544,
+    "coffee_blurred.jpg": 5.2546,
+    "seeding.jpg": 5.7111,
+    "seeding_dark.jpg": 5.2803,
 }
 
 
@@ -42,17 +42,25 @@ def test_the_bundled_technical_model() -> None:
     assert model.path.name == "technical.onnx"
     assert model.path.stat().st_size < 25 * 1024 * 1024
     meta = model.metadata
+    # v3: a head on the bundled aesthetic model's network, with that model's preprocessing (one decode serves both).
     assert (meta.name, meta.kind, meta.input_size, meta.backbone) == ("technical", "technical", 224,
-                                                                       "efficientnet_lite0")
-    assert (meta.resize.policy, meta.resize.interpolation) == ("squash", "bilinear")
+                                                                       "keras_mobilenet_v1_1.00_folded")
+    assert (meta.resize.policy, meta.resize.interpolation, meta.resize.jpeg_draft) == ("squash", "nearest", False)
+    assert meta.resize == load_model_file("aesthetic").metadata.resize
+    assert meta.parent["name"] == "aesthetic" and meta.parent["sha256"] == load_model_file("aesthetic").sha256
     assert "KADID-10k" in meta.trained_on
     assert any("KADID-10k" in line for line in meta.licenses)
-    assert any(line.startswith("photo ") for line in meta.licenses)
+    assert any(line.startswith("Apache-2.0, Copyright 2018 idealo internet GmbH") for line in meta.licenses)
+    assert sum(line.startswith("photo ") for line in meta.licenses) == 75  # 54 training + 21 validation photos
     assert meta.source_checkpoint_sha256
     # The held-out figures it ships with meet the acceptance bar of docs/reference/models.md.
     for name in ("gaussian_blur", "jpeg", "white_noise", "underexposure"):
-        assert meta.metrics[f"test_spearman_{name}"] <= -0.9, name
-    assert meta.metrics["test_pair_accuracy_primary"] >= 0.95
+        assert meta.metrics[f"test_spearman_{name}"] <= -0.95, name
+    assert meta.metrics["test_pair_accuracy_primary"] >= 0.97
+    assert meta.metrics["test_spearman_oversharpen"] <= -0.8  # v1 scored over-sharpened copies higher
+    # What it still does not see is said where users look (nima-rt models / info).
+    assert meta.blind_spots.startswith("ranks overexposure (-0.38), tone mapping (-0.45) weakly")
+    assert "no interiors or rooms" in meta.blind_spots
 
 
 def test_example_photos_get_their_recorded_scores() -> None:
@@ -65,10 +73,30 @@ def test_example_photos_get_their_recorded_scores() -> None:
 
 def test_clean_photos_outscore_their_degraded_copies() -> None:
     scores = score_files(sorted(EXAMPLES.glob("*.jpg")))
-    assert scores["coffee.jpg"] > scores["coffee_blurred.jpg"] + 2.0
-    assert scores["chelsea.jpg"] > scores["chelsea_noisy.jpg"] + 0.5
-    # Exposure moves the score least (docs/reference/models.md): 1.5 EV darker costs ~0.2 here.
-    assert scores["seeding.jpg"] > scores["seeding_dark.jpg"] + 0.1
+    # v3's scores are compressed (clean held-out photos average 5.8, the strongest blur 4.5:
+    # docs/reference/models.md), so the gaps are small; the order is what the ranking uses.
+    assert scores["coffee.jpg"] > scores["coffee_blurred.jpg"] + 0.4
+    assert scores["chelsea.jpg"] > scores["chelsea_noisy.jpg"] + 0.4
+    assert scores["seeding.jpg"] > scores["seeding_dark.jpg"] + 0.3  # 1.5 EV darker (v1: +0.24)
+
+
+def test_over_sharpened_copies_score_below_their_originals() -> None:
+    # The issue that made v3: Pillow's UnsharpMask(radius=3, percent=300) raised v1's score on every photo tried
+    # (astronaut 6.10 -> 7.23). Made here with Pillow only, on the example photos and five photos of scikit-image
+    # and scikit-learn (v3 never saw any of them).
+    data = pytest.importorskip("skimage.data")
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+
+    photos = [Image.open(path).convert("RGB") for path in sorted(EXAMPLES.glob("*.jpg")) if "_" not in path.stem]
+    photos += [Image.fromarray(array) for array in (data.astronaut(), data.rocket(), data.stereo_motorcycle()[0],
+                                                    *sklearn_datasets.load_sample_images().images)]
+    sharpened = [photo.filter(ImageFilter.UnsharpMask(radius=3, percent=300, threshold=0)) for photo in photos]
+    with Scorer(["technical"], ScorerConfig(batch_size=16, threads=1)) as scorer:
+        means = np.array([r.scores["technical"].mean for r in scorer.score_images([*photos, *sharpened])])
+    drop = means[: len(photos)] - means[len(photos):]
+    # chelsea, coffee, seeding, astronaut, rocket, motorcycle, china, flower: all fall but seeding (1024 x 576,
+    # where a 3-pixel halo all but vanishes at 224 x 224: +0.09); v1 rose on all four photos tried.
+    np.testing.assert_allclose(drop, [0.13, 0.72, -0.09, 0.81, 0.27, 1.08, 1.12, 0.36], atol=0.02)
 
 
 def _jpeg(image: Image.Image, quality: int) -> Image.Image:
