@@ -16,6 +16,7 @@ pytest.importorskip("h5py")
 
 from helpers.keras_nima import random_mobilenet_layers, write_layers_h5  # noqa: E402
 from helpers.paths import EXAMPLE_PHOTOS  # noqa: E402
+from helpers.tiny_models import write_tiny_model  # noqa: E402
 from helpers.training_data import write_blur_set  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -104,9 +105,17 @@ def test_the_model_brings_its_network_unless_one_is_named(tmp_path: Path) -> Non
 
 @needs_aesthetic
 def test_models_that_cannot_be_read_back_are_refused_saying_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match=r"technical.onnx: an ONNX model of backbone 'efficientnet_lite0'; only Keras "
-                                        r"MobileNet models .* fine-tune from the file it was exported from"):
-        build_network(ModelConfig(backbone="efficientnet_lite0"), "technical")
+    # The bundled technical model (v3) is a multilevel head on the aesthetic model's network.
+    refusal = (r"technical.onnx: a keras_mobilenet_v1_1.00_folded network with a head on 4992 features \(a multilevel "
+               r"head, like the bundled technical model's\); only the Dense head on its 1024 pooled features is read "
+               r"back from ONNX: fine-tune from the checkpoint it was exported from, or train a new head")
+    with pytest.raises(Exception, match=refusal):
+        build_network(ModelConfig(), "technical")
+    v1 = tmp_path / "v1.onnx"  # a model of another backbone
+    write_tiny_model(v1)
+    with pytest.raises(Exception, match=r"v1.onnx: an ONNX model of backbone 'channel-mean'; only Keras MobileNet "
+                                        r"models .* fine-tune from the file it was exported from"):
+        build_network(ModelConfig(), str(v1))
 
 
 @needs_aesthetic

@@ -129,6 +129,13 @@ def onnx_model(path: Path) -> ForeignModel:
     if len(convs) != len(units) or len(dense) != 1 or any(w is None or b is None for w, b in convs):
         raise ImportFailed(f"{path}: {len(convs)} convolutions with weights and bias and {len(dense)} Gemm, not the "
                            f"{len(units)} convolutions and one Dense of {metadata.backbone}")
+    head_inputs = _gemm_inputs(weights, dense[0])
+    if head_inputs != folded.num_features:
+        raise ImportFailed(
+            f"{path}: a {metadata.backbone} network with a head on {head_inputs} features (a multilevel head, like "
+            f"the bundled technical model's); only the Dense head on its {folded.num_features} pooled features is "
+            "read back from ONNX: fine-tune from the checkpoint it was exported from, or train a new head on the "
+            "aesthetic model's network as recipes/technical.toml does")
     config = ModelConfig(backbone=folded.spec.name, dropout=0.75, image_size=metadata.input_size)
     network = _network(folded, config)
     try:
@@ -149,6 +156,15 @@ def onnx_model(path: Path) -> ForeignModel:
     described = f"read back from {path.name} ({metadata.name}, {metadata.backbone})"
     return ForeignModel(network, metadata.input_size, metadata.resize, metadata.normalization,
                         list(metadata.licenses), described)
+
+
+def _gemm_inputs(weights: dict[str, np.ndarray], gemm) -> int:  # type: ignore[no-untyped-def]
+    """How many features the Dense (Gemm) layer reads: its kernel's input dimension."""
+    kernel = weights.get(gemm.input[1])
+    if kernel is None or kernel.ndim != 2:
+        return -1
+    trans_b = next((a.i for a in gemm.attribute if a.name == "transB"), 0)
+    return int(kernel.shape[1] if trans_b else kernel.shape[0])
 
 
 def _check_readback(path: Path, network: NimaNetwork, metadata) -> None:  # type: ignore[no-untyped-def]
