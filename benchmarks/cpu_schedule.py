@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             name = names[(index + repeat) % len(names)]
             before = children_cpu_s()
             wall, rss, stderr = run_cli(["score", str(corpus), *model_args, *candidates[name],
-                                         "-o", str(workdir / "scores.csv")])
+                                         "-o", str(workdir / "scores.csv"), "--overwrite"])
             figures[name]["cpu_ms"].append((children_cpu_s() - before) * 1000 / len(files))
             figures[name]["rate"].append(cli_rate(stderr))
             figures[name]["wall"].append(len(files) / wall)

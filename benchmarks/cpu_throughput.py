@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = ["--precision", "int8"] if precision == "int8" else []
             before = children_cpu_s()
             wall, rss, stderr = run_cli(["score", str(corpus_dir), *model_args, *extra, *batch_args,
-                                         "-o", str(workdir / f"scores-{precision}.csv")])
+                                         "-o", str(workdir / f"scores-{precision}.csv"), "--overwrite"])
             row = rows.setdefault(f"nima-rt {precision}", Row(f"nima-rt {precision}"))
             row.cpu_ms.append((children_cpu_s() - before) * 1000 / len(files))
             row.rates.append(cli_rate(stderr))
@@ -402,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     first_rows = {}
     for precision in ceilings:
         extra = ["--precision", "int8"] if precision == "int8" else []
-        walls = [run_cli(["score", str(one_dir), *model_args, *extra, "-o", str(workdir / "one.csv"), "--quiet"])[0]
-                 for _ in range(max(1, args.repeats))]
+        one_run = ["score", str(one_dir), *model_args, *extra, "-o", str(workdir / "one.csv"), "--overwrite", "--quiet"]
+        walls = [run_cli(one_run)[0] for _ in range(max(1, args.repeats))]
         first_rows[precision] = statistics.median(walls)
 
     rss_runs = {}
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         for precision in ceilings:
             extra = ["--precision", "int8"] if precision == "int8" else []
             wall, rss, _ = run_cli(["score", str(many), *model_args, *extra, *batch_args,
-                                    "-o", str(workdir / "many.csv"), "--quiet"])
+                                    "-o", str(workdir / "many.csv"), "--overwrite", "--quiet"])
             rss_runs[precision] = (rss, args.rss_files / wall)
     load_after = load_average()
 

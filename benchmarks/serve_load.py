@@ -226,10 +226,10 @@ def score_run(corpus: Path, files: list[Path], workdir: Path, model_args: list[s
     if not (one / files[0].name).exists():
         (one / files[0].name).write_bytes(files[0].read_bytes())
     before = children_cpu_s()
-    run_cli(["score", str(one), "-o", str(workdir / "one.csv"), *model_args])
+    run_cli(["score", str(one), "-o", str(workdir / "one.csv"), "--overwrite", *model_args])
     startup = children_cpu_s() - before
     before = children_cpu_s()
-    _, _, stderr = run_cli(["score", str(corpus), "-o", str(workdir / "scores.csv"), *model_args])
+    _, _, stderr = run_cli(["score", str(corpus), "-o", str(workdir / "scores.csv"), "--overwrite", *model_args])
     figures.score_cpu_ms.append(1000 * (children_cpu_s() - before - startup) / (len(files) - 1))
     return cli_rate(stderr)
 
