@@ -116,6 +116,14 @@ RankBy = Annotated[
 ]
 
 
+def decode_options(full_decode: bool = False, max_pixels: int | None = None,
+                   memory_budget: int | None = None) -> DecodeOptions:
+    """``--full-decode``, ``--max-pixels`` and ``--memory-budget`` (MB) as the library's DecodeOptions (both
+    engines)."""
+    return DecodeOptions(jpeg_draft=not full_decode, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                         decode_memory=memory_budget << 20 if memory_budget else DEFAULT_DECODE_MEMORY)
+
+
 def scorer_config(
     *,
     batch_size: int | None = None,
@@ -132,8 +140,7 @@ def scorer_config(
 ) -> ScorerConfig:
     """The library config for the shared options above (the one place they meet ``ScorerConfig``, which checks
     them once); a value it refuses is a usage error naming the option. ``memory_budget`` is in MB."""
-    decode = DecodeOptions(jpeg_draft=not full_decode, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
-                           decode_memory=memory_budget << 20 if memory_budget else DEFAULT_DECODE_MEMORY)
+    decode = decode_options(full_decode, max_pixels, memory_budget)
     try:
         return ScorerConfig(batch_size=batch_size, workers=workers, threads=threads, streams=streams, device=device,
                             backend=backend, precision=precision, gpu_decode=gpu_decode,

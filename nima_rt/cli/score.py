@@ -96,14 +96,14 @@ def score(
         from nima_rt.cli.score_ray import score_ray
 
         single = {"--strict": strict, "--workers": workers is not None, "--gpu-decode on": gpu_decode == "on",
-                  "--full-decode": full_decode, "--precision": precision is not None, "--streams": streams is not None,
+                  "--precision": precision is not None, "--streams": streams is not None,
                   "--paths-from": paths_from is not None, "--ext": ext is not None, "-": "-" in paths,
-                  "--overwrite": overwrite, "--max-pixels": max_pixels is not None,
-                  "--memory-budget": memory_budget is not None}
+                  "--overwrite": overwrite}
         ranking = _rank_options(sort=sort, sort_by=sort_by, rank_by=rank_by, top=top, group_by=group_by)
         score_ray(engine=engine, paths=paths, models=model, output=output, fmt=fmt, address=address,
                   batch_size=batch_size, threads=threads, device=device, backend=backend, ranking=ranking,
-                  single_machine_options=single, quiet=quiet, ray_logs=ray_logs)
+                  single_machine_options=single, quiet=quiet, ray_logs=ray_logs,
+                  decode=options.decode_options(full_decode, max_pixels, memory_budget))
         return
     run = _run_options(output=output, format=fmt, resume=resume, overwrite=overwrite, strict=strict, sort=sort,
                        sort_by=sort_by, rank_by=rank_by, top=top, group_by=group_by,

@@ -13,6 +13,7 @@ import typer
 
 from nima_rt.cli.common import fail, note, ranked_line, require_extra
 from nima_rt.contract.messages import one_line
+from nima_rt.io.decode import DecodeOptions
 from nima_rt.io.scores.writers import OutputError, format_for
 from nima_rt.runtime.rank_output import RankOptions
 
@@ -35,6 +36,7 @@ def score_ray(
     single_machine_options: dict[str, bool],
     quiet: bool,
     ray_logs: bool = False,
+    decode: DecodeOptions | None = None,
 ) -> None:
     """Run ``nima-rt score`` on Ray; ``single_machine_options`` maps option names to whether they were given;
     ``ranking`` (sort, top, group-by, rank-by) ranks the complete folder into ``OUT/_ranked.parquet``."""
@@ -79,7 +81,7 @@ def score_ray(
         config = RayScoreConfig(
             output=output, models=tuple(models) if models else (None,), address=address,
             batch_size=batch_size, threads=threads, device=device, backend=backend, ranking=ranking,
-            ray_logs=ray_logs,
+            ray_logs=ray_logs, decode=decode or DecodeOptions(),
         )
     except SettingError as exc:  # a setting the config refuses (checked there, once)
         raise typer.BadParameter(str(exc), param_hint=exc.option) from None

@@ -158,6 +158,40 @@ def _said(result) -> str:
     return " ".join(result.output.replace("│", " ").split())
 
 
+def test_decode_tasks_keep_the_pixel_limit_and_memory_budget_they_are_given(tmp_path: Path) -> None:
+    from nima_rt.apps.distributed.stages import decode_batch
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000), (90, 120, 150)).save(big)
+    spec = Preprocess(224, ResizeSpec())
+    batch = {"path": np.array([str(big)] * 3, dtype=object), "source": np.array([None] * 3, dtype=object),
+             "error": np.array([None] * 3, dtype=object), "index": np.arange(3), "shard": np.zeros(3, dtype=np.int64)}
+    one = {key: value[:1] for key, value in batch.items()}
+    assert decode_batch(one, [spec])["error"][0] == ""  # 6 MP fits the defaults
+    assert decode_batch(one, [spec], DecodeOptions(max_pixels=5_000_000))["error"][0] == (
+        f"{big}: image is 3000x2000 = 6000000 pixels, above the decompression-bomb limit of 5000000 pixels "
+        "(--max-pixels)")
+    refused = decode_batch(one, [spec], DecodeOptions(decode_memory=8 << 20))["error"][0]
+    assert refused.startswith(f"{big}: decoding this 3000x2000 RGB image needs about ")
+    assert refused.endswith(" MB, above the memory budget of 8 MB (--memory-budget)")
+
+
+def test_cli_passes_decode_options_to_the_ray_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nima_rt.apps.distributed import pipeline
+
+    seen = []
+
+    def capture(paths, config, log=None):  # noqa: ANN001, ANN202 (stands in for score_with_ray)
+        seen.append(config.decode)
+        raise ValueError("stopped here")
+
+    monkeypatch.setattr(pipeline, "score_with_ray", capture)
+    result = CliRunner().invoke(app, ["score", str(tmp_path), "--engine", "ray", "-o", str(tmp_path / "out"),
+                                      "--max-pixels", "1000000", "--memory-budget", "64", "--full-decode"])
+    assert result.exit_code == 1 and "stopped here" in result.output
+    assert seen == [DecodeOptions(jpeg_draft=False, max_pixels=1_000_000, decode_memory=64 << 20)]
+
+
 def test_cli_refuses_single_machine_options_with_ray(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["score", str(tmp_path), "--engine", "ray", "--strict", "-o", str(tmp_path / "o")])

@@ -254,7 +254,8 @@ def _scoring_dataset(inputs: InputList, pending: list[int], specs: list[Preproce
                                  checkpoint_loader=load_contract_module)
     dataset = ray.data.from_arrow(_pending_tables(inputs, config.shard_size, pending))
     dataset = dataset.map_batches(
-        decode_batch, fn_kwargs={"specs": specs}, batch_size=config.decode_batch, batch_format="numpy",
+        decode_batch, fn_kwargs={"specs": specs, "options": config.decode}, batch_size=config.decode_batch,
+        batch_format="numpy",
         num_cpus=plan.decode_cpus,
     )
     return dataset.map_batches(

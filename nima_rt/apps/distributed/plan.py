@@ -12,8 +12,9 @@ spread over every free CPU of the cluster and the actors only run the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from nima_rt.io.decode import DecodeOptions
 from nima_rt.runtime.backends import check_backend_settings
 from nima_rt.runtime.rank_output import RankOptions
 from nima_rt.runtime.scorer import DEFAULT_BATCH_SIZE
@@ -43,6 +44,9 @@ class RayScoreConfig:
     decode_cpus: float | None = None  # CPUs each decode task declares
     ranking: RankOptions | None = None  # rank the complete folder into OUT/_ranked.parquet (output/format ignored)
     ray_logs: bool = False  # let Ray's own log lines reach stderr (they always go to Ray's session logs)
+    # How the decode tasks decode: --full-decode, --max-pixels and --memory-budget (each decode task process
+    # holds at most one decode at a time, so the budget bounds each one's decode buffers)
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:

@@ -21,7 +21,7 @@ import numpy as np
 from nima_rt.apps.distributed.sources import SourceReader
 from nima_rt.contract.messages import one_line
 from nima_rt.contract.spec import NUM_BINS, ContractError
-from nima_rt.io.decode import DecodeError, DecodeOptions, Preprocess, decode_file
+from nima_rt.io.decode import DecodeBudget, DecodeError, DecodeOptions, Preprocess, decode_file
 from nima_rt.io.files import file_sha256
 from nima_rt.io.model_file import load_model_file, resolve_model_path, sidecar_path
 from nima_rt.io.results import ScoreBatch, ScoreColumns
@@ -67,8 +67,9 @@ class _NamedBytes(io.BytesIO):
 
 
 def decode_bytes(data: bytes, label: str, specs: Sequence[Preprocess], options: DecodeOptions) -> list[np.ndarray]:
-    """The runtime's :func:`nima_rt.io.decode.decode_file` on a file's bytes (same draft, EXIF, colour rule)."""
-    return decode_file(_NamedBytes(data, label), list(specs), options)
+    """The runtime's :func:`nima_rt.io.decode.decode_file` on a file's bytes (same draft, EXIF, colour rule,
+    pixel limit and memory budget: ``options.decode_memory`` for this decode)."""
+    return decode_file(_NamedBytes(data, label), list(specs), options, DecodeBudget(options.decode_memory))
 
 
 @functools.lru_cache(maxsize=1)
