@@ -129,7 +129,8 @@ def onnx_model(path: Path) -> ForeignModel:
     if len(convs) != len(units) or len(dense) != 1 or any(w is None or b is None for w, b in convs):
         raise ImportFailed(f"{path}: {len(convs)} convolutions with weights and bias and {len(dense)} Gemm, not the "
                            f"{len(units)} convolutions and one Dense of {metadata.backbone}")
-    head_inputs = _gemm_inputs(weights, dense[0])
+    kernel = _dense_kernel(weights, dense[0])
+    head_inputs = kernel.shape[1] if kernel is not None else -1
     if head_inputs != folded.num_features:
         raise ImportFailed(
             f"{path}: a {metadata.backbone} network with a head on {head_inputs} features (a multilevel head, like "
@@ -145,11 +146,8 @@ def onnx_model(path: Path) -> ForeignModel:
             for (name, unit), (weight, bias) in zip(units, convs, strict=True):
                 copy_array(unit.conv.weight, weight, name)
                 copy_array(unit.conv.bias, bias, f"{name} bias")
-            gemm = dense[0]
-            kernel, bias = weights[gemm.input[1]], weights[gemm.input[2]]
-            trans_b = next((a.i for a in gemm.attribute if a.name == "transB"), 0)
-            copy_array(network.head.linear.weight, kernel if trans_b else kernel.T, "dense")
-            copy_array(network.head.linear.bias, bias, "dense bias")
+            copy_array(network.head.linear.weight, kernel, "dense")
+            copy_array(network.head.linear.bias, weights[dense[0].input[2]], "dense bias")
     except (KeyError, ValueError) as exc:
         raise ImportFailed(f"{path}: weights do not fit {metadata.backbone} ({exc})") from None
     _check_readback(path, network.eval(), metadata)
@@ -158,13 +156,14 @@ def onnx_model(path: Path) -> ForeignModel:
                         list(metadata.licenses), described)
 
 
-def _gemm_inputs(weights: dict[str, np.ndarray], gemm) -> int:  # type: ignore[no-untyped-def]
-    """How many features the Dense (Gemm) layer reads: its kernel's input dimension."""
+def _dense_kernel(weights: dict[str, np.ndarray], gemm) -> np.ndarray | None:  # type: ignore[no-untyped-def]
+    """The Dense (Gemm) layer's kernel as ``[out, in]`` (torch's layout, whatever its ``transB``); None when the
+    graph has no 2-D kernel for it."""
     kernel = weights.get(gemm.input[1])
     if kernel is None or kernel.ndim != 2:
-        return -1
+        return None
     trans_b = next((a.i for a in gemm.attribute if a.name == "transB"), 0)
-    return int(kernel.shape[1] if trans_b else kernel.shape[0])
+    return kernel if trans_b else kernel.T
 
 
 def _check_readback(path: Path, network: NimaNetwork, metadata) -> None:  # type: ignore[no-untyped-def]
